@@ -1,0 +1,49 @@
+//! # common
+//!
+//! Plumbing every binary in the workspace shares, so each `main.rs` stays a list of wiring steps:
+//! - [`LogFormat`] and [`init_logging`]: tracing-subscriber on stderr, filtered by `RUST_LOG`.
+//! - [`shutdown_signal`]: resolves on SIGTERM or SIGINT.
+//!
+//! It owns no business logic.
+
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Installs the global subscriber: `RUST_LOG` if set, else `info`, written to stderr.
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second init (tests calling main twice) is harmless: keep the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.with_target(false).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Resolves when the process receives SIGTERM or SIGINT. Returns the signal's name.
+pub async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers we can still be stopped with SIGKILL; never return spuriously.
+        tracing::error!("cannot install signal handlers; SIGTERM will not shut down gracefully");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}

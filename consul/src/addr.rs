@@ -1,0 +1,149 @@
+//! Consul addresses and ACL tokens as every Consul tool accepts them.
+//!
+//! `CONSUL_HTTP_ADDR` may be `host:port` or `http://host:port`; the token comes from
+//! `CONSUL_HTTP_TOKEN`. The token type never shows its value in `Debug` or `Display`, so it cannot
+//! leak into a log line by accident.
+
+use std::fmt;
+
+use crate::Error;
+
+/// The environment variable every Consul tool reads the agent address from.
+pub const ENV_ADDR: &str = "CONSUL_HTTP_ADDR";
+/// The environment variable every Consul tool reads the ACL token from.
+pub const ENV_TOKEN: &str = "CONSUL_HTTP_TOKEN";
+/// Consul's default HTTP address.
+pub const DEFAULT_ADDR: &str = "http://127.0.0.1:8500";
+
+/// A validated base URL of a Consul agent's HTTP API, always ending without a slash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsulAddr(String);
+
+impl ConsulAddr {
+    /// Parses `host:port`, `http://host:port` (a trailing `/` is fine). `https://` and `unix://`
+    /// are refused with a clear error: this build speaks plain HTTP only.
+    pub fn parse(raw: &str) -> Result<Self, Error> {
+        let raw = raw.trim();
+        let bad = |why: &str| Error::InvalidAddress {
+            addr: raw.to_string(),
+            why: why.to_string(),
+        };
+        if raw.is_empty() {
+            return Err(bad("empty"));
+        }
+        let with_scheme = match raw.split_once("://") {
+            None => format!("http://{raw}"),
+            Some(("http", _)) => raw.to_string(),
+            Some(("https", _)) => {
+                return Err(bad(
+                    "https is not supported by this build; put Consul's plain HTTP listener or a local agent in front",
+                ))
+            }
+            Some((scheme, _)) => return Err(bad(&format!("unsupported scheme {scheme:?}"))),
+        };
+        let url = reqwest::Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("no host"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(bad("must not carry a query or fragment"));
+        }
+        Ok(Self(url.as_str().trim_end_matches('/').to_string()))
+    }
+
+    /// The base URL, e.g. `http://127.0.0.1:8500`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ConsulAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for ConsulAddr {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::parse(s)
+    }
+}
+
+/// A Consul ACL token. Its value is sent as `X-Consul-Token` and shown nowhere else.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Token(Option<String>);
+
+impl Token {
+    /// A token from an optional value; empty means none.
+    pub fn new(value: Option<String>) -> Self {
+        Self(value.filter(|v| !v.trim().is_empty()))
+    }
+
+    /// The token from `CONSUL_HTTP_TOKEN`, if set and not empty.
+    pub fn from_env() -> Self {
+        Self::new(std::env::var(ENV_TOKEN).ok())
+    }
+
+    /// The secret, for the one place that puts it in a header.
+    pub(crate) fn secret(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// Whether a token is set.
+    pub fn is_set(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_set() {
+            "Token(<redacted>)"
+        } else {
+            "Token(none)"
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_addresses_with_and_without_scheme() {
+        assert_eq!(
+            ConsulAddr::parse("127.0.0.1:8500").unwrap().as_str(),
+            "http://127.0.0.1:8500"
+        );
+        assert_eq!(
+            ConsulAddr::parse("http://consul:8500/").unwrap().as_str(),
+            "http://consul:8500"
+        );
+        assert_eq!(
+            ConsulAddr::parse(" localhost:1 ").unwrap().as_str(),
+            "http://localhost:1"
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_speak() {
+        for bad in [
+            "",
+            "https://c:8501",
+            "unix:///tmp/consul.sock",
+            "http://",
+            "http://c:8500/?x=1",
+        ] {
+            let err = ConsulAddr::parse(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidAddress { .. }), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn token_never_prints() {
+        let t = Token::new(Some("s3cr3t".into()));
+        assert!(!format!("{t:?}").contains("s3cr3t"));
+        assert!(!Token::new(Some("  ".into())).is_set());
+    }
+}

@@ -1,0 +1,281 @@
+//! [`Client`]: the HTTP calls the workspace makes to Consul.
+//!
+//! Reads return a [`QueryResult`] carrying `X-Consul-Index`, so callers can run blocking queries;
+//! the index rules themselves live in [`crate::index`]. The ACL token goes into `X-Consul-Token`
+//! on every request and nowhere else.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, Response, Url};
+use serde::de::DeserializeOwned;
+
+use crate::model::{
+    canonical, AgentRegistration, AgentService, CatalogEntry, HealthEntry, Instance,
+};
+use crate::{index, ConsulAddr, Error, Token};
+
+/// How long a non-blocking call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much of an error body goes into an error message.
+const MAX_ERROR_BODY: usize = 512;
+
+/// Which view of a service's instances to read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum View {
+    /// `/v1/health/service/<name>?passing`: only instances whose checks all pass (the default).
+    #[default]
+    Health,
+    /// `/v1/catalog/service/<name>`: every registered instance regardless of health.
+    Catalog,
+}
+
+/// The answer to a read: the data and the `X-Consul-Index` it was read at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueryResult {
+    /// `X-Consul-Index` of the answer.
+    pub index: u64,
+    /// The instances, in canonical order.
+    pub instances: Vec<Instance>,
+}
+
+/// A Consul HTTP API client. Cheap to clone (shares one connection pool).
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: ConsulAddr,
+    token: Token,
+}
+
+/// Checks that a name can be used as one URL path segment without surprises.
+pub fn validate_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 256
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidName(name.to_string()))
+    }
+}
+
+impl Client {
+    /// A client for the agent at `base`.
+    pub fn new(base: ConsulAddr, token: Token) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self { http, base, token }
+    }
+
+    /// The agent address this client talks to.
+    pub fn addr(&self) -> &ConsulAddr {
+        &self.base
+    }
+
+    /// Reads a service's instances. With `index > 0` this is a blocking query that returns when
+    /// Consul's index moves past `index` or after `wait` (plus Consul's jitter).
+    pub async fn instances(
+        &self,
+        view: View,
+        service: &str,
+        index: u64,
+        wait: Duration,
+    ) -> Result<QueryResult, Error> {
+        validate_name(service)?;
+        let (prefix, passing) = match view {
+            View::Health => ("health/service", true),
+            View::Catalog => ("catalog/service", false),
+        };
+        let endpoint = format!("/v1/{prefix}/{service}");
+        let mut url = self.url(&endpoint);
+        {
+            let mut q = url.query_pairs_mut();
+            if passing {
+                q.append_pair("passing", "1");
+            }
+            if index > 0 {
+                q.append_pair("index", &index.to_string());
+                q.append_pair("wait", &index::wait_param(wait));
+            }
+        }
+        let timeout = if index > 0 {
+            index::request_timeout(wait)
+        } else {
+            CALL_TIMEOUT
+        };
+        let resp = self
+            .send(&endpoint, self.request(Method::GET, url).timeout(timeout))
+            .await?;
+        let index = consul_index(&resp);
+        let instances: Vec<Instance> = match view {
+            View::Health => decode::<Vec<HealthEntry>>(&endpoint, resp)
+                .await?
+                .into_iter()
+                .map(Instance::from)
+                .collect(),
+            View::Catalog => decode::<Vec<CatalogEntry>>(&endpoint, resp)
+                .await?
+                .into_iter()
+                .map(Instance::from)
+                .collect(),
+        };
+        Ok(QueryResult {
+            index,
+            instances: canonical(instances),
+        })
+    }
+
+    /// Registers (or re-registers) a service with the local agent.
+    pub async fn register(&self, reg: &AgentRegistration) -> Result<(), Error> {
+        let endpoint = "/v1/agent/service/register";
+        let req = self
+            .request(Method::PUT, self.url(endpoint))
+            .json(reg)
+            .timeout(CALL_TIMEOUT);
+        self.send(endpoint, req).await.map(drop)
+    }
+
+    /// Removes a service from the local agent.
+    pub async fn deregister(&self, service_id: &str) -> Result<(), Error> {
+        let endpoint = format!("/v1/agent/service/deregister/{}", path_segment(service_id));
+        let req = self
+            .request(Method::PUT, self.url(&endpoint))
+            .timeout(CALL_TIMEOUT);
+        self.send(&endpoint, req).await.map(drop)
+    }
+
+    /// Marks a TTL check as passing. Consul answers 404 (or 500 on old versions) for an unknown
+    /// check, which is how an owner learns that its registration is gone and must be redone.
+    pub async fn pass_check(&self, check_id: &str) -> Result<(), Error> {
+        let endpoint = format!("/v1/agent/check/pass/{}", path_segment(check_id));
+        let req = self
+            .request(Method::PUT, self.url(&endpoint))
+            .timeout(CALL_TIMEOUT);
+        self.send(&endpoint, req).await.map(drop)
+    }
+
+    /// The services registered on the local agent, by ID.
+    pub async fn agent_services(&self) -> Result<HashMap<String, AgentService>, Error> {
+        let endpoint = "/v1/agent/services";
+        let resp = self
+            .send(
+                endpoint,
+                self.request(Method::GET, self.url(endpoint))
+                    .timeout(CALL_TIMEOUT),
+            )
+            .await?;
+        decode(endpoint, resp).await
+    }
+
+    /// The address of the cluster leader (`""` while there is none).
+    pub async fn leader(&self) -> Result<String, Error> {
+        let endpoint = "/v1/status/leader";
+        let resp = self
+            .send(
+                endpoint,
+                self.request(Method::GET, self.url(endpoint))
+                    .timeout(CALL_TIMEOUT),
+            )
+            .await?;
+        decode(endpoint, resp).await
+    }
+
+    fn url(&self, endpoint: &str) -> Url {
+        // The base was validated as a URL and endpoints are built from validated segments.
+        Url::parse(&format!("{}{endpoint}", self.base))
+            .unwrap_or_else(|_| Url::parse("http://invalid./").expect("static URL"))
+    }
+
+    fn request(&self, method: Method, url: Url) -> RequestBuilder {
+        let req = self.http.request(method, url);
+        match self.token.secret() {
+            Some(t) => req.header("X-Consul-Token", t),
+            None => req,
+        }
+    }
+
+    async fn send(&self, endpoint: &str, req: RequestBuilder) -> Result<Response, Error> {
+        let resp = req.send().await.map_err(|source| Error::Transport {
+            endpoint: endpoint.to_string(),
+            source: source.without_url(),
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let body = resp.text().await.unwrap_or_default();
+        let mut body = body.trim().to_string();
+        if body.len() > MAX_ERROR_BODY {
+            let mut cut = MAX_ERROR_BODY;
+            while !body.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            body.truncate(cut);
+            body.push('…');
+        }
+        Err(Error::Status {
+            endpoint: endpoint.to_string(),
+            status,
+            body,
+        })
+    }
+}
+
+fn consul_index(resp: &Response) -> u64 {
+    resp.headers()
+        .get("X-Consul-Index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn decode<T: DeserializeOwned>(endpoint: &str, resp: Response) -> Result<T, Error> {
+    let bytes = resp.bytes().await.map_err(|source| Error::Transport {
+        endpoint: endpoint.to_string(),
+        source: source.without_url(),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
+        endpoint: endpoint.to_string(),
+        why: e.to_string(),
+    })
+}
+
+/// Percent-encodes an ID for use as one path segment (IDs may hold ':' or '/').
+fn path_segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("service-web").is_ok());
+        assert!(validate_name("a.b_c").is_ok());
+        for bad in ["", "..", "a/b", "a b", "a?b", "ü"] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_are_encoded_as_one_segment() {
+        assert_eq!(path_segment("host:web:3000"), "host:web:3000");
+        assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
+    }
+}

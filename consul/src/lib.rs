@@ -1,0 +1,22 @@
+//! # consul
+//!
+//! The one place in the workspace that speaks Consul's HTTP API and parses its JSON. Everything else
+//! (watcher, gateway, serviceweb, registrator) sees only the typed model in [`model`].
+//!
+//! ## Layout
+//! - [`addr`]: `CONSUL_HTTP_ADDR`-style addresses and the ACL token (which never prints).
+//! - [`model`]: [`Instance`], the normalised view of one service instance, and the raw response shapes.
+//! - [`index`]: the blocking-query index rules from Consul's docs, as pure functions.
+//! - [`client`]: [`Client`], reads (blocking and not) and the agent endpoints used to register services.
+//! - [`error`]: [`Error`], what can go wrong talking to Consul.
+
+pub mod addr;
+pub mod client;
+pub mod error;
+pub mod index;
+pub mod model;
+
+pub use addr::{ConsulAddr, Token};
+pub use client::{Client, QueryResult, View};
+pub use error::Error;
+pub use model::{AgentCheck, AgentRegistration, Instance};

@@ -1,0 +1,300 @@
+//! The Consul data the rest of the workspace uses, and the raw JSON shapes it comes from.
+//!
+//! [`Instance`] is the normalised form of one service instance, whichever endpoint it came from;
+//! the raw shapes are private to this crate.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One instance of a service, as routed to: where it listens plus what identifies it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Instance {
+    /// The service ID (unique per agent).
+    pub id: String,
+    /// The node the instance is registered on.
+    pub node: String,
+    /// The address to connect to: the service address, or the node's when the service has none.
+    pub address: String,
+    /// The port to connect to.
+    pub port: u16,
+    /// The service tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The service metadata.
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+}
+
+impl Instance {
+    /// `address:port`, with IPv6 addresses in brackets, as used in URLs and logs.
+    pub fn authority(&self) -> String {
+        if self.address.contains(':') && !self.address.starts_with('[') {
+            format!("[{}]:{}", self.address, self.port)
+        } else {
+            format!("{}:{}", self.address, self.port)
+        }
+    }
+}
+
+/// Sorts instances into a canonical order so that two reads of the same set compare equal.
+pub fn canonical(mut instances: Vec<Instance>) -> Vec<Instance> {
+    for i in &mut instances {
+        i.tags.sort();
+    }
+    instances.sort();
+    instances.dedup();
+    instances
+}
+
+/// A service registration for `PUT /v1/agent/service/register`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentRegistration {
+    /// Service ID, unique on the agent.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Service name.
+    pub name: String,
+    /// Tags.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Address to advertise.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub address: String,
+    /// Port to advertise.
+    pub port: u16,
+    /// Metadata.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
+    /// The health check registered with the service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check: Option<AgentCheck>,
+}
+
+/// A health check attached to a service registration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentCheck {
+    /// Check ID (defaults to `service:<id>` in Consul when empty).
+    #[serde(rename = "CheckID", skip_serializing_if = "String::is_empty")]
+    pub check_id: String,
+    /// A TTL check: the owner must call `check/pass` before this elapses (e.g. `10s`).
+    #[serde(rename = "TTL", skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    /// An HTTP check URL.
+    #[serde(rename = "HTTP", skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// A TCP check `host:port`.
+    #[serde(rename = "TCP", skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<String>,
+    /// How often HTTP/TCP checks run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// Timeout of one HTTP/TCP check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Consul removes the service after the check has been critical this long.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deregister_critical_service_after: Option<String>,
+    /// The initial status (`passing` makes a new instance routable at once).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+/// One entry of `/v1/health/service/<name>`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct HealthEntry {
+    pub node: HealthNode,
+    pub service: HealthService,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct HealthNode {
+    pub node: String,
+    #[serde(default)]
+    pub address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct HealthService {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(default)]
+    pub address: String,
+    pub port: u16,
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    #[serde(default)]
+    pub meta: Option<BTreeMap<String, String>>,
+}
+
+impl From<HealthEntry> for Instance {
+    fn from(e: HealthEntry) -> Self {
+        let address = if e.service.address.is_empty() {
+            e.node.address
+        } else {
+            e.service.address
+        };
+        Instance {
+            id: e.service.id,
+            node: e.node.node,
+            address,
+            port: e.service.port,
+            tags: e.service.tags.unwrap_or_default(),
+            meta: e.service.meta.unwrap_or_default(),
+        }
+    }
+}
+
+/// One entry of `/v1/catalog/service/<name>`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct CatalogEntry {
+    pub node: String,
+    #[serde(default)]
+    pub address: String,
+    #[serde(rename = "ServiceID")]
+    pub service_id: String,
+    #[serde(default)]
+    pub service_address: String,
+    pub service_port: u16,
+    #[serde(default)]
+    pub service_tags: Option<Vec<String>>,
+    #[serde(default)]
+    pub service_meta: Option<BTreeMap<String, String>>,
+}
+
+impl From<CatalogEntry> for Instance {
+    fn from(e: CatalogEntry) -> Self {
+        let address = if e.service_address.is_empty() {
+            e.address
+        } else {
+            e.service_address
+        };
+        Instance {
+            id: e.service_id,
+            node: e.node,
+            address,
+            port: e.service_port,
+            tags: e.service_tags.unwrap_or_default(),
+            meta: e.service_meta.unwrap_or_default(),
+        }
+    }
+}
+
+/// One entry of `/v1/agent/services`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentService {
+    /// Service ID.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Service name.
+    pub service: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    /// Metadata.
+    #[serde(default)]
+    pub meta: Option<BTreeMap<String, String>>,
+    /// Port.
+    #[serde(default)]
+    pub port: u16,
+    /// Address.
+    #[serde(default)]
+    pub address: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Captured from `consul agent -dev` 1.8.7: `/v1/health/service/web?passing`.
+    const HEALTH: &str = r#"[{"Node":{"ID":"a1","Node":"dev","Address":"127.0.0.1","Datacenter":"dc1","TaggedAddresses":{"lan":"127.0.0.1"},"Meta":{"consul-network-segment":""},"CreateIndex":9,"ModifyIndex":10},
+      "Service":{"ID":"web-1","Service":"web","Tags":["b","a"],"Address":"","Meta":null,"Port":3001,"Weights":{"Passing":1,"Warning":1},"EnableTagOverride":false,"Proxy":{"MeshGateway":{},"Expose":{}},"Connect":{},"CreateIndex":20,"ModifyIndex":20},
+      "Checks":[{"Node":"dev","CheckID":"serfHealth","Name":"Serf Health Status","Status":"passing"}]},
+     {"Node":{"ID":"a1","Node":"dev","Address":"127.0.0.1"},
+      "Service":{"ID":"web-2","Service":"web","Tags":null,"Address":"10.0.0.2","Meta":{"v":"2"},"Port":3002},"Checks":[]}]"#;
+
+    // Captured from `consul agent -dev` 1.8.7: `/v1/catalog/service/web`.
+    const CATALOG: &str = r#"[{"ID":"a1","Node":"dev","Address":"127.0.0.1","Datacenter":"dc1","TaggedAddresses":{"lan":"127.0.0.1"},"NodeMeta":{},
+      "ServiceKind":"","ServiceID":"web-1","ServiceName":"web","ServiceTags":[],"ServiceAddress":"","ServiceWeights":{"Passing":1,"Warning":1},
+      "ServiceMeta":{},"ServicePort":3001,"ServiceEnableTagOverride":false,"CreateIndex":20,"ModifyIndex":20}]"#;
+
+    #[test]
+    fn health_entries_fall_back_to_the_node_address() {
+        let entries: Vec<HealthEntry> = serde_json::from_str(HEALTH).unwrap();
+        let got = canonical(entries.into_iter().map(Instance::from).collect());
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].authority(), "127.0.0.1:3001");
+        assert_eq!(got[0].tags, vec!["a", "b"]);
+        assert_eq!(got[1].authority(), "10.0.0.2:3002");
+        assert_eq!(got[1].meta.get("v").map(String::as_str), Some("2"));
+    }
+
+    #[test]
+    fn catalog_entries_fall_back_to_the_node_address() {
+        let entries: Vec<CatalogEntry> = serde_json::from_str(CATALOG).unwrap();
+        let got: Vec<Instance> = entries.into_iter().map(Instance::from).collect();
+        assert_eq!(got[0].authority(), "127.0.0.1:3001");
+        assert_eq!(got[0].id, "web-1");
+    }
+
+    #[test]
+    fn ipv6_authority_is_bracketed() {
+        let i = Instance {
+            address: "::1".into(),
+            port: 80,
+            ..sample()
+        };
+        assert_eq!(i.authority(), "[::1]:80");
+    }
+
+    #[test]
+    fn canonical_order_ignores_read_order() {
+        let a = Instance {
+            id: "a".into(),
+            ..sample()
+        };
+        let b = Instance {
+            id: "b".into(),
+            ..sample()
+        };
+        assert_eq!(canonical(vec![b.clone(), a.clone()]), canonical(vec![a, b]));
+    }
+
+    #[test]
+    fn registration_serialises_as_consul_expects() {
+        let reg = AgentRegistration {
+            id: "web-1".into(),
+            name: "web".into(),
+            port: 3001,
+            check: Some(AgentCheck {
+                ttl: Some("10s".into()),
+                status: Some("passing".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&reg).unwrap();
+        assert_eq!(v["ID"], "web-1");
+        assert_eq!(v["Check"]["TTL"], "10s");
+        assert_eq!(v["Check"]["Status"], "passing");
+        assert!(v.get("Tags").is_none());
+    }
+
+    fn sample() -> Instance {
+        Instance {
+            id: "x".into(),
+            node: "n".into(),
+            address: "127.0.0.1".into(),
+            port: 1,
+            tags: vec![],
+            meta: BTreeMap::new(),
+        }
+    }
+}

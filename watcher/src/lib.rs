@@ -1,0 +1,22 @@
+//! # watcher
+//!
+//! Watches services in Consul with blocking queries and streams each service's current instance
+//! set, as newline-delimited JSON, to the gateway's Unix socket or to stdout.
+//!
+//! ## Layout
+//! - [`protocol`]: the watcher ↔ gateway wire format. The one place that defines it; the gateway
+//!   decodes with these same types.
+//! - [`state`]: the latest snapshot and status of every watched service, with change versions, so
+//!   a reconnecting reader gets everything and a slow one only the newest of each.
+//! - [`watch`]: one blocking-query loop per service (index rules, rate limit, backoff, change
+//!   detection).
+//! - [`output`]: writes the state to stdout or to the socket (reconnecting with backoff).
+//! - [`backoff`]: jittered exponential backoff and a token bucket.
+//!
+//! Consul itself is spoken by the `consul` crate.
+
+pub mod backoff;
+pub mod output;
+pub mod protocol;
+pub mod state;
+pub mod watch;
