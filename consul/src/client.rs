@@ -42,9 +42,9 @@ pub struct QueryResult {
 /// A Consul HTTP API client. Cheap to clone (shares one connection pool).
 #[derive(Clone, Debug)]
 pub struct Client {
-    http: reqwest::Client,
-    base: ConsulAddr,
-    token: Token,
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: ConsulAddr,
+    pub(crate) token: Token,
 }
 
 /// Checks that a name can be used as one URL path segment without surprises.
@@ -187,13 +187,13 @@ impl Client {
         decode(endpoint, resp).await
     }
 
-    fn url(&self, endpoint: &str) -> Url {
+    pub(crate) fn url(&self, endpoint: &str) -> Url {
         // The base was validated as a URL and endpoints are built from validated segments.
         Url::parse(&format!("{}{endpoint}", self.base))
             .unwrap_or_else(|_| Url::parse("http://invalid./").expect("static URL"))
     }
 
-    fn request(&self, method: Method, url: Url) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, url: Url) -> RequestBuilder {
         let req = self.http.request(method, url);
         match self.token.secret() {
             Some(t) => req.header("X-Consul-Token", t),
@@ -201,7 +201,11 @@ impl Client {
         }
     }
 
-    async fn send(&self, endpoint: &str, req: RequestBuilder) -> Result<Response, Error> {
+    pub(crate) async fn send(
+        &self,
+        endpoint: &str,
+        req: RequestBuilder,
+    ) -> Result<Response, Error> {
         let resp = req.send().await.map_err(|source| Error::Transport {
             endpoint: endpoint.to_string(),
             source: source.without_url(),
@@ -236,7 +240,10 @@ fn consul_index(resp: &Response) -> u64 {
         .unwrap_or(0)
 }
 
-async fn decode<T: DeserializeOwned>(endpoint: &str, resp: Response) -> Result<T, Error> {
+pub(crate) async fn decode<T: DeserializeOwned>(
+    endpoint: &str,
+    resp: Response,
+) -> Result<T, Error> {
     let bytes = resp.bytes().await.map_err(|source| Error::Transport {
         endpoint: endpoint.to_string(),
         source: source.without_url(),
@@ -248,7 +255,7 @@ async fn decode<T: DeserializeOwned>(endpoint: &str, resp: Response) -> Result<T
 }
 
 /// Percent-encodes an ID for use as one path segment (IDs may hold ':' or '/').
-fn path_segment(id: &str) -> String {
+pub(crate) fn path_segment(id: &str) -> String {
     let mut out = String::with_capacity(id.len());
     for b in id.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':') {

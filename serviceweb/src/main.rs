@@ -1,2 +1,90 @@
-//! placeholder
-fn main() {}
+//! `serviceweb`: the demo backend. `GET /getRemoteIp` answers with the address of the instance
+//! that served the request; `--register` makes it register itself in Consul with a TTL check.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use common::LogFormat;
+use consul::{Client, ConsulAddr, Token};
+use tracing::info;
+
+mod app;
+mod identity;
+mod registration;
+
+/// Demo backend for the gateway: reports which instance answered.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, env = "SERVICEWEB_LISTEN", default_value = "0.0.0.0:3000")]
+    listen: SocketAddr,
+    /// Register this instance in Consul (TTL check kept passing; deregistered on shutdown).
+    #[arg(long, env = "SERVICEWEB_REGISTER")]
+    register: bool,
+    /// Service name to register under.
+    #[arg(long, env = "SERVICEWEB_NAME", default_value = "service-web")]
+    name: String,
+    /// Address to register (default: the address /getRemoteIp reports).
+    #[arg(long, env = "SERVICEWEB_ADVERTISE")]
+    advertise: Option<String>,
+    /// TTL of the health check; the instance reports every third of it.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// Consul HTTP address (token from CONSUL_HTTP_TOKEN).
+    #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = consul::addr::DEFAULT_ADDR)]
+    consul: ConsulAddr,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    common::init_logging(args.log_format);
+    consul::client::validate_name(&args.name)?;
+    anyhow::ensure!(
+        args.ttl >= Duration::from_secs(1),
+        "--ttl must be at least 1s"
+    );
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let me = identity::Identity::detect(local);
+    info!(listen = %local, ip = %me.ip, hostname = %me.hostname, "serviceweb listening");
+
+    let registration = if args.register {
+        let client = Client::new(args.consul.clone(), Token::from_env());
+        let address = args.advertise.clone().unwrap_or_else(|| me.ip.to_string());
+        let reg = registration::Registration::new(
+            client,
+            &args.name,
+            &me.hostname,
+            address,
+            local.port(),
+            args.ttl,
+        );
+        reg.register().await.context("cannot register in Consul")?;
+        Some(reg.spawn_keepalive())
+    } else {
+        None
+    };
+
+    let app = app::router(me);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let sig = common::shutdown_signal().await;
+            info!("{sig} received; shutting down");
+        })
+        .await?;
+
+    if let Some(reg) = registration {
+        reg.deregister().await;
+    }
+    Ok(())
+}
