@@ -21,9 +21,7 @@ pub enum LogFormat {
 /// Installs the global subscriber: `RUST_LOG` if set, else `info`, written to stderr.
 pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // A second init (tests calling main twice) is harmless: keep the first subscriber.
     let _ = match format {
         LogFormat::Text => builder.with_target(false).try_init(),
@@ -34,10 +32,7 @@ pub fn init_logging(format: LogFormat) {
 /// Resolves when the process receives SIGTERM or SIGINT. Returns the signal's name.
 pub async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         // Without signal handlers we can still be stopped with SIGKILL; never return spuriously.
         tracing::error!("cannot install signal handlers; SIGTERM will not shut down gracefully");
         return std::future::pending().await;

@@ -24,23 +24,19 @@ impl ConsulAddr {
     /// are refused with a clear error: this build speaks plain HTTP only.
     pub fn parse(raw: &str) -> Result<Self, Error> {
         let raw = raw.trim();
-        let bad = |why: &str| Error::InvalidAddress {
-            addr: raw.to_string(),
-            why: why.to_string(),
-        };
+        let bad = |why: &str| Error::InvalidAddress { addr: raw.to_string(), why: why.to_string() };
         if raw.is_empty() {
             return Err(bad("empty"));
         }
-        let with_scheme = match raw.split_once("://") {
-            None => format!("http://{raw}"),
-            Some(("http", _)) => raw.to_string(),
-            Some(("https", _)) => {
-                return Err(bad(
+        let with_scheme =
+            match raw.split_once("://") {
+                None => format!("http://{raw}"),
+                Some(("http", _)) => raw.to_string(),
+                Some(("https", _)) => return Err(bad(
                     "https is not supported by this build; put Consul's plain HTTP listener or a local agent in front",
-                ))
-            }
-            Some((scheme, _)) => return Err(bad(&format!("unsupported scheme {scheme:?}"))),
-        };
+                )),
+                Some((scheme, _)) => return Err(bad(&format!("unsupported scheme {scheme:?}"))),
+            };
         let url = reqwest::Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
         if url.host_str().is_none_or(str::is_empty) {
             return Err(bad("no host"));
@@ -98,11 +94,7 @@ impl Token {
 
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.is_set() {
-            "Token(<redacted>)"
-        } else {
-            "Token(none)"
-        })
+        f.write_str(if self.is_set() { "Token(<redacted>)" } else { "Token(none)" })
     }
 }
 
@@ -112,29 +104,14 @@ mod tests {
 
     #[test]
     fn accepts_addresses_with_and_without_scheme() {
-        assert_eq!(
-            ConsulAddr::parse("127.0.0.1:8500").unwrap().as_str(),
-            "http://127.0.0.1:8500"
-        );
-        assert_eq!(
-            ConsulAddr::parse("http://consul:8500/").unwrap().as_str(),
-            "http://consul:8500"
-        );
-        assert_eq!(
-            ConsulAddr::parse(" localhost:1 ").unwrap().as_str(),
-            "http://localhost:1"
-        );
+        assert_eq!(ConsulAddr::parse("127.0.0.1:8500").unwrap().as_str(), "http://127.0.0.1:8500");
+        assert_eq!(ConsulAddr::parse("http://consul:8500/").unwrap().as_str(), "http://consul:8500");
+        assert_eq!(ConsulAddr::parse(" localhost:1 ").unwrap().as_str(), "http://localhost:1");
     }
 
     #[test]
     fn refuses_what_it_cannot_speak() {
-        for bad in [
-            "",
-            "https://c:8501",
-            "unix:///tmp/consul.sock",
-            "http://",
-            "http://c:8500/?x=1",
-        ] {
+        for bad in ["", "https://c:8501", "unix:///tmp/consul.sock", "http://", "http://c:8500/?x=1"] {
             let err = ConsulAddr::parse(bad).unwrap_err();
             assert!(matches!(err, Error::InvalidAddress { .. }), "{bad}: {err}");
         }

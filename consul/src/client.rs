@@ -10,9 +10,7 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::de::DeserializeOwned;
 
-use crate::model::{
-    canonical, AgentRegistration, AgentService, CatalogEntry, HealthEntry, Instance,
-};
+use crate::model::{canonical, AgentRegistration, AgentService, CatalogEntry, HealthEntry, Instance};
 use crate::{index, ConsulAddr, Error, Token};
 
 /// How long a non-blocking call may take.
@@ -51,9 +49,7 @@ pub struct Client {
 pub fn validate_name(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 256
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && name != "."
         && name != "..";
     if ok {
@@ -81,13 +77,7 @@ impl Client {
 
     /// Reads a service's instances. With `index > 0` this is a blocking query that returns when
     /// Consul's index moves past `index` or after `wait` (plus Consul's jitter).
-    pub async fn instances(
-        &self,
-        view: View,
-        service: &str,
-        index: u64,
-        wait: Duration,
-    ) -> Result<QueryResult, Error> {
+    pub async fn instances(&self, view: View, service: &str, index: u64, wait: Duration) -> Result<QueryResult, Error> {
         validate_name(service)?;
         let (prefix, passing) = match view {
             View::Health => ("health/service", true),
@@ -105,49 +95,31 @@ impl Client {
                 q.append_pair("wait", &index::wait_param(wait));
             }
         }
-        let timeout = if index > 0 {
-            index::request_timeout(wait)
-        } else {
-            CALL_TIMEOUT
-        };
-        let resp = self
-            .send(&endpoint, self.request(Method::GET, url).timeout(timeout))
-            .await?;
+        let timeout = if index > 0 { index::request_timeout(wait) } else { CALL_TIMEOUT };
+        let resp = self.send(&endpoint, self.request(Method::GET, url).timeout(timeout)).await?;
         let index = consul_index(&resp);
         let instances: Vec<Instance> = match view {
-            View::Health => decode::<Vec<HealthEntry>>(&endpoint, resp)
-                .await?
-                .into_iter()
-                .map(Instance::from)
-                .collect(),
-            View::Catalog => decode::<Vec<CatalogEntry>>(&endpoint, resp)
-                .await?
-                .into_iter()
-                .map(Instance::from)
-                .collect(),
+            View::Health => {
+                decode::<Vec<HealthEntry>>(&endpoint, resp).await?.into_iter().map(Instance::from).collect()
+            }
+            View::Catalog => {
+                decode::<Vec<CatalogEntry>>(&endpoint, resp).await?.into_iter().map(Instance::from).collect()
+            }
         };
-        Ok(QueryResult {
-            index,
-            instances: canonical(instances),
-        })
+        Ok(QueryResult { index, instances: canonical(instances) })
     }
 
     /// Registers (or re-registers) a service with the local agent.
     pub async fn register(&self, reg: &AgentRegistration) -> Result<(), Error> {
         let endpoint = "/v1/agent/service/register";
-        let req = self
-            .request(Method::PUT, self.url(endpoint))
-            .json(reg)
-            .timeout(CALL_TIMEOUT);
+        let req = self.request(Method::PUT, self.url(endpoint)).json(reg).timeout(CALL_TIMEOUT);
         self.send(endpoint, req).await.map(drop)
     }
 
     /// Removes a service from the local agent.
     pub async fn deregister(&self, service_id: &str) -> Result<(), Error> {
         let endpoint = format!("/v1/agent/service/deregister/{}", path_segment(service_id));
-        let req = self
-            .request(Method::PUT, self.url(&endpoint))
-            .timeout(CALL_TIMEOUT);
+        let req = self.request(Method::PUT, self.url(&endpoint)).timeout(CALL_TIMEOUT);
         self.send(&endpoint, req).await.map(drop)
     }
 
@@ -155,35 +127,21 @@ impl Client {
     /// check, which is how an owner learns that its registration is gone and must be redone.
     pub async fn pass_check(&self, check_id: &str) -> Result<(), Error> {
         let endpoint = format!("/v1/agent/check/pass/{}", path_segment(check_id));
-        let req = self
-            .request(Method::PUT, self.url(&endpoint))
-            .timeout(CALL_TIMEOUT);
+        let req = self.request(Method::PUT, self.url(&endpoint)).timeout(CALL_TIMEOUT);
         self.send(&endpoint, req).await.map(drop)
     }
 
     /// The services registered on the local agent, by ID.
     pub async fn agent_services(&self) -> Result<HashMap<String, AgentService>, Error> {
         let endpoint = "/v1/agent/services";
-        let resp = self
-            .send(
-                endpoint,
-                self.request(Method::GET, self.url(endpoint))
-                    .timeout(CALL_TIMEOUT),
-            )
-            .await?;
+        let resp = self.send(endpoint, self.request(Method::GET, self.url(endpoint)).timeout(CALL_TIMEOUT)).await?;
         decode(endpoint, resp).await
     }
 
     /// The address of the cluster leader (`""` while there is none).
     pub async fn leader(&self) -> Result<String, Error> {
         let endpoint = "/v1/status/leader";
-        let resp = self
-            .send(
-                endpoint,
-                self.request(Method::GET, self.url(endpoint))
-                    .timeout(CALL_TIMEOUT),
-            )
-            .await?;
+        let resp = self.send(endpoint, self.request(Method::GET, self.url(endpoint)).timeout(CALL_TIMEOUT)).await?;
         decode(endpoint, resp).await
     }
 
@@ -201,15 +159,11 @@ impl Client {
         }
     }
 
-    pub(crate) async fn send(
-        &self,
-        endpoint: &str,
-        req: RequestBuilder,
-    ) -> Result<Response, Error> {
-        let resp = req.send().await.map_err(|source| Error::Transport {
-            endpoint: endpoint.to_string(),
-            source: source.without_url(),
-        })?;
+    pub(crate) async fn send(&self, endpoint: &str, req: RequestBuilder) -> Result<Response, Error> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|source| Error::Transport { endpoint: endpoint.to_string(), source: source.without_url() })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -224,34 +178,20 @@ impl Client {
             body.truncate(cut);
             body.push('…');
         }
-        Err(Error::Status {
-            endpoint: endpoint.to_string(),
-            status,
-            body,
-        })
+        Err(Error::Status { endpoint: endpoint.to_string(), status, body })
     }
 }
 
 fn consul_index(resp: &Response) -> u64 {
-    resp.headers()
-        .get("X-Consul-Index")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    resp.headers().get("X-Consul-Index").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
-pub(crate) async fn decode<T: DeserializeOwned>(
-    endpoint: &str,
-    resp: Response,
-) -> Result<T, Error> {
-    let bytes = resp.bytes().await.map_err(|source| Error::Transport {
-        endpoint: endpoint.to_string(),
-        source: source.without_url(),
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
-        endpoint: endpoint.to_string(),
-        why: e.to_string(),
-    })
+pub(crate) async fn decode<T: DeserializeOwned>(endpoint: &str, resp: Response) -> Result<T, Error> {
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|source| Error::Transport { endpoint: endpoint.to_string(), source: source.without_url() })?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Decode { endpoint: endpoint.to_string(), why: e.to_string() })
 }
 
 /// Percent-encodes an ID for use as one path segment (IDs may hold ':' or '/').

@@ -15,7 +15,7 @@ pub enum Error {
     #[error("invalid name {0:?}: use letters, digits, '-', '_' and '.' only")]
     InvalidName(String),
     /// Consul could not be reached, or the request timed out.
-    #[error("Consul request to {endpoint} failed: {source}")]
+    #[error("Consul request to {endpoint} failed: {}", chain(source))]
     Transport {
         /// The API path, without query.
         endpoint: String,
@@ -56,4 +56,20 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// An error and its causes on one line: reqwest's top-level message alone ("error sending
+/// request") does not say that the connection was refused.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let next = c.to_string();
+        if !s.contains(&next) {
+            s.push_str(": ");
+            s.push_str(&next);
+        }
+        cur = c.source();
+    }
+    s
 }

@@ -134,11 +134,7 @@ pub(crate) struct HealthService {
 
 impl From<HealthEntry> for Instance {
     fn from(e: HealthEntry) -> Self {
-        let address = if e.service.address.is_empty() {
-            e.node.address
-        } else {
-            e.service.address
-        };
+        let address = if e.service.address.is_empty() { e.node.address } else { e.service.address };
         Instance {
             id: e.service.id,
             node: e.node.node,
@@ -170,11 +166,7 @@ pub(crate) struct CatalogEntry {
 
 impl From<CatalogEntry> for Instance {
     fn from(e: CatalogEntry) -> Self {
-        let address = if e.service_address.is_empty() {
-            e.address
-        } else {
-            e.service_address
-        };
+        let address = if e.service_address.is_empty() { e.address } else { e.service_address };
         Instance {
             id: e.service_id,
             node: e.node,
@@ -246,24 +238,14 @@ mod tests {
 
     #[test]
     fn ipv6_authority_is_bracketed() {
-        let i = Instance {
-            address: "::1".into(),
-            port: 80,
-            ..sample()
-        };
+        let i = Instance { address: "::1".into(), port: 80, ..sample() };
         assert_eq!(i.authority(), "[::1]:80");
     }
 
     #[test]
     fn canonical_order_ignores_read_order() {
-        let a = Instance {
-            id: "a".into(),
-            ..sample()
-        };
-        let b = Instance {
-            id: "b".into(),
-            ..sample()
-        };
+        let a = Instance { id: "a".into(), ..sample() };
+        let b = Instance { id: "b".into(), ..sample() };
         assert_eq!(canonical(vec![b.clone(), a.clone()]), canonical(vec![a, b]));
     }
 
@@ -273,11 +255,7 @@ mod tests {
             id: "web-1".into(),
             name: "web".into(),
             port: 3001,
-            check: Some(AgentCheck {
-                ttl: Some("10s".into()),
-                status: Some("passing".into()),
-                ..Default::default()
-            }),
+            check: Some(AgentCheck { ttl: Some("10s".into()), status: Some("passing".into()), ..Default::default() }),
             ..Default::default()
         };
         let v = serde_json::to_value(&reg).unwrap();

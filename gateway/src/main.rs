@@ -1,2 +1,37 @@
-//! placeholder
-fn main() {}
+//! `gateway`: parse the configuration, start the runtime, run the server.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use gateway::config::{Args, Config};
+use tracing::error;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    common::init_logging(args.log_format);
+    let cfg = match Config::from_args(args) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            error!("invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cfg.args.workers {
+        rt.worker_threads(n);
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(gateway::server::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

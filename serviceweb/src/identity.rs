@@ -22,11 +22,7 @@ impl Identity {
         } else {
             listen.ip()
         };
-        Self {
-            ip,
-            port: listen.port(),
-            hostname: hostname(),
-        }
+        Self { ip, port: listen.port(), hostname: hostname() }
     }
 }
 

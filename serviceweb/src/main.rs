@@ -46,10 +46,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     common::init_logging(args.log_format);
     consul::client::validate_name(&args.name)?;
-    anyhow::ensure!(
-        args.ttl >= Duration::from_secs(1),
-        "--ttl must be at least 1s"
-    );
+    anyhow::ensure!(args.ttl >= Duration::from_secs(1), "--ttl must be at least 1s");
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -61,14 +58,7 @@ async fn main() -> anyhow::Result<()> {
     let registration = if args.register {
         let client = Client::new(args.consul.clone(), Token::from_env());
         let address = args.advertise.clone().unwrap_or_else(|| me.ip.to_string());
-        let reg = registration::Registration::new(
-            client,
-            &args.name,
-            &me.hostname,
-            address,
-            local.port(),
-            args.ttl,
-        );
+        let reg = registration::Registration::new(client, &args.name, &me.hostname, address, local.port(), args.ttl);
         reg.register().await.context("cannot register in Consul")?;
         Some(reg.spawn_keepalive())
     } else {

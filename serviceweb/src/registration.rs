@@ -25,14 +25,7 @@ pub struct Running {
 
 impl Registration {
     /// A registration of `name` at `address:port`, identified by host and port.
-    pub fn new(
-        client: Client,
-        name: &str,
-        hostname: &str,
-        address: String,
-        port: u16,
-        ttl: Duration,
-    ) -> Self {
+    pub fn new(client: Client, name: &str, hostname: &str, address: String, port: u16, ttl: Duration) -> Self {
         let id = format!("{name}-{hostname}-{port}");
         let check_id = format!("service:{id}");
         let reg = AgentRegistration {
@@ -49,12 +42,7 @@ impl Registration {
             }),
             ..AgentRegistration::default()
         };
-        Self {
-            client,
-            reg,
-            check_id,
-            ttl,
-        }
+        Self { client, reg, check_id, ttl }
     }
 
     /// Registers (again) with the agent.

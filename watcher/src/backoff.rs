@@ -20,11 +20,7 @@ impl Backoff {
     /// A backoff from `min` to `max`.
     pub fn new(min: Duration, max: Duration) -> Self {
         let min = min.max(Duration::from_millis(1));
-        Self {
-            min,
-            max: max.max(min),
-            current: min,
-        }
+        Self { min, max: max.max(min), current: min }
     }
 
     /// The next delay to wait.
@@ -54,19 +50,13 @@ impl TokenBucket {
     /// A full bucket.
     pub fn new(burst: u32, per_sec: f64) -> Self {
         let capacity = f64::from(burst.max(1));
-        Self {
-            capacity,
-            tokens: capacity,
-            per_sec: per_sec.max(0.001),
-            last: Instant::now(),
-        }
+        Self { capacity, tokens: capacity, per_sec: per_sec.max(0.001), last: Instant::now() }
     }
 
     /// Waits until a token is available and takes it.
     pub async fn take(&mut self) {
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_sec)
-            .min(self.capacity);
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_sec).min(self.capacity);
         self.last = now;
         if self.tokens < 1.0 {
             let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.per_sec);
@@ -105,10 +95,6 @@ mod tests {
             bucket.take().await;
         }
         // Ten more at 10/s take about a second: no spinning.
-        assert!(
-            start.elapsed() >= Duration::from_millis(990),
-            "{:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() >= Duration::from_millis(990), "{:?}", start.elapsed());
     }
 }

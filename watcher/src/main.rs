@@ -23,12 +23,7 @@ struct Args {
     #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = consul::addr::DEFAULT_ADDR)]
     consul: ConsulAddr,
     /// A service to watch; repeat the flag or give a comma list.
-    #[arg(
-        long = "service",
-        required = true,
-        value_delimiter = ',',
-        value_name = "NAME"
-    )]
+    #[arg(long = "service", required = true, value_delimiter = ',', value_name = "NAME")]
     services: Vec<String>,
     /// Read /v1/catalog/service/<name> (every registered instance) instead of the health view
     /// (/v1/health/service/<name>?passing, only instances whose checks pass).
@@ -65,10 +60,7 @@ fn main() -> ExitCode {
         error!("--rate must be a positive number of requests per second");
         return ExitCode::from(2);
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             error!("cannot start the runtime: {e}");
@@ -80,27 +72,13 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> ExitCode {
     let client = Client::new(args.consul.clone(), Token::from_env());
-    let view = if args.catalog {
-        View::Catalog
-    } else {
-        View::Health
-    };
-    let cfg = WatchConfig {
-        view,
-        wait: args.wait,
-        rate: args.rate,
-        ..WatchConfig::default()
-    };
+    let view = if args.catalog { View::Catalog } else { View::Health };
+    let cfg = WatchConfig { view, wait: args.wait, rate: args.rate, ..WatchConfig::default() };
     info!(consul = %args.consul, services = ?args.services, ?view, "watching");
     let state = State::new();
     let mut tasks = tokio::task::JoinSet::new();
     for s in &args.services {
-        tasks.spawn(watch_service(
-            client.clone(),
-            s.clone(),
-            cfg.clone(),
-            state.clone(),
-        ));
+        tasks.spawn(watch_service(client.clone(), s.clone(), cfg.clone(), state.clone()));
     }
     let output = async {
         match &args.socket {

@@ -52,10 +52,7 @@ where
     }
 }
 
-async fn read_or_pending<R: AsyncRead + Unpin>(
-    peer: &mut Option<R>,
-    buf: &mut [u8],
-) -> io::Result<usize> {
+async fn read_or_pending<R: AsyncRead + Unpin>(peer: &mut Option<R>, buf: &mut [u8]) -> io::Result<usize> {
     match peer {
         Some(r) => r.read(buf).await,
         None => std::future::pending().await,

@@ -74,38 +74,21 @@ mod tests {
     fn snapshot_round_trips_in_the_documented_shape() {
         let line = r#"{"type":"snapshot","service":"service-web","index":1234,"instances":[{"id":"a","node":"n","address":"172.21.0.7","port":3000,"tags":[],"meta":{}}]}"#;
         let msg = decode(line).unwrap().unwrap();
-        let Message::Snapshot(s) = &msg else {
-            panic!("not a snapshot: {msg:?}")
-        };
-        assert_eq!(
-            (s.service.as_str(), s.index, s.instances[0].port),
-            ("service-web", 1234, 3000)
-        );
+        let Message::Snapshot(s) = &msg else { panic!("not a snapshot: {msg:?}") };
+        assert_eq!((s.service.as_str(), s.index, s.instances[0].port), ("service-web", 1234, 3000));
         assert_eq!(decode(encode(&msg).trim_end()).unwrap(), Some(msg));
     }
 
     #[test]
     fn unknown_types_and_fields_are_ignored() {
-        assert_eq!(
-            decode(r#"{"type":"watch","service":"billing"}"#).unwrap(),
-            None
-        );
+        assert_eq!(decode(r#"{"type":"watch","service":"billing"}"#).unwrap(), None);
         let s = decode(r#"{"type":"status","service":"a","healthy":true,"v":2}"#).unwrap();
-        assert!(matches!(
-            s,
-            Some(Message::Status(Status { healthy: true, .. }))
-        ));
+        assert!(matches!(s, Some(Message::Status(Status { healthy: true, .. }))));
     }
 
     #[test]
     fn malformed_lines_are_errors_not_panics() {
-        for bad in [
-            "",
-            "{",
-            "[]",
-            r#"{"type":"snapshot"}"#,
-            r#"{"service":"a"}"#,
-        ] {
+        for bad in ["", "{", "[]", r#"{"type":"snapshot"}"#, r#"{"service":"a"}"#] {
             assert!(decode(bad).is_err(), "{bad}");
         }
     }

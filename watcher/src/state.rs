@@ -44,10 +44,7 @@ impl Default for State {
 impl State {
     /// An empty state.
     pub fn new() -> Self {
-        Self {
-            inner: Arc::default(),
-            changed: watch::Sender::new(0),
-        }
+        Self { inner: Arc::default(), changed: watch::Sender::new(0) }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -61,16 +58,8 @@ impl State {
             let mut inner = self.lock();
             inner.version += 1;
             let v = inner.version;
-            let snap = Snapshot {
-                service: service.to_string(),
-                index,
-                instances,
-            };
-            inner
-                .services
-                .entry(service.to_string())
-                .or_default()
-                .snapshot = Some((v, snap));
+            let snap = Snapshot { service: service.to_string(), index, instances };
+            inner.services.entry(service.to_string()).or_default().snapshot = Some((v, snap));
             v
         };
         self.changed.send_replace(v);
@@ -90,16 +79,8 @@ impl State {
             }
             inner.version += 1;
             let v = inner.version;
-            let status = Status {
-                service: service.to_string(),
-                healthy,
-                error,
-            };
-            inner
-                .services
-                .entry(service.to_string())
-                .or_default()
-                .status = Some((v, status));
+            let status = Status { service: service.to_string(), healthy, error };
+            inner.services.entry(service.to_string()).or_default().status = Some((v, status));
             v
         };
         self.changed.send_replace(v);
@@ -168,10 +149,7 @@ mod tests {
         assert!(st.since(cur).0.is_empty());
         st.set_status("a", false, Some("down".into()));
         let (msgs, cur) = st.since(cur);
-        assert!(matches!(
-            &msgs[..],
-            [Message::Status(Status { healthy: false, .. })]
-        ));
+        assert!(matches!(&msgs[..], [Message::Status(Status { healthy: false, .. })]));
         st.set_status("a", false, Some("down".into()));
         assert!(st.since(cur).0.is_empty());
     }

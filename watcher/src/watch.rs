@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use consul::index::{self, Next};
 use consul::{Client, Instance, View};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::backoff::{Backoff, TokenBucket};
 use crate::state::State;
@@ -51,12 +51,7 @@ struct Progress {
 
 impl Progress {
     /// Applies one answer; returns the set to publish if it differs from the last one published.
-    fn apply(
-        &mut self,
-        service: &str,
-        returned: u64,
-        instances: Vec<Instance>,
-    ) -> Option<Vec<Instance>> {
+    fn apply(&mut self, service: &str, returned: u64, instances: Vec<Instance>) -> Option<Vec<Instance>> {
         match index::next(self.index, returned) {
             Next::Reset => {
                 warn!(
@@ -84,28 +79,16 @@ pub async fn watch_service(client: Client, service: String, cfg: WatchConfig, st
     let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
     loop {
         bucket.take().await;
-        match client
-            .instances(cfg.view, &service, progress.index, cfg.wait)
-            .await
-        {
+        match client.instances(cfg.view, &service, progress.index, cfg.wait).await {
             Ok(r) => {
                 backoff.reset();
                 state.set_status(&service, true, None);
                 let returned = r.index;
                 if let Some(set) = progress.apply(&service, returned, r.instances) {
-                    info!(
-                        service,
-                        index = returned,
-                        instances = set.len(),
-                        "instance set changed"
-                    );
+                    debug!(service, index = returned, instances = set.len(), "instance set changed");
                     state.set_snapshot(&service, returned, set);
                 } else {
-                    debug!(
-                        service,
-                        index = returned,
-                        "blocking query returned without a change"
-                    );
+                    debug!(service, index = returned, "blocking query returned without a change");
                 }
             }
             Err(e) => {
@@ -142,10 +125,7 @@ mod tests {
         // Index moved (another service changed) but our set did not: nothing to publish.
         assert_eq!(p.apply("web", 12, vec![inst(1)]), None);
         assert_eq!(p.index, 12);
-        assert_eq!(
-            p.apply("web", 13, vec![inst(1), inst(2)]),
-            Some(vec![inst(1), inst(2)])
-        );
+        assert_eq!(p.apply("web", 13, vec![inst(1), inst(2)]), Some(vec![inst(1), inst(2)]));
     }
 
     #[test]

@@ -1,0 +1,131 @@
+//! The gateway's command line and environment, parsed and validated once into [`Config`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use common::LogFormat;
+use consul::ConsulAddr;
+
+/// Routes /<service>/* to a random live instance of <service>, as Consul knows it.
+///
+/// The Consul ACL token is read from CONSUL_HTTP_TOKEN (passed to the watcher through its
+/// environment, never on a command line, never logged).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "gateway", version, about)]
+pub struct Args {
+    /// Address of the public listener.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:3000")]
+    pub listen: SocketAddr,
+    /// Address of the admin listener (/healthz, /readyz, /services).
+    #[arg(long, env = "GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+    pub admin_listen: SocketAddr,
+    /// Consul HTTP address, with or without http://.
+    #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = consul::addr::DEFAULT_ADDR)]
+    pub consul: ConsulAddr,
+    /// Comma list of the services routable through the gateway; nothing else is reachable.
+    #[arg(long, env = "GATEWAY_SERVICES", default_value = "service-web", value_delimiter = ',')]
+    pub services: Vec<String>,
+    /// The watcher executable (default: `watcher` next to the gateway executable).
+    #[arg(long, env = "GATEWAY_WATCHER_BIN")]
+    pub watcher_bin: Option<PathBuf>,
+    /// Route on Consul's catalog (every registered instance) instead of the health view
+    /// (only instances whose checks pass).
+    #[arg(long, env = "GATEWAY_CATALOG")]
+    pub catalog: bool,
+    /// How long an instance may take to start answering before the client gets a 504.
+    #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub upstream_timeout: Duration,
+    /// How long connecting to an instance may take before another one is tried.
+    #[arg(long, env = "GATEWAY_CONNECT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    #[arg(long, env = "GATEWAY_GRACE_PERIOD", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub grace_period: Duration,
+    /// Request bodies up to this many bytes are buffered so that a failed connect can be retried
+    /// on another instance; larger ones are streamed and sent once.
+    #[arg(long, env = "GATEWAY_MAX_REPLAY_BODY", default_value_t = 64 * 1024)]
+    pub max_replay_body: u64,
+    /// Worker threads (default: one per core).
+    #[arg(long, env = "GATEWAY_WORKERS")]
+    pub workers: Option<usize>,
+    /// Log format on stderr (the watcher logs in the same format).
+    #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The parsed arguments.
+    pub args: Args,
+    /// The services, deduplicated.
+    pub services: Vec<String>,
+    /// The watcher executable.
+    pub watcher_bin: PathBuf,
+}
+
+impl Config {
+    /// Validates the arguments.
+    pub fn from_args(args: Args) -> Result<Self, String> {
+        let mut services: Vec<String> =
+            args.services.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        services.sort();
+        services.dedup();
+        if services.is_empty() {
+            return Err("--services names no service".into());
+        }
+        for s in &services {
+            consul::client::validate_name(s).map_err(|e| format!("--services: {e}"))?;
+        }
+        if args.listen == args.admin_listen {
+            return Err("--listen and --admin-listen must differ".into());
+        }
+        if args.upstream_timeout.is_zero() || args.connect_timeout.is_zero() {
+            return Err("timeouts must be greater than zero".into());
+        }
+        if args.workers == Some(0) {
+            return Err("--workers must be at least 1".into());
+        }
+        let watcher_bin = match &args.watcher_bin {
+            Some(p) => p.clone(),
+            None => default_watcher_bin()?,
+        };
+        Ok(Self { args, services, watcher_bin })
+    }
+}
+
+fn default_watcher_bin() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot locate the gateway executable: {e}"))?;
+    Ok(exe.with_file_name("watcher"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let args =
+            Args::try_parse_from(std::iter::once("gateway").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+        Config::from_args(args)
+    }
+
+    #[test]
+    fn defaults_are_sane() {
+        let c = parse(&["--watcher-bin", "/bin/true"]).unwrap();
+        assert_eq!(c.services, vec!["service-web"]);
+        assert_eq!(c.args.listen.port(), 3000);
+        assert!(c.args.admin_listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn services_are_a_validated_set() {
+        let c = parse(&["--services", "b, a,b", "--watcher-bin", "w"]).unwrap();
+        assert_eq!(c.services, vec!["a", "b"]);
+        assert!(parse(&["--services", "a/b"]).is_err());
+        assert!(parse(&["--services", ","]).is_err());
+        assert!(parse(&["--listen", "127.0.0.1:1", "--admin-listen", "127.0.0.1:1"]).is_err());
+        assert!(parse(&["--consul", "https://x"]).is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! The Unix socket the watcher connects to, and the application of its messages to the registry.
+//!
+//! The socket lives in a private directory (mode 0700, created by `tempfile`) so only this user
+//! can connect. One watcher connection is served at a time: a new one (a restarted watcher)
+//! replaces the old. A malformed line is logged and skipped; an unknown message type is ignored.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tracing::{debug, info, warn};
+use watcher::protocol::{decode, Message};
+
+use crate::registry::Registry;
+
+/// Longest accepted line: a snapshot of tens of thousands of instances still fits.
+const MAX_LINE: usize = 16 * 1024 * 1024;
+
+/// The bound socket and the private directory holding it (removed on drop).
+pub struct Socket {
+    dir: tempfile::TempDir,
+    listener: UnixListener,
+}
+
+impl Socket {
+    /// Binds `watcher.sock` in a new private directory under the system temp dir.
+    pub fn bind() -> std::io::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::Builder::new()
+            .prefix("gateway-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()?;
+        let listener = UnixListener::bind(dir.path().join("watcher.sock"))?;
+        Ok(Self { dir, listener })
+    }
+
+    /// The socket's path, for the watcher's `--socket`.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("watcher.sock")
+    }
+
+    /// Accepts watcher connections forever, applying what they send to `registry`.
+    pub async fn serve(self, registry: Arc<Registry>) {
+        let mut current: Option<tokio::task::JoinHandle<()>> = None;
+        let path = self.path();
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _)) => {
+                    if let Some(old) = current.take() {
+                        old.abort();
+                    }
+                    info!("watcher connected");
+                    registry.set_watcher_connected(true);
+                    let registry = registry.clone();
+                    current = Some(tokio::spawn(async move {
+                        read_messages(stream, &registry).await;
+                        registry.set_watcher_connected(false);
+                    }));
+                }
+                Err(e) => {
+                    warn!(socket = %path.display(), error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Reads one connection's messages until it closes.
+async fn read_messages(stream: UnixStream, registry: &Registry) {
+    let mut lines = FramedRead::new(stream, LinesCodec::new_with_max_length(MAX_LINE));
+    while let Some(line) = lines.next().await {
+        match line {
+            Ok(line) => apply(&line, registry).await,
+            Err(LinesCodecError::MaxLineLengthExceeded) => {
+                warn!(max = MAX_LINE, "skipping an over-long line from the watcher")
+            }
+            Err(LinesCodecError::Io(e)) => {
+                warn!(error = %e, "watcher connection failed");
+                break;
+            }
+        }
+    }
+    warn!("watcher disconnected; serving from the cache until it is back");
+}
+
+/// Applies one line from the watcher.
+pub async fn apply(line: &str, registry: &Registry) {
+    match decode(line) {
+        Ok(Some(Message::Snapshot(s))) => registry.apply_snapshot(&s.service, s.index, s.instances).await,
+        Ok(Some(Message::Status(s))) => {
+            if registry.is_routable(&s.service) {
+                let error = if s.healthy { None } else { Some(s.error.unwrap_or_else(|| "unknown error".into())) };
+                registry.set_readable(&s.service, error);
+            }
+        }
+        Ok(Some(Message::Unknown) | None) => {
+            debug!("ignoring a message type this version does not know")
+        }
+        Err(e) => {
+            warn!(error = %e, line = %truncate(line), "skipping a malformed line from the watcher")
+        }
+    }
+}
+
+fn truncate(s: &str) -> &str {
+    let mut end = s.len().min(200);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Whether `path` is in a directory only its owner may enter.
+pub fn is_private(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.parent().and_then(|d| std::fs::metadata(d).ok()).is_some_and(|m| m.permissions().mode() & 0o077 == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::StaticDiscovery;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn socket_is_private_and_lines_apply_skipping_garbage() {
+        let registry = Arc::new(Registry::new(["web".to_string()], Arc::new(StaticDiscovery::default())));
+        let socket = Socket::bind().unwrap();
+        let path = socket.path();
+        assert!(is_private(&path));
+        tokio::spawn(socket.serve(registry.clone()));
+        let mut conn = UnixStream::connect(&path).await.unwrap();
+        conn.write_all(b"not json\n{\"type\":\"watch\",\"service\":\"web\"}\n").await.unwrap();
+        conn.write_all(br#"{"type":"snapshot","service":"web","index":7,"instances":[{"id":"a","node":"n","address":"127.0.0.1","port":1}]}"#).await.unwrap();
+        conn.write_all(b"\n{\"type\":\"status\",\"service\":\"web\",\"healthy\":false,\"error\":\"down\"}\n")
+            .await
+            .unwrap();
+        for _ in 0..100 {
+            if registry.stale_reason("web").is_some_and(|r| r.contains("down")) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let set = registry.get("web").await.expect("snapshot applied after garbage");
+        assert_eq!(set.index, 7);
+        assert!(registry.stale_reason("web").unwrap().contains("down"));
+        drop(conn);
+        for _ in 0..100 {
+            if registry.stale_reason("web").is_some_and(|r| r.contains("watcher")) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("a closed connection must mark the data stale");
+    }
+}

@@ -1,0 +1,158 @@
+//! The request path against real HTTP backends on loopback, with a static registry.
+
+use super::*;
+use crate::registry::StaticDiscovery;
+use axum::routing::{any, get};
+use axum::Router;
+use consul::Instance;
+use std::collections::{BTreeMap, HashSet};
+use tower::ServiceExt;
+
+/// A backend that echoes what it received, tagged with its port.
+async fn echo_backend() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = Router::new()
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        )
+        .fallback(any(move |req: Request| async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let headers: BTreeMap<String, String> =
+                parts.headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
+            axum::Json(serde_json::json!({
+                "port": port,
+                "method": parts.method.as_str(),
+                "uri": parts.uri.to_string(),
+                "headers": headers,
+                "body": String::from_utf8_lossy(&body),
+            }))
+        }));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+/// A port with nothing listening.
+async fn dead_port() -> u16 {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn inst(port: u16) -> Instance {
+    Instance {
+        id: format!("web-{port}"),
+        node: "n".into(),
+        address: "127.0.0.1".into(),
+        port,
+        tags: vec![],
+        meta: BTreeMap::new(),
+    }
+}
+
+async fn app(ports: &[u16], timeout: Duration) -> Router {
+    let registry = Arc::new(Registry::new(["web".to_string(), "empty".to_string()], Arc::new(StaticDiscovery::default())));
+    registry.apply_snapshot("web", 1, ports.iter().map(|p| inst(*p)).collect()).await;
+    registry.apply_snapshot("empty", 1, vec![]).await;
+    let proxy =
+        Arc::new(Proxy { registry, client: http_client(Duration::from_secs(1)), timeout, max_replay_body: 1024 });
+    Router::new().fallback(handle).with_state(proxy)
+}
+
+async fn send(app: &Router, req: http::Request<Body>) -> (u16, serde_json::Value) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+}
+
+fn get_req(uri: &str) -> http::Request<Body> {
+    http::Request::get(uri).body(Body::empty()).unwrap()
+}
+
+#[test]
+fn the_service_prefix_is_stripped() {
+    assert_eq!(split_service("/web/getRemoteIp?a=1"), ("web", "/getRemoteIp?a=1".to_string()));
+    assert_eq!(split_service("/web"), ("web", "/".to_string()));
+    assert_eq!(split_service("/web/"), ("web", "/".to_string()));
+    assert_eq!(split_service("/web?x=1"), ("web", "/?x=1".to_string()));
+    assert_eq!(split_service("/"), ("", "/".to_string()));
+    assert_eq!(split_service("/web/a/b/"), ("web", "/a/b/".to_string()));
+}
+
+#[tokio::test]
+async fn forwards_path_query_method_body_and_forwarding_headers() {
+    let port = echo_backend().await;
+    let app = app(&[port], Duration::from_secs(5)).await;
+    let mut req = http::Request::post("/web/a/b?x=1&y=2")
+        .header("host", "gw.example")
+        .header("x-custom", "kept")
+        .header("connection", "keep-alive, x-drop-me")
+        .header("x-drop-me", "hop")
+        .header("content-length", "5")
+        .body(Body::from("hello"))
+        .unwrap();
+    req.extensions_mut().insert(ConnectInfo::<SocketAddr>("10.9.8.7:5555".parse().unwrap()));
+    let (status, v) = send(&app, req).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["uri"], "/a/b?x=1&y=2");
+    assert_eq!(v["body"], "hello");
+    let h = &v["headers"];
+    assert_eq!(h["x-custom"], "kept");
+    assert_eq!(h["x-forwarded-for"], "10.9.8.7");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "gw.example");
+    assert_eq!(h["host"], format!("127.0.0.1:{port}"));
+    assert!(h.get("x-drop-me").is_none(), "headers named in Connection are hop-by-hop");
+}
+
+#[tokio::test]
+async fn spreads_requests_over_all_instances() {
+    let ports = [echo_backend().await, echo_backend().await, echo_backend().await];
+    let app = app(&ports, Duration::from_secs(5)).await;
+    let mut seen = HashSet::new();
+    for _ in 0..60 {
+        let (status, v) = send(&app, get_req("/web/x")).await;
+        assert_eq!(status, 200);
+        seen.insert(v["port"].as_u64().unwrap());
+    }
+    assert_eq!(seen.len(), 3);
+}
+
+#[tokio::test]
+async fn a_dead_instance_costs_the_client_nothing_even_with_a_body() {
+    let live = echo_backend().await;
+    let dead = dead_port().await;
+    let app = app(&[dead, live], Duration::from_secs(5)).await;
+    for _ in 0..20 {
+        let req = http::Request::put("/web/p").header("content-length", "4").body(Body::from("data")).unwrap();
+        let (status, v) = send(&app, req).await;
+        assert_eq!(status, 200);
+        assert_eq!(v["port"], live);
+        assert_eq!(v["body"], "data", "the body is replayed on the retry");
+    }
+}
+
+#[tokio::test]
+async fn errors_are_json_with_the_right_status() {
+    let dead = dead_port().await;
+    let live = echo_backend().await;
+    let app_dead = app(&[dead], Duration::from_secs(5)).await;
+    let (status, v) = send(&app_dead, get_req("/web/x")).await;
+    assert_eq!((status, v["service"].as_str()), (502, Some("web")));
+    let (status, v) = send(&app_dead, get_req("/nope/x")).await;
+    assert_eq!((status, v["error"].as_str()), (404, Some("unknown service")));
+    let (status, _) = send(&app_dead, get_req("/")).await;
+    assert_eq!(status, 404);
+    let (status, v) = send(&app_dead, get_req("/empty/x")).await;
+    assert_eq!((status, v["error"].as_str()), (503, Some("no live instance")));
+
+    let app_slow = app(&[live], Duration::from_millis(200)).await;
+    let (status, v) = send(&app_slow, get_req("/web/slow")).await;
+    assert_eq!((status, v["error"].as_str()), (504, Some("upstream timed out")));
+}

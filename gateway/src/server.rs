@@ -1,0 +1,101 @@
+//! Wires the gateway together and runs it until SIGTERM/SIGINT:
+//! registry ← socket ← supervised watcher; public listener → proxy; admin listener → admin.
+//!
+//! Shutdown: stop accepting, let in-flight requests finish within the grace period, stop the
+//! watcher, return.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::admin;
+use crate::config::Config;
+use crate::ipc::Socket;
+use crate::proxy::{self, Proxy};
+use crate::registry::{ConsulDiscovery, Registry};
+use crate::supervisor::{supervise, WatcherCommand};
+
+/// Runs the gateway until a shutdown signal, then drains.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let view = if cfg.args.catalog { consul::View::Catalog } else { consul::View::Health };
+    let client = consul::Client::new(cfg.args.consul.clone(), consul::Token::from_env());
+    let registry = Arc::new(Registry::new(cfg.services.clone(), Arc::new(ConsulDiscovery { client, view })));
+
+    let public =
+        TcpListener::bind(cfg.args.listen).await.with_context(|| format!("cannot listen on {}", cfg.args.listen))?;
+    let admin_listener = TcpListener::bind(cfg.args.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", cfg.args.admin_listen))?;
+    let socket = Socket::bind().context("cannot create the watcher socket")?;
+    let socket_path = socket.path();
+    tokio::spawn(socket.serve(registry.clone()));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let supervisor = tokio::spawn(supervise(watcher_command(&cfg, &socket_path.to_string_lossy()), stop_rx.clone()));
+
+    let proxy = Arc::new(Proxy {
+        registry: registry.clone(),
+        client: proxy::http_client(cfg.args.connect_timeout),
+        timeout: cfg.args.upstream_timeout,
+        max_replay_body: cfg.args.max_replay_body,
+    });
+    let app = Router::new().fallback(proxy::handle).with_state(proxy);
+    info!(
+        listen = %public.local_addr()?,
+        admin = %admin_listener.local_addr()?,
+        consul = %cfg.args.consul,
+        services = ?cfg.services,
+        "gateway listening"
+    );
+
+    let mut stopping = stop_rx.clone();
+    let public_task = tokio::spawn(async move {
+        axum::serve(public, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let mut stopping = stop_rx.clone();
+    let admin_task = tokio::spawn(async move {
+        axum::serve(admin_listener, admin::router(registry))
+            .with_graceful_shutdown(async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            })
+            .await
+    });
+
+    let sig = common::shutdown_signal().await;
+    info!(grace = ?cfg.args.grace_period, "{sig} received; draining in-flight requests");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(cfg.args.grace_period, public_task).await {
+        Ok(_) => info!("all requests finished"),
+        Err(_) => warn!("grace period over; closing the remaining connections"),
+    }
+    admin_task.abort();
+    let _ = supervisor.await;
+    info!("gateway stopped");
+    Ok(())
+}
+
+fn watcher_command(cfg: &Config, socket: &str) -> WatcherCommand {
+    let mut args =
+        vec!["--socket".to_string(), socket.to_string(), "--consul".to_string(), cfg.args.consul.to_string()];
+    for s in &cfg.services {
+        args.extend(["--service".to_string(), s.clone()]);
+    }
+    if cfg.args.catalog {
+        args.push("--catalog".into());
+    }
+    let format = match cfg.args.log_format {
+        common::LogFormat::Text => "text",
+        common::LogFormat::Json => "json",
+    };
+    args.extend(["--log-format".to_string(), format.to_string()]);
+    WatcherCommand { bin: cfg.watcher_bin.clone(), args }
+}
