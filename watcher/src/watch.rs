@@ -50,6 +50,13 @@ struct Progress {
 }
 
 impl Progress {
+    /// After a failed read, Consul may have restarted with an empty state whose index is below
+    /// ours: blocking on our old index would then hang until the new index overtakes it (up to
+    /// `wait`). So the next read after any failure is a fresh, non-blocking one.
+    fn failed(&mut self) {
+        self.index = 0;
+    }
+
     /// Applies one answer; returns the set to publish if it differs from the last one published.
     fn apply(&mut self, service: &str, returned: u64, instances: Vec<Instance>) -> Option<Vec<Instance>> {
         match index::next(self.index, returned) {
@@ -95,6 +102,7 @@ pub async fn watch_service(client: Client, service: String, cfg: WatchConfig, st
                 let delay = backoff.next_delay();
                 warn!(service, error = %e, retry_in_ms = delay.as_millis() as u64, "cannot read service from Consul");
                 state.set_status(&service, false, Some(e.to_string()));
+                progress.failed();
                 tokio::time::sleep(delay).await;
             }
         }
@@ -137,6 +145,17 @@ mod tests {
         assert_eq!(p.index, 0, "next read must be a fresh, non-blocking one");
         assert_eq!(p.apply("web", 7, vec![]), None);
         assert_eq!(p.index, 7);
+    }
+
+    #[test]
+    fn after_a_failure_the_next_read_does_not_block_on_an_old_index() {
+        let mut p = Progress::default();
+        p.apply("web", 1000, vec![inst(1)]);
+        p.failed();
+        assert_eq!(p.index, 0);
+        // Same set as before the outage: nothing to publish.
+        assert_eq!(p.apply("web", 12, vec![inst(1)]), None);
+        assert_eq!(p.index, 12);
     }
 
     #[test]

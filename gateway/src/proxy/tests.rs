@@ -55,7 +55,8 @@ fn inst(port: u16) -> Instance {
 }
 
 async fn app(ports: &[u16], timeout: Duration) -> Router {
-    let registry = Arc::new(Registry::new(["web".to_string(), "empty".to_string()], Arc::new(StaticDiscovery::default())));
+    let registry =
+        Arc::new(Registry::new(["web".to_string(), "empty".to_string()], Arc::new(StaticDiscovery::default())));
     registry.apply_snapshot("web", 1, ports.iter().map(|p| inst(*p)).collect()).await;
     registry.apply_snapshot("empty", 1, vec![]).await;
     let proxy =

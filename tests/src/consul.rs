@@ -1,0 +1,119 @@
+//! A real `consul agent -dev` on free loopback ports, restartable on the same ports with an empty
+//! state (dev mode keeps everything in memory), plus the few API calls tests make.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{free_port, http, wait_for};
+
+/// A running Consul dev agent.
+pub struct Consul {
+    child: Option<Child>,
+    ports: [u16; 4],
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// The Consul binary: `CONSUL_BIN`, `<repo>/.tools/consul`, or `consul` on `PATH`.
+pub fn consul_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CONSUL_BIN") {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/consul");
+    if local.exists() {
+        return local;
+    }
+    PathBuf::from("consul")
+}
+
+impl Consul {
+    /// Starts an agent and waits until it has a leader and its node is in the catalog.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("consul.log");
+        let mut c = Self { child: None, ports: [free_port(), free_port(), free_port(), free_port()], log, _dir: dir };
+        c.spawn();
+        c
+    }
+
+    fn spawn(&mut self) {
+        let [http_port, serf_lan, serf_wan, server] = self.ports;
+        let hcl = format!(
+            "ports {{ http = {http_port}, dns = -1, grpc = -1, serf_lan = {serf_lan}, serf_wan = {serf_wan}, server = {server} }}"
+        );
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("consul log");
+        let child = Command::new(consul_bin())
+            .args(["agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-log-level", "warn", "-hcl", &hcl])
+            .args(["-node", &format!("e2e-{http_port}")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e} (run scripts/install-consul.sh)", consul_bin().display()));
+        self.child = Some(child);
+        let client = http();
+        let base = self.addr();
+        wait_for(Duration::from_secs(30), "Consul to elect itself and list its node", || {
+            let leader = client.get(format!("{base}/v1/status/leader")).send().ok()?.text().ok()?;
+            let nodes = client.get(format!("{base}/v1/catalog/nodes")).send().ok()?.text().ok()?;
+            (leader.len() > 2 && nodes.contains("e2e-")).then_some(())
+        });
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports[0])
+    }
+
+    /// Stops the agent (SIGKILL: an outage, not a graceful leave).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a fresh agent on the same ports: same address, empty state, index starting over.
+    pub fn restart_empty(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Registers a service instance (no health check: passing).
+    pub fn register(&self, name: &str, id: &str, port: u16) {
+        self.put(
+            "/v1/agent/service/register",
+            serde_json::json!({"ID": id, "Name": name, "Address": "127.0.0.1", "Port": port}),
+        );
+    }
+
+    /// Registers a service instance whose TTL check is critical (in the catalog, not healthy).
+    pub fn register_critical(&self, name: &str, id: &str, port: u16) {
+        self.put(
+            "/v1/agent/service/register",
+            serde_json::json!({"ID": id, "Name": name, "Address": "127.0.0.1", "Port": port,
+                                "Check": {"TTL": "60s", "Status": "critical"}}),
+        );
+    }
+
+    /// Deregisters a service instance.
+    pub fn deregister(&self, id: &str) {
+        self.put(&format!("/v1/agent/service/deregister/{id}"), serde_json::Value::Null);
+    }
+
+    fn put(&self, path: &str, body: serde_json::Value) {
+        let mut req = http().put(format!("{}{path}", self.addr()));
+        if !body.is_null() {
+            req = req.json(&body);
+        }
+        let resp = req.send().unwrap_or_else(|e| panic!("PUT {path}: {e}"));
+        assert!(resp.status().is_success(), "PUT {path}: {}", resp.status());
+    }
+}
+
+impl Drop for Consul {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

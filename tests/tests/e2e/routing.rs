@@ -1,0 +1,98 @@
+//! Routing and change propagation through the real gateway.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use e2e::{assert_all_ok, get_json, http, wait_for, Consul, Gateway, Hammer, ServiceWeb};
+
+#[test]
+fn routes_spread_over_all_self_registered_instances() {
+    let consul = Consul::start();
+    let backends: Vec<ServiceWeb> = (0..3).map(|_| ServiceWeb::start(Some(&consul))).collect();
+    let gw = Gateway::start(&consul, "service-web", &[]);
+    let want: HashSet<u16> = backends.iter().map(|b| b.port).collect();
+    let client = http();
+    // The first snapshot may hold fewer than 3 if registrations raced the watcher: wait for all.
+    wait_for(Duration::from_secs(5), "all 3 instances in /services", || {
+        let (_, v) = get_json(&client, &gw.admin("/services")).ok()?;
+        (v["services"][0]["instances"].as_array()?.len() == 3).then_some(())
+    });
+    let mut seen = HashSet::new();
+    for _ in 0..60 {
+        let (status, v) = get_json(&client, &gw.url("/service-web/getRemoteIp")).unwrap();
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["ip"], "127.0.0.1");
+        seen.insert(v["port"].as_u64().unwrap() as u16);
+    }
+    assert_eq!(seen, want, "60 requests must reach every instance");
+}
+
+#[test]
+fn a_deregistered_instance_stops_receiving_traffic_within_a_second_and_is_logged() {
+    let consul = Consul::start();
+    let backends: Vec<ServiceWeb> = (0..3).map(|_| ServiceWeb::start(None)).collect();
+    for b in &backends {
+        consul.register("service-web", &format!("web-{}", b.port), b.port);
+    }
+    let gw = Gateway::start(&consul, "service-web", &[]);
+    gw.proc.wait_for_log("-> 3 instances", 0, Duration::from_secs(5));
+    let victim = backends[0].port;
+    let hammer = Hammer::start(gw.url("/service-web/getRemoteIp"));
+    std::thread::sleep(Duration::from_millis(300));
+
+    consul.deregister(&format!("web-{victim}"));
+    let deregistered = Instant::now();
+    gw.proc.wait_for_log(&format!("removed 127.0.0.1:{victim}"), 0, Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(1500));
+    let samples = hammer.finish();
+
+    assert_all_ok(&samples, "traffic during the deregistration");
+    let last_to_victim = samples.iter().filter(|s| s.port == Some(victim)).map(|s| s.at).max();
+    if let Some(last) = last_to_victim {
+        let lag = last.saturating_duration_since(deregistered);
+        assert!(lag <= Duration::from_secs(1), "the removed instance still got traffic {lag:?} after deregistration");
+    }
+    let after: HashSet<u16> =
+        samples.iter().filter(|s| s.at > deregistered + Duration::from_secs(1)).filter_map(|s| s.port).collect();
+    assert_eq!(after, HashSet::from([backends[1].port, backends[2].port]));
+    let line = gw.proc.logs().into_iter().find(|l| l.contains("removed 127.0.0.1")).unwrap();
+    assert!(line.contains("service-web: 3 -> 2 instances"), "change line: {line}");
+}
+
+#[test]
+fn a_new_instance_starts_receiving_traffic() {
+    let consul = Consul::start();
+    let first = ServiceWeb::start(None);
+    consul.register("service-web", "web-a", first.port);
+    let gw = Gateway::start(&consul, "service-web", &[]);
+    let second = ServiceWeb::start(None);
+    consul.register("service-web", "web-b", second.port);
+    gw.proc.wait_for_log(&format!("added 127.0.0.1:{}", second.port), 0, Duration::from_secs(2));
+    let client = http();
+    let seen: HashSet<u64> = (0..40)
+        .map(|_| get_json(&client, &gw.url("/service-web/getRemoteIp")).unwrap().1["port"].as_u64().unwrap())
+        .collect();
+    assert!(seen.contains(&u64::from(second.port)), "the new instance got no traffic: {seen:?}");
+}
+
+#[test]
+fn errors_are_json_404_for_unknown_and_503_for_no_instance() {
+    let consul = Consul::start();
+    let b = ServiceWeb::start(None);
+    consul.register("service-web", "web-a", b.port);
+    // `service-empty` is routable but has no instance; `other` exists in Consul but is not routable.
+    consul.register("other", "other-a", b.port);
+    let gw = Gateway::start(&consul, "service-web,service-empty", &[]);
+    let client = http();
+    let (status, v) = get_json(&client, &gw.url("/other/getRemoteIp")).unwrap();
+    assert_eq!((status, v["error"].as_str(), v["service"].as_str()), (404, Some("unknown service"), Some("other")));
+    let (status, _) = get_json(&client, &gw.url("/")).unwrap();
+    assert_eq!(status, 404);
+    let (status, v) = get_json(&client, &gw.url("/service-empty/x")).unwrap();
+    assert_eq!(
+        (status, v["error"].as_str(), v["service"].as_str()),
+        (503, Some("no live instance"), Some("service-empty"))
+    );
+    let (status, _) = get_json(&client, &gw.url("/service-web/getRemoteIp")).unwrap();
+    assert_eq!(status, 200);
+}
