@@ -1,6 +1,9 @@
 //! End-to-end tests: a real Consul agent and the real binaries on loopback. One test binary
 //! (faster to build); one module per area.
 
+// Test helpers outside #[test] functions may unwrap: a failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
 mod failures;
 mod lifecycle;
 mod routing;

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The project's test command (README), also what CI runs:
+#   1. installs what the tests need (Consul 1.8.7, project-local; idempotent)
+#   2. formatting and lints
+#   3. unit and end-to-end tests (real Consul agent, real binaries, loopback only)
+#   4. the demo script in smoke mode
+#   5. the container end-to-end test on the local Docker engine (skipped without an engine
+#      unless REQUIRE_DOCKER=1, which CI sets)
+#   6. the benchmark in smoke mode (a few seconds; it reports, it asserts no timing)
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+export PATH="$HOME/.cargo/bin:$PATH"
+step() { printf '\n== %s ==\n' "$*"; }
+
+step "installing test dependencies"
+CONSUL_BIN=$(bash scripts/install-consul.sh)
+export CONSUL_BIN
+"$CONSUL_BIN" version | head -n1
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test (unit + end-to-end against a real Consul)"
+cargo build --workspace --bins
+cargo test --workspace
+
+step "demo smoke (scripts/demo.sh)"
+DEMO_SMOKE=1 DEMO_PROFILE=debug DEMO_PORT=13000 DEMO_ADMIN_PORT=18081 DEMO_CONSUL_PORT=18500 bash scripts/demo.sh
+
+if [ -x scripts/e2e-docker.sh ]; then
+  if docker info >/dev/null 2>&1; then
+    step "container end-to-end test (Docker)"
+    bash scripts/e2e-docker.sh
+  elif [ -n "${REQUIRE_DOCKER:-}" ]; then
+    echo "REQUIRE_DOCKER is set but no Docker engine answers" >&2
+    exit 1
+  else
+    step "container end-to-end test skipped: no Docker engine (set REQUIRE_DOCKER=1 to fail instead)"
+  fi
+fi
+
+if [ -x bench/run.sh ]; then
+  step "benchmark smoke (bench/run.sh --smoke)"
+  bash bench/run.sh --smoke
+fi
+echo
+echo "all tests passed"
