@@ -15,6 +15,8 @@ use crate::{index, ConsulAddr, Error, Token};
 
 /// How long a non-blocking call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle connections kept to Consul.
+pub const MAX_IDLE_CONNECTIONS: usize = 8;
 /// How much of an error body goes into an error message.
 const MAX_ERROR_BODY: usize = 512;
 
@@ -35,6 +37,9 @@ pub struct QueryResult {
     pub index: u64,
     /// The instances, in canonical order.
     pub instances: Vec<Instance>,
+    /// Whether a change of this service might not show in `/v1/health/state/any`: it has no
+    /// instance, or an instance without a check of its own (always true for the catalog view).
+    pub checkless: bool,
 }
 
 /// A Consul HTTP API client. Cheap to clone (shares one connection pool).
@@ -65,6 +70,9 @@ impl Client {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(90))
+            // Consul limits connections per client address (200 by default): keep few idle ones.
+            // Connections in use are bounded by the callers (one per blocking query, a few reads).
+            .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         Self { http, base, token }
@@ -98,15 +106,18 @@ impl Client {
         let timeout = if index > 0 { index::request_timeout(wait) } else { CALL_TIMEOUT };
         let resp = self.send(&endpoint, self.request(Method::GET, url).timeout(timeout)).await?;
         let index = consul_index(&resp);
-        let instances: Vec<Instance> = match view {
+        let (instances, checkless): (Vec<Instance>, bool) = match view {
             View::Health => {
-                decode::<Vec<HealthEntry>>(&endpoint, resp).await?.into_iter().map(Instance::from).collect()
+                let entries = decode::<Vec<HealthEntry>>(&endpoint, resp).await?;
+                let checkless = entries.is_empty() || entries.iter().any(|e| !e.has_service_check());
+                (entries.into_iter().map(Instance::from).collect(), checkless)
             }
             View::Catalog => {
-                decode::<Vec<CatalogEntry>>(&endpoint, resp).await?.into_iter().map(Instance::from).collect()
+                let entries = decode::<Vec<CatalogEntry>>(&endpoint, resp).await?;
+                (entries.into_iter().map(Instance::from).collect(), true)
             }
         };
-        Ok(QueryResult { index, instances: canonical(instances) })
+        Ok(QueryResult { index, instances: canonical(instances), checkless })
     }
 
     /// Registers (or re-registers) a service with the local agent.
@@ -182,7 +193,7 @@ impl Client {
     }
 }
 
-fn consul_index(resp: &Response) -> u64 {
+pub(crate) fn consul_index(resp: &Response) -> u64 {
     resp.headers().get("X-Consul-Index").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 

@@ -12,6 +12,7 @@
 
 pub mod addr;
 pub mod client;
+pub mod cluster;
 pub mod error;
 pub mod index;
 pub mod model;

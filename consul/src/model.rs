@@ -108,6 +108,44 @@ pub struct AgentCheck {
 pub(crate) struct HealthEntry {
     pub node: HealthNode,
     pub service: HealthService,
+    #[serde(default)]
+    pub checks: Option<Vec<EntryCheck>>,
+}
+
+impl HealthEntry {
+    /// Whether the instance has a check of its own (not only the node's).
+    pub fn has_service_check(&self) -> bool {
+        self.checks.iter().flatten().any(|c| !c.service_id.is_empty() && c.service_id == self.service.id)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct EntryCheck {
+    #[serde(rename = "ServiceID", default)]
+    pub service_id: String,
+}
+
+/// One check of `/v1/health/state/any`: every check in the datacenter, node- or service-level.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CheckState {
+    /// The node the check runs on.
+    pub node: String,
+    /// The check ID.
+    #[serde(rename = "CheckID")]
+    pub check_id: String,
+    /// `passing`, `warning` or `critical`.
+    pub status: String,
+    /// The service instance it belongs to; empty for a node-level check.
+    #[serde(rename = "ServiceID", default)]
+    pub service_id: String,
+    /// The service it belongs to; empty for a node-level check.
+    #[serde(default)]
+    pub service_name: String,
+    /// Raft index of the check's last change.
+    #[serde(default)]
+    pub modify_index: u64,
 }
 
 #[derive(Deserialize)]
@@ -220,6 +258,7 @@ mod tests {
     #[test]
     fn health_entries_fall_back_to_the_node_address() {
         let entries: Vec<HealthEntry> = serde_json::from_str(HEALTH).unwrap();
+        assert!(entries.iter().all(|e| !e.has_service_check()), "serfHealth is the node's, not web-1's");
         let got = canonical(entries.into_iter().map(Instance::from).collect());
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].authority(), "127.0.0.1:3001");

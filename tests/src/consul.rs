@@ -61,6 +61,11 @@ impl Consul {
         });
     }
 
+    /// The HTTP API port.
+    pub fn http_port(&self) -> u16 {
+        self.ports[0]
+    }
+
     /// `http://127.0.0.1:<port>`.
     pub fn addr(&self) -> String {
         format!("http://127.0.0.1:{}", self.ports[0])
@@ -95,6 +100,20 @@ impl Consul {
             serde_json::json!({"ID": id, "Name": name, "Address": "127.0.0.1", "Port": port,
                                 "Check": {"TTL": "60s", "Status": "critical"}}),
         );
+    }
+
+    /// Registers a service instance with a TTL check (`check ID service:<id>`) in `status`.
+    pub fn register_ttl(&self, name: &str, id: &str, port: u16, status: &str) {
+        self.put(
+            "/v1/agent/service/register",
+            serde_json::json!({"ID": id, "Name": name, "Address": "127.0.0.1", "Port": port,
+                                "Check": {"TTL": "600s", "Status": status}}),
+        );
+    }
+
+    /// Sets a TTL check: `verb` is `pass`, `warn` or `fail`.
+    pub fn set_check(&self, check_id: &str, verb: &str) {
+        self.put(&format!("/v1/agent/check/{verb}/{check_id}"), serde_json::Value::Null);
     }
 
     /// Deregisters a service instance.

@@ -89,3 +89,27 @@ pub fn children(pid: u32) -> Vec<u32> {
     out.dedup();
     out
 }
+
+/// How many established TCP connections process `pid` holds to 127.0.0.1:`port`.
+pub fn tcp_connections_to(pid: u32, port: u16) -> usize {
+    // Socket inodes the process holds...
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .filter_map(|l| l.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    // ...that are established (state 01) connections to the port (remote address field).
+    let want = format!(":{port:04X}");
+    std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 9 && f[2].ends_with(&want) && f[3] == "01" && inodes.contains(f[9])
+        })
+        .count()
+}

@@ -10,12 +10,14 @@
 //!   a reconnecting reader gets everything and a slow one only the newest of each.
 //! - [`watch`]: one blocking-query loop per service (index rules, rate limit, backoff, change
 //!   detection).
+//! - [`mux`]: many services over two blocking queries plus targeted re-reads (for scale).
 //! - [`output`]: writes the state to stdout or to the socket (reconnecting with backoff).
 //! - [`backoff`]: jittered exponential backoff and a token bucket.
 //!
 //! Consul itself is spoken by the `consul` crate.
 
 pub mod backoff;
+pub mod mux;
 pub mod output;
 pub mod protocol;
 pub mod state;

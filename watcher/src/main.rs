@@ -38,6 +38,14 @@ struct Args {
     /// Sustained Consul requests per second per service (bursts of 5 are allowed).
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
+    /// How to watch: one blocking query per service (`per-service`), or two cluster-wide
+    /// blocking queries plus re-reads of the services that changed (`multiplexed`, a handful of
+    /// connections whatever the number of services). `auto` multiplexes above 12 services.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    mode: Mode,
+    /// In multiplexed mode, re-read every service this often as a safety net.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    resync: Duration,
     /// Exit when standard input is closed. The gateway holds our stdin open, so its death (even
     /// SIGKILL) ends the watcher too: no orphans.
     #[arg(long)]
@@ -46,6 +54,20 @@ struct Args {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
+
+/// How services are watched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    /// Per-service up to 12 services, multiplexed above.
+    Auto,
+    /// One blocking query (one connection) per service.
+    PerService,
+    /// Two blocking queries, whatever the number of services.
+    Multiplexed,
+}
+
+/// Above this many services, `auto` multiplexes (keeps connections to Consul few).
+const AUTO_MAX_PER_SERVICE: usize = 12;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -76,9 +98,21 @@ async fn run(args: Args) -> ExitCode {
     let cfg = WatchConfig { view, wait: args.wait, rate: args.rate, ..WatchConfig::default() };
     info!(consul = %args.consul, services = ?args.services, ?view, "watching");
     let state = State::new();
+    let mut services = args.services.clone();
+    services.sort();
+    services.dedup();
+    let multiplexed = match args.mode {
+        Mode::Auto => services.len() > AUTO_MAX_PER_SERVICE,
+        Mode::PerService => false,
+        Mode::Multiplexed => true,
+    };
     let mut tasks = tokio::task::JoinSet::new();
-    for s in &args.services {
-        tasks.spawn(watch_service(client.clone(), s.clone(), cfg.clone(), state.clone()));
+    if multiplexed {
+        tasks.spawn(watcher::mux::watch_many(client.clone(), services, cfg.clone(), args.resync, state.clone()));
+    } else {
+        for s in services {
+            tasks.spawn(watch_service(client.clone(), s, cfg.clone(), state.clone()));
+        }
     }
     let output = async {
         match &args.socket {

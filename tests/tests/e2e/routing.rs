@@ -96,3 +96,36 @@ fn errors_are_json_404_for_unknown_and_503_for_no_instance() {
     let (status, _) = get_json(&client, &gw.url("/service-web/getRemoteIp")).unwrap();
     assert_eq!(status, 200);
 }
+
+#[test]
+fn many_services_are_watched_over_few_connections() {
+    let consul = Consul::start();
+    let backend = ServiceWeb::start(None);
+    let names: Vec<String> = (0..40).map(|i| format!("svc-{i:02}")).collect();
+    for n in &names {
+        consul.register_ttl(n, &format!("{n}-a"), backend.port, "passing");
+    }
+    let gw = Gateway::start(&consul, &names.join(","), &[]);
+    let client = http();
+    for n in &names {
+        let (status, _) = get_json(&client, &gw.url(&format!("/{n}/getRemoteIp"))).unwrap();
+        assert_eq!(status, 200, "{n}");
+    }
+    // A change to one of 40 services still propagates, through the multiplexed watch.
+    let other = ServiceWeb::start(None);
+    consul.register_ttl("svc-17", "svc-17-b", other.port, "passing");
+    gw.proc.wait_for_log(
+        &format!("svc-17: 1 -> 2 instances, added 127.0.0.1:{}", other.port),
+        0,
+        Duration::from_secs(2),
+    );
+    consul.set_check("service:svc-17-a", "fail");
+    gw.proc.wait_for_log(
+        &format!("svc-17: 2 -> 1 instances, removed 127.0.0.1:{}", backend.port),
+        0,
+        Duration::from_secs(2),
+    );
+    let watcher = gw.watcher_pid();
+    let conns = e2e::tcp_connections_to(watcher, consul.http_port());
+    assert!((1..=16).contains(&conns), "the watcher holds {conns} connections to Consul for 40 services");
+}

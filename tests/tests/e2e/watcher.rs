@@ -41,10 +41,18 @@ fn next_snapshot(rx: &mpsc::Receiver<Value>, service: &str) -> Vec<String> {
     }
 }
 
+const MODES: [&str; 2] = ["per-service", "multiplexed"];
+
 #[test]
 fn prints_a_snapshot_per_real_change() {
+    for mode in MODES {
+        prints_a_snapshot_per_real_change_in(mode);
+    }
+}
+
+fn prints_a_snapshot_per_real_change_in(mode: &str) {
     let consul = Consul::start();
-    let (mut child, rx) = run(&consul, &["--service", "web", "--wait", "1s"]);
+    let (mut child, rx) = run(&consul, &["--service", "web", "--service", "other", "--wait", "1s", "--mode", mode]);
     assert!(next_snapshot(&rx, "web").is_empty());
     consul.register("web", "web-1", 1001);
     assert_eq!(next_snapshot(&rx, "web"), vec!["web-1"]);
@@ -52,8 +60,24 @@ fn prints_a_snapshot_per_real_change() {
     consul.register("unrelated", "u-1", 1002);
     consul.deregister("web-1");
     assert!(next_snapshot(&rx, "web").is_empty());
-    assert!(rx.recv_timeout(Duration::from_millis(1500)).is_err(), "no line without a change (wait=1s passed)");
+    assert!(rx.recv_timeout(Duration::from_millis(1500)).is_err(), "{mode}: no line without a change (wait=1s passed)");
     child.kill().unwrap();
+}
+
+#[test]
+fn a_failing_check_removes_the_instance_and_a_passing_one_brings_it_back() {
+    for mode in MODES {
+        let consul = Consul::start();
+        consul.register_ttl("web", "web-1", 1001, "passing");
+        consul.register_ttl("web", "web-2", 1002, "passing");
+        let (mut child, rx) = run(&consul, &["--service", "web", "--mode", mode]);
+        assert_eq!(next_snapshot(&rx, "web"), vec!["web-1", "web-2"], "{mode}");
+        consul.set_check("service:web-1", "fail");
+        assert_eq!(next_snapshot(&rx, "web"), vec!["web-2"], "{mode}");
+        consul.set_check("service:web-1", "pass");
+        assert_eq!(next_snapshot(&rx, "web"), vec!["web-1", "web-2"], "{mode}");
+        child.kill().unwrap();
+    }
 }
 
 #[test]
@@ -62,7 +86,7 @@ fn health_view_hides_failing_instances_and_catalog_view_shows_them() {
     consul.register("web", "ok-1", 1001);
     consul.register_critical("web", "bad-1", 1002);
     let (mut health, hrx) = run(&consul, &["--service", "web"]);
-    let (mut catalog, crx) = run(&consul, &["--service", "web", "--catalog"]);
+    let (mut catalog, crx) = run(&consul, &["--service", "web", "--catalog", "--mode", "multiplexed"]);
     assert_eq!(next_snapshot(&hrx, "web"), vec!["ok-1"]);
     assert_eq!(next_snapshot(&crx, "web"), vec!["bad-1", "ok-1"]);
     health.kill().unwrap();

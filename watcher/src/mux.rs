@@ -1,0 +1,377 @@
+//! Multiplexed watching: many services over a handful of connections.
+//!
+//! One blocking query per service costs one HTTP connection per service, and Consul refuses more
+//! than `limits.http_max_conns_per_client` (200 by default) from one address. Beyond a few
+//! services the watcher instead holds two blocking queries and works out which services changed:
+//!
+//! - `/v1/health/state/any`: every check with its status and `ModifyIndex`. A service whose
+//!   checks changed (added, removed, status or index moved) is dirty; a node-level check that
+//!   changed status (a node failing) makes every service dirty.
+//! - `/v1/catalog/services`: every service with its tags. A service whose tags changed, or that
+//!   appeared or went, is dirty; so is every service that has an instance without a check of its
+//!   own (or no instance), because registering such an instance moves no check.
+//!
+//! Dirty services are re-read (non-blocking, at most [`READ_CONCURRENCY`] at once) and published
+//! only if their set really changed. After any failed read, or an index going backwards, every
+//! service is re-read. A full re-read also runs every `resync` as a safety net for changes no
+//! index shows (an instance re-registered under the same ID with the same check).
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use consul::index::{self, Next};
+use consul::model::CheckState;
+use consul::{Client, Instance};
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::backoff::{Backoff, TokenBucket};
+use crate::state::State;
+use crate::watch::WatchConfig;
+
+/// Services re-read at once.
+pub const READ_CONCURRENCY: usize = 4;
+
+/// Which services need a re-read; shared by the two watch loops and the reader.
+#[derive(Default)]
+struct Dirty {
+    set: Mutex<BTreeSet<String>>,
+    wake: Notify,
+}
+
+impl Dirty {
+    fn mark<'a>(&self, services: impl IntoIterator<Item = &'a String>) {
+        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        let before = set.len();
+        set.extend(services.into_iter().cloned());
+        if set.len() > before {
+            self.wake.notify_one();
+        }
+    }
+
+    fn take(&self) -> BTreeSet<String> {
+        std::mem::take(&mut *self.set.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// What the watcher knows between reads.
+struct Shared {
+    services: Vec<String>,
+    dirty: Dirty,
+    /// Services with an instance that has no check of its own, or with no instance.
+    checkless: Mutex<BTreeSet<String>>,
+}
+
+/// Watches `services` with two blocking queries and targeted re-reads, until dropped.
+pub async fn watch_many(client: Client, services: Vec<String>, cfg: WatchConfig, resync: Duration, state: State) {
+    let shared = Arc::new(Shared {
+        dirty: Dirty::default(),
+        checkless: Mutex::new(services.iter().cloned().collect()),
+        services,
+    });
+    shared.dirty.mark(&shared.services);
+    info!(services = shared.services.len(), "watching in multiplexed mode (2 blocking queries + targeted reads)");
+    tokio::join!(
+        checks_loop(&client, &cfg, &shared, &state),
+        catalog_loop(&client, &cfg, &shared, &state),
+        reader(&client, &cfg, &shared, &state),
+        resync_loop(resync, &shared),
+    );
+}
+
+async fn resync_loop(every: Duration, shared: &Shared) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        debug!("periodic full re-read");
+        shared.dirty.mark(&shared.services);
+    }
+}
+
+/// Per-service fingerprints of `/v1/health/state/any`, plus one for node-level checks.
+#[derive(Default, PartialEq, Eq, Debug)]
+pub struct CheckPrints {
+    services: HashMap<String, u64>,
+    nodes: u64,
+}
+
+impl CheckPrints {
+    /// Fingerprints the checks of the watched services.
+    pub fn of(checks: &[CheckState], watched: &BTreeSet<&str>) -> Self {
+        let mut per: BTreeMap<&str, Vec<&CheckState>> = BTreeMap::new();
+        let mut nodes: Vec<(&str, &str, &str)> = Vec::new();
+        for c in checks {
+            if c.service_id.is_empty() {
+                nodes.push((&c.node, &c.check_id, &c.status));
+            } else if watched.contains(c.service_name.as_str()) {
+                per.entry(&c.service_name).or_default().push(c);
+            }
+        }
+        let services = per
+            .into_iter()
+            .map(|(name, mut cs)| {
+                cs.sort_by(|a, b| (&a.node, &a.check_id).cmp(&(&b.node, &b.check_id)));
+                let mut h = DefaultHasher::new();
+                for c in cs {
+                    (&c.node, &c.check_id, &c.service_id, &c.status, c.modify_index).hash(&mut h);
+                }
+                (name.to_string(), h.finish())
+            })
+            .collect();
+        nodes.sort_unstable();
+        let mut h = DefaultHasher::new();
+        nodes.hash(&mut h);
+        Self { services, nodes: h.finish() }
+    }
+
+    /// The services whose checks differ between `self` (before) and `now`; `None` means all
+    /// (a node-level check changed).
+    pub fn changed(&self, now: &Self) -> Option<BTreeSet<String>> {
+        if self.nodes != now.nodes {
+            return None;
+        }
+        let keys: BTreeSet<&String> = self.services.keys().chain(now.services.keys()).collect();
+        Some(keys.into_iter().filter(|k| self.services.get(*k) != now.services.get(*k)).cloned().collect())
+    }
+}
+
+/// An index-following loop's memory.
+struct Cursor {
+    index: u64,
+    fresh: bool,
+}
+
+impl Cursor {
+    /// Applies an answer's index; true if every service must be re-read (first answer, or a
+    /// reset / failure before it).
+    fn advance(&mut self, what: &str, returned: u64) -> bool {
+        let everything = std::mem::replace(&mut self.fresh, false);
+        match index::next(self.index, returned) {
+            Next::Reset => {
+                warn!(
+                    what,
+                    from = self.index,
+                    to = returned,
+                    "Consul index went backwards (restart or restore); re-reading everything"
+                );
+                self.index = 0;
+                true
+            }
+            Next::Block(i) => {
+                self.index = i;
+                everything
+            }
+        }
+    }
+
+    fn failed(&mut self) {
+        self.index = 0;
+        self.fresh = true;
+    }
+}
+
+async fn checks_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &State) {
+    let watched: BTreeSet<&str> = shared.services.iter().map(String::as_str).collect();
+    let mut cursor = Cursor { index: 0, fresh: true };
+    let mut prints: Option<CheckPrints> = None;
+    let mut bucket = TokenBucket::new(cfg.burst, cfg.rate);
+    let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
+    loop {
+        bucket.take().await;
+        match client.health_state_any(cursor.index, cfg.wait).await {
+            Ok(r) => {
+                backoff.reset();
+                let everything = cursor.advance("health/state/any", r.index);
+                let now = CheckPrints::of(&r.value, &watched);
+                match prints.as_ref().map(|p| p.changed(&now)) {
+                    Some(Some(changed)) if !everything => shared.dirty.mark(&changed),
+                    _ => shared.dirty.mark(&shared.services),
+                }
+                prints = Some(now);
+            }
+            Err(e) => {
+                cursor.failed();
+                fail_all(shared, state, &e, backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+async fn catalog_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &State) {
+    let mut cursor = Cursor { index: 0, fresh: true };
+    let mut tags: Option<BTreeMap<String, Vec<String>>> = None;
+    let mut bucket = TokenBucket::new(cfg.burst, cfg.rate);
+    let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
+    loop {
+        bucket.take().await;
+        let before = cursor.index;
+        match client.catalog_services(cursor.index, cfg.wait).await {
+            Ok(r) => {
+                backoff.reset();
+                let everything = cursor.advance("catalog/services", r.index);
+                let now: BTreeMap<String, Vec<String>> =
+                    r.value.into_iter().filter(|(name, _)| shared.services.contains(name)).collect();
+                if everything || tags.is_none() {
+                    // First answer, or after a reset or failure: everything may have changed.
+                    shared.dirty.mark(&shared.services);
+                } else if let Some(old) = tags.as_ref().filter(|_| r.index != before) {
+                    let mut changed: BTreeSet<String> =
+                        shared.services.iter().filter(|s| old.get(*s) != now.get(*s)).cloned().collect();
+                    changed.extend(shared.checkless.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned());
+                    shared.dirty.mark(&changed);
+                }
+                tags = Some(now);
+            }
+            Err(e) => {
+                cursor.failed();
+                fail_all(shared, state, &e, backoff.next_delay()).await;
+            }
+        }
+    }
+}
+
+async fn fail_all(shared: &Shared, state: &State, e: &consul::Error, delay: Duration) {
+    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot watch Consul");
+    for s in &shared.services {
+        state.set_status(s, false, Some(e.to_string()));
+    }
+    tokio::time::sleep(delay).await;
+}
+
+/// Re-reads dirty services, publishing real changes.
+async fn reader(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &State) {
+    let mut last: HashMap<String, Vec<Instance>> = HashMap::new();
+    let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
+    loop {
+        let dirty = shared.dirty.take();
+        if dirty.is_empty() {
+            shared.dirty.wake.notified().await;
+            continue;
+        }
+        debug!(services = dirty.len(), "re-reading changed services");
+        let reads = futures_util::stream::iter(dirty)
+            .map(|s| async move {
+                let r = client.instances(cfg.view, &s, 0, Duration::ZERO).await;
+                (s, r)
+            })
+            .buffer_unordered(READ_CONCURRENCY);
+        let results: Vec<_> = reads.collect().await;
+        let mut failed = Vec::new();
+        for (service, r) in results {
+            match r {
+                Ok(r) => {
+                    state.set_status(&service, true, None);
+                    let mut checkless = shared.checkless.lock().unwrap_or_else(|e| e.into_inner());
+                    if r.checkless {
+                        checkless.insert(service.clone());
+                    } else {
+                        checkless.remove(&service);
+                    }
+                    drop(checkless);
+                    if last.get(&service) != Some(&r.instances) {
+                        last.insert(service.clone(), r.instances.clone());
+                        state.set_snapshot(&service, r.index, r.instances);
+                    }
+                }
+                Err(e) => {
+                    state.set_status(&service, false, Some(e.to_string()));
+                    failed.push(service);
+                }
+            }
+        }
+        if failed.is_empty() {
+            backoff.reset();
+        } else {
+            let delay = backoff.next_delay();
+            warn!(services = failed.len(), retry_in_ms = delay.as_millis() as u64, "some services could not be read");
+            shared.dirty.mark(&failed);
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(node: &str, id: &str, service: &str, status: &str, index: u64) -> CheckState {
+        CheckState {
+            node: node.into(),
+            check_id: id.into(),
+            status: status.into(),
+            service_id: if service.is_empty() { String::new() } else { format!("{service}-1") },
+            service_name: service.into(),
+            modify_index: index,
+        }
+    }
+
+    #[test]
+    fn only_services_whose_checks_moved_are_dirty() {
+        let watched: BTreeSet<&str> = ["a", "b"].into();
+        let before = CheckPrints::of(
+            &[
+                check("n", "serfHealth", "", "passing", 1),
+                check("n", "ca", "a", "passing", 5),
+                check("n", "cb", "b", "passing", 6),
+            ],
+            &watched,
+        );
+        let after = CheckPrints::of(
+            &[
+                check("n", "serfHealth", "", "passing", 1),
+                check("n", "ca", "a", "critical", 9),
+                check("n", "cb", "b", "passing", 6),
+            ],
+            &watched,
+        );
+        assert_eq!(before.changed(&after), Some(BTreeSet::from(["a".to_string()])));
+        // A check going away (instance deregistered) is a change too.
+        let gone = CheckPrints::of(
+            &[check("n", "serfHealth", "", "passing", 1), check("n", "cb", "b", "passing", 6)],
+            &watched,
+        );
+        assert_eq!(before.changed(&gone), Some(BTreeSet::from(["a".to_string()])));
+    }
+
+    #[test]
+    fn unwatched_services_and_order_do_not_matter() {
+        let watched: BTreeSet<&str> = ["a"].into();
+        let x = CheckPrints::of(&[check("n", "c1", "a", "passing", 5), check("m", "c2", "a", "passing", 7)], &watched);
+        let y = CheckPrints::of(
+            &[
+                check("m", "c2", "a", "passing", 7),
+                check("z", "cz", "other", "critical", 99),
+                check("n", "c1", "a", "passing", 5),
+            ],
+            &watched,
+        );
+        assert_eq!(x.changed(&y), Some(BTreeSet::new()));
+    }
+
+    #[test]
+    fn a_node_check_flip_makes_everything_dirty() {
+        let watched: BTreeSet<&str> = ["a"].into();
+        let x = CheckPrints::of(&[check("n", "serfHealth", "", "passing", 1)], &watched);
+        let y = CheckPrints::of(&[check("n", "serfHealth", "", "critical", 2)], &watched);
+        assert_eq!(x.changed(&y), None);
+    }
+
+    #[test]
+    fn cursor_rereads_everything_after_reset_or_failure() {
+        let mut c = Cursor { index: 0, fresh: true };
+        assert!(c.advance("x", 10), "first answer");
+        assert!(!c.advance("x", 12));
+        c.failed();
+        assert_eq!(c.index, 0);
+        assert!(c.advance("x", 3));
+        assert!(!c.advance("x", 4));
+        assert!(c.advance("x", 2), "an index going backwards");
+        assert_eq!(c.index, 0, "the next read is a fresh one");
+        assert!(!c.advance("x", 2));
+    }
+}
