@@ -2,6 +2,9 @@
 //! ports, the real `registrator` binary, and Docker containers removed on drop. Everything a test
 //! starts is stopped in `Drop`, also when an assertion fails.
 
+// Each test binary compiles this module and uses a different subset of it.
+#![allow(dead_code)]
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -121,6 +124,11 @@ impl Proc {
         Self { child, log }
     }
 
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// The log so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -143,35 +151,58 @@ impl Drop for Proc {
 pub struct Consul {
     /// `http://127.0.0.1:<port>`.
     pub addr: String,
-    _proc: Proc,
+    proc: Proc,
+    cmd: Vec<String>,
     http: reqwest::blocking::Client,
 }
 
 impl Consul {
     /// Starts the agent (binary: `CONSUL_BIN` or `scripts/install-consul.sh`) and waits for a leader.
     pub fn start(dir: &std::path::Path) -> Self {
+        Self::start_on(dir, free_port())
+    }
+
+    /// Like [`Consul::start`], with the HTTP API on `http`.
+    pub fn start_on(dir: &std::path::Path, http: u16) -> Self {
         let bin = std::env::var("CONSUL_BIN").unwrap_or_else(|_| {
             let out = Command::new(repo().join("scripts/install-consul.sh")).output().expect("install-consul.sh");
             assert!(out.status.success(), "scripts/install-consul.sh failed");
             String::from_utf8_lossy(&out.stdout).trim().to_string()
         });
-        let [http, lan, wan, server] = [free_port(), free_port(), free_port(), free_port()];
+        let [lan, wan, server] = [free_port(), free_port(), free_port()];
         let hcl = format!(
             "ports {{ http = {http}, dns = -1, grpc = -1, serf_lan = {lan}, serf_wan = {wan}, server = {server} }}"
         );
-        let mut cmd = Command::new(bin);
-        cmd.args(["agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-log-level", "warn", "-hcl", &hcl]);
-        let proc = Proc::spawn(cmd, dir.join("consul.log"));
+        let args = ["agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-log-level", "warn", "-hcl", &hcl];
+        let cmd: Vec<String> = std::iter::once(bin).chain(args.iter().map(|a| a.to_string())).collect();
         let c = Self {
             addr: format!("http://127.0.0.1:{http}"),
-            _proc: proc,
+            proc: Self::spawn(&cmd, dir),
+            cmd,
             http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().expect("client"),
         };
+        c.wait_leader();
+        c
+    }
+
+    fn spawn(cmd: &[String], dir: &std::path::Path) -> Proc {
+        let mut c = Command::new(&cmd[0]);
+        c.args(&cmd[1..]);
+        Proc::spawn(c, dir.join("consul.log"))
+    }
+
+    fn wait_leader(&self) {
         wait_for(Duration::from_secs(30), "Consul leader", || {
-            let leader = c.http.get(format!("{}/v1/status/leader", c.addr)).send().ok()?.text().ok()?;
+            let leader = self.http.get(format!("{}/v1/status/leader", self.addr)).send().ok()?.text().ok()?;
             (leader.len() > 2).then_some(())
         });
-        c
+    }
+
+    /// Kills the agent and starts a fresh one on the same ports: a dev agent forgets everything.
+    pub fn restart_empty(&mut self, dir: &std::path::Path) {
+        self.proc.kill();
+        self.proc = Self::spawn(&self.cmd, dir);
+        self.wait_leader();
     }
 
     /// `/v1/agent/services`, or `None` if Consul did not answer.
@@ -190,7 +221,13 @@ impl Consul {
 
 /// The real `registrator` binary against `consul`, logging to `<dir>/registrator-<n>.log`.
 pub fn registrator(dir: &std::path::Path, n: u32, consul: &Consul, args: &[&str]) -> Proc {
+    registrator_at(dir, n, &consul.addr, args, &[])
+}
+
+/// The real `registrator` binary against any address, with extra environment.
+pub fn registrator_at(dir: &std::path::Path, n: u32, consul: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_registrator"));
-    cmd.args(["--consul", &consul.addr]).args(args).env("RUST_LOG", "registrator=debug,info");
+    cmd.args(["--consul", consul]).args(args).env("RUST_LOG", "registrator=debug,info");
+    cmd.envs(env.iter().copied());
     Proc::spawn(cmd, dir.join(format!("registrator-{n}.log")))
 }

@@ -1,0 +1,58 @@
+//! The registrator survives its dependencies going away: Docker unreachable, Consul unreachable
+//! at start, Consul restarted with an empty state. It keeps running, retries at a bounded pace
+//! (no busy loop), and repairs the registrations once the dependency is back.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{docker_or_skip, free_port, test_image, wait_for, Consul, Container};
+
+#[test]
+fn unreachable_docker_is_retried_with_backoff_not_spun_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = format!("unix://{}/no-docker.sock", dir.path().display());
+    let consul = format!("http://127.0.0.1:{}", free_port());
+    let mut reg =
+        support::registrator_at(dir.path(), 1, &consul, &["--internal", "--hostname", "h"], &[("DOCKER_HOST", &sock)]);
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(reg.is_running(), "registrator exited: {}", reg.logs());
+    let retries = reg.logs().matches("reconnecting to Docker").count();
+    // Backoff 0.5 s, 1 s, 2 s ... (minus jitter): a handful in 4 s, not hundreds.
+    assert!((2..=8).contains(&retries), "{retries} retries in 4s:\n{}", reg.logs());
+}
+
+#[test]
+fn consul_down_at_start_then_up_gets_everything_registered() {
+    if !docker_or_skip("consul_down_at_start_then_up_gets_everything_registered") {
+        return;
+    }
+    let image = test_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid = std::process::id();
+    let host = format!("outage{pid}");
+    let web = Container::run(&format!("outage-{pid}-web"), &["--expose", "3000", &image, "sleep", "600"]);
+    let port = free_port();
+    let addr = format!("http://127.0.0.1:{port}");
+    let mut reg =
+        support::registrator_at(dir.path(), 1, &addr, &["--internal", "--hostname", &host, "--resync", "1h"], &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(reg.is_running(), "registrator exited: {}", reg.logs());
+    let retries = reg.logs().matches("resync incomplete").count();
+    assert!((1..=6).contains(&retries), "{retries} retries in 3s:\n{}", reg.logs());
+
+    let mut consul = Consul::start_on(dir.path(), port);
+    let id = format!("{host}:{}:3000", web.name);
+    wait_for(Duration::from_secs(15), "registration once Consul is up", || consul.services()?.get(&id).cloned());
+
+    // A restarted dev agent has forgotten everything; the periodic resync puts it back. The
+    // resync period is long here, so use a second registrator with a short one.
+    reg.kill();
+    let _reg2 =
+        support::registrator_at(dir.path(), 2, &addr, &["--internal", "--hostname", &host, "--resync", "2s"], &[]);
+    // Dev mode keeps state in memory only: whatever is registered after this came from reg2.
+    consul.restart_empty(dir.path());
+    wait_for(Duration::from_secs(10), "re-registration after the Consul restart", || {
+        consul.services()?.get(&id).cloned()
+    });
+}
