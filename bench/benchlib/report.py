@@ -1,0 +1,189 @@
+"""Turns the phases' data into the Markdown report (RESULTS.md) and the targets check."""
+
+import statistics
+
+
+def _ms(us):
+    return f"{us / 1000:.2f}"
+
+
+def _mb(kb):
+    return f"{kb / 1024:.1f}"
+
+
+def _ratio(v, ref):
+    return f" ({v / ref:.2f}×)" if ref else ""
+
+
+def _msd(s):
+    return "timeout" if s is None else f"{s * 1e3:.1f}"
+
+
+def throughput_table(summary):
+    ref = summary["nginx"]
+    lines = [
+        "| proxy | req/s | p50 ms | p99 ms | p99.9 ms | errors | CPU µs/req | RSS under load MB | peak RSS (HWM) MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in summary.items():
+        r = name != "nginx"
+        lines.append(
+            f"| {name} | {s['rps']:.0f}{_ratio(s['rps'], ref['rps']) if r else ''}"
+            f" | {_ms(s['p50'])}{_ratio(s['p50'], ref['p50']) if r else ''}"
+            f" | {_ms(s['p99'])}{_ratio(s['p99'], ref['p99']) if r else ''}"
+            f" | {_ms(s['p999'])}{_ratio(s['p999'], ref['p999']) if r else ''}"
+            f" | {s['errors']:.0f} of {s['requests']:.0f}"
+            f" | {s['cpu_us_per_req']:.1f}{_ratio(s['cpu_us_per_req'], ref['cpu_us_per_req']) if r else ''}"
+            f" | {_mb(s['rss_load_kb'])}{_ratio(s['rss_load_kb'], ref['rss_load_kb']) if r else ''}"
+            f" | {_mb(s['hwm_kb'])}{_ratio(s['hwm_kb'], ref['hwm_kb']) if r else ''} |"
+        )
+    return "\n".join(lines)
+
+
+def rounds_table(rounds):
+    lines = ["| round | proxy | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors (status/socket) | CPU s | CPU µs/req "
+             "| CPU used by proxy / wrk / backends / everything else (1.00 = one core) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rounds:
+        lines.append(f"| {r['round']} | {r['name']} | {r['rps']:.0f} | {_ms(r['p50'])} | {_ms(r['p99'])} | {_ms(r['p999'])}"
+                     f" | {_ms(r['max'])} | {r['status']:.0f}/{r['socket_errors']:.0f} | {r['cpu_s']:.2f}"
+                     f" | {r['cpu_us_per_req']:.1f} | {r['util']['proxy']:.2f} / {r['util']['wrk']:.2f} / "
+                     f"{r['util']['backends']:.2f} / {r['util']['other']:.2f} |")
+    return "\n".join(lines)
+
+
+def memory_table(summary):
+    lines = ["| proxy | process | idle RSS MB | max RSS under load MB | peak RSS (VmHWM) MB |", "|---|---|---|---|---|"]
+    for name, s in summary.items():
+        for proc in sorted(set(s["idle_per"]) | set(s["hwm_per"])):
+            lines.append(f"| {name} | {proc} | {_mb(s['idle_per'].get(proc, 0))} | {_mb(s['rss_load_per'].get(proc, 0))}"
+                         f" | {_mb(s['hwm_per'].get(proc, 0))} |")
+    return "\n".join(lines)
+
+
+def _stats(values):
+    ok = [v for v in values if v is not None]
+    if not ok:
+        return "no measurement completed"
+    timeouts = len(values) - len(ok)
+    return (f"median {statistics.median(ok) * 1e3:.1f} ms, max {max(ok) * 1e3:.1f} ms, min {min(ok) * 1e3:.1f} ms"
+            + (f", **{timeouts} of {len(values)} timed out**" if timeouts else f" ({len(values)} reps)"))
+
+
+def propagation_section(p):
+    if "skipped" in p:
+        return f"Skipped: {p['skipped']}."
+    logs = [v for v in p["dereg_log"] if v is not None]
+    rlogs = [v for v in p["reg_log"] if v is not None]
+    return "\n".join([
+        f"- Deregistration → no more requests routed to the instance: {_stats(p['dereg'])}",
+        f"- Registration → first response from the new instance: {_stats(p['reg'])}",
+        f"- Gateway log line after the deregistration call returned: "
+        + (f"median {statistics.median(logs) * 1e3:.1f} ms, max {max(logs) * 1e3:.1f} ms" if logs else "not seen")
+        + f"; after the registration call: "
+        + (f"median {statistics.median(rlogs) * 1e3:.1f} ms, max {max(rlogs) * 1e3:.1f} ms" if rlogs else "not seen"),
+        f"- Consul agent call duration (not included above): median {statistics.median(p['call_ms']):.1f} ms, "
+        f"max {max(p['call_ms']):.1f} ms. Measured from the call's start instead: deregistration {_stats(p['dereg_call'])}; "
+        f"registration {_stats(p['reg_call'])}",
+        f"- Client errors during the propagation runs: {p['prober_errors']}; the prober ({p['prober_threads']} keep-alive "
+        f"threads) got {p['rate']:.0f} responses/s, i.e. one every {1e3 / p['rate']:.2f} ms (the time resolution)",
+        f"- All deregistration samples (ms): {', '.join(_msd(v) for v in p['dereg'])}",
+        f"- All registration samples (ms): {', '.join(_msd(v) for v in p['reg'])}",
+    ])
+
+
+def failover_section(f):
+    lines = [f"SIGKILL of backend :{f['victim']} (still registered, no health check) at 25% of a {f['duration']} s wrk run.",
+             "", "| proxy | requests | client-visible errors | HTTP ≥400 | socket errors (connect/read/write/timeout) | p99 ms | max ms |",
+             "|---|---|---|---|---|---|---|"]
+    for r in f["results"]:
+        d = r["detail"]
+        lines.append(f"| {r['name']} | {r['requests']:.0f} | {r['errors']:.0f} | {r['status']:.0f} | {r['socket']:.0f} "
+                     f"({d['connect']:.0f}/{d['read']:.0f}/{d['write']:.0f}/{d['timeout']:.0f}) | {_ms(r['p99'])} | {_ms(r['max'])} |")
+    return "\n".join(lines)
+
+
+def scale_section(s):
+    chs = s["changes"]
+    done = [c for c in chs if "skipped" not in c]
+    if not chs:
+        change = "not measured: no service was loaded"
+    elif not done:
+        change = f"not measured: {chs[0]['skipped']}"
+    else:
+        change = (_stats([c["dereg"] for c in done]) + "; per change: "
+                  + "; ".join(f"{c['service']} {_msd(c['dereg'])} ms (log line {_msd(c['log'])} ms)" for c in done)
+                  + f"; client errors {sum(c['prober_errors'] for c in done)}")
+    ready = f"{s['ready_s']:.2f} s" if s["ready_s"] is not None else f"**never within {s['timeout']} s**"
+    return "\n".join([
+        f"- {s['services']} services × {s['instances']} instances registered through the catalog in {s['register_s']:.1f} s",
+        f"- Gateway start → /readyz 200: {ready}",
+        f"- Services loaded (≥1 instance in /services): {s['loaded']} of {s['services']}; with all {s['instances']}: "
+        f"{s['full']}; marked stale: {s['stale']}",
+        f"- TCP connections to Consul held by the gateway's process tree: now {_fmt(s['conns_now'])}; "
+        f"max seen while loading {_fmt(s['conns_max'])}",
+        f"- One change (deregister one instance of one service) → not routed any more: {change}",
+        f"- RSS: {_fmt_mb(s['rss'])}; peak (VmHWM): {_fmt_mb(s['hwm'])}",
+    ])
+
+
+def _fmt(d):
+    return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
+
+
+def _fmt_mb(d):
+    return ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in d.items()) or "?"
+
+
+def targets(summary, prop, fo, sc, gw_name):
+    """[(target, measured, met)] for the lead's goals, from the measurements as they are."""
+    rows = []
+    ref = summary.get("nginx")
+    g = summary.get(gw_name)
+    for name, v in summary.items():
+        if name == "nginx" or not ref:
+            continue
+        rows.append((f"CPU/request ≤ 1.3× nginx ({name})", f"{v['cpu_us_per_req'] / ref['cpu_us_per_req']:.2f}×",
+                     v["cpu_us_per_req"] <= 1.3 * ref["cpu_us_per_req"]))
+        rows.append((f"throughput ≥ 1.0× nginx ({name})", f"{v['rps'] / ref['rps']:.2f}×", v["rps"] >= ref["rps"]))
+        rows.append((f"p99 ≤ 1.5× nginx ({name})", f"{v['p99'] / ref['p99']:.2f}×", v["p99"] <= 1.5 * ref["p99"]))
+    if prop and "skipped" not in prop:
+        d = prop["dereg"]
+        ok = [v for v in d if v is not None]
+        if ok:
+            med = statistics.median(ok)
+            rows.append(("deregistration median ≤ 20 ms", f"{med * 1e3:.1f} ms", med <= 0.020))
+        rows.append(("deregistration max ≤ 100 ms",
+                     "timeout" if len(ok) < len(d) else f"{max(ok) * 1e3:.1f} ms", len(ok) == len(d) and max(ok) <= 0.100))
+        r = prop["reg"]
+        rok = [v for v in r if v is not None]
+        rows.append(("registration routable ≤ 100 ms (max)",
+                     "timeout" if len(rok) < len(r) else f"{max(rok) * 1e3:.1f} ms", len(rok) == len(r) and max(rok) <= 0.100))
+    for f in (fo or {}).get("results", []):
+        if f["name"] != "nginx":
+            rows.append((f"failover: 0 client-visible errors ({f['name']})", f"{f['errors']:.0f}", f["errors"] == 0))
+    if g:
+        gw_idle = g["idle_per"].get("gateway", 0)
+        gw_load = g["rss_load_per"].get("gateway", 0)
+        w = max(g["hwm_per"].get("watcher", 0), g["rss_load_per"].get("watcher", 0))
+        rows.append((f"gateway RSS ≤ 20 MB idle ({gw_name})", f"{gw_idle / 1024:.1f} MB", gw_idle <= 20 * 1024))
+        rows.append((f"gateway RSS ≤ 40 MB under load ({gw_name})", f"{gw_load / 1024:.1f} MB", gw_load <= 40 * 1024))
+        rows.append(("watcher RSS ≤ 10 MB (peak)", f"{w / 1024:.1f} MB" if w else "no watcher process", 0 < w <= 10 * 1024))
+    if sc:
+        n = sc["services"]
+        rows.append((f"scale ({n} services): loaded ≤ 3 s",
+                     f"{sc['ready_s']:.2f} s" if sc["ready_s"] is not None else f"never ({sc['loaded']}/{n} loaded)",
+                     sc["ready_s"] is not None and sc["ready_s"] <= 3))
+        done = [c for c in sc["changes"] if "skipped" not in c]
+        ds = [c["dereg"] for c in done]
+        rows.append((f"scale ({n} services): one change ≤ 250 ms (max of {len(ds)})",
+                     "not measured" if not ds else "timeout" if None in ds else f"{max(ds) * 1e3:.1f} ms",
+                     bool(ds) and None not in ds and max(ds) <= 0.250))
+        conns = max(sum(sc["conns_max"].values()), 0)
+        rows.append((f"scale ({n} services): ≤ 16 connections to Consul", f"{conns} (max, whole gateway tree)", conns <= 16))
+        w = sc["rss"].get("watcher", 0)
+        rows.append((f"scale ({n} services): watcher RSS (no target stated; 10 MB is the 1-service target)",
+                     f"{w / 1024:.1f} MB", None))
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {t} | {m} | {'–' if ok is None else 'yes' if ok else '**no**'} |" for t, m, ok in rows]
+    return "\n".join(lines)

@@ -1,0 +1,256 @@
+"""The fixtures: a Consul dev agent, nginx backends, nginx as the reference proxy, the gateway.
+
+The harness talks to Consul from source address 127.0.0.2, so that its own connections never
+count against Consul's per-client-IP connection limit that the gateway's watcher (on 127.0.0.1)
+runs into at scale. All traffic stays on loopback.
+"""
+
+import http.client
+import json
+import os
+import subprocess
+import time
+
+from .procs import HarnessError, free_port, wait_until
+
+HARNESS_SOURCE_IP = "127.0.0.2"
+
+
+class Consul:
+    def __init__(self, procs, binary, run_dir):
+        self.procs = procs
+        self.binary = binary
+        self.port = free_port()
+        p2, p3, p4 = free_port(), free_port(), free_port()
+        hcl = f"ports {{ http = {self.port}, dns = -1, grpc = -1, serf_lan = {p2}, serf_wan = {p3}, server = {p4} }}"
+        self.proc = procs.start(
+            "consul", [binary, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-hcl", hcl]
+        )
+        self.addr = f"http://127.0.0.1:{self.port}"
+
+        def ready():
+            if not self.proc.alive():
+                raise HarnessError(f"consul exited; see {self.proc.log_path}")
+            try:
+                status, body = self.request("GET", "/v1/status/leader")
+                if status != 200 or body.strip() in (b"", b'""'):
+                    return False
+                status, body = self.request("GET", "/v1/catalog/nodes")
+                return status == 200 and json.loads(body)
+            except (OSError, http.client.HTTPException, ValueError):
+                return False
+
+        if not wait_until(ready, 30, 0.1):
+            raise HarnessError(f"consul did not elect itself leader within 30 s; see {self.proc.log_path}")
+
+    def connection(self, timeout=10):
+        return http.client.HTTPConnection(
+            "127.0.0.1", self.port, timeout=timeout, source_address=(HARNESS_SOURCE_IP, 0)
+        )
+
+    def request(self, method, path, body=None, conn=None):
+        """(status, body bytes); uses conn (kept alive) if given, else a one-off connection."""
+        own = conn is None
+        c = conn or self.connection()
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            c.request(method, path, body=data)
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            if own:
+                c.close()
+
+    def must(self, method, path, body=None, conn=None):
+        status, data = self.request(method, path, body, conn)
+        if status != 200:
+            raise HarnessError(f"consul {method} {path}: {status} {data[:200]!r}")
+        return data
+
+    def agent_register(self, sid, name, port, conn=None):
+        self.must("PUT", "/v1/agent/service/register",
+                  {"ID": sid, "Name": name, "Address": "127.0.0.1", "Port": port}, conn)
+
+    def agent_deregister(self, sid, conn=None):
+        self.must("PUT", f"/v1/agent/service/deregister/{sid}", None, conn)
+
+    def catalog_register(self, node, sid, name, port, conn=None):
+        self.must("PUT", "/v1/catalog/register", {
+            "Node": node, "Address": "127.0.0.1",
+            "Service": {"ID": sid, "Service": name, "Address": "127.0.0.1", "Port": port},
+        }, conn)
+
+    def catalog_deregister(self, node, sid, conn=None):
+        self.must("PUT", "/v1/catalog/deregister", {"Node": node, "ServiceID": sid}, conn)
+
+    def version(self):
+        try:
+            out = subprocess.run([self.binary, "version"], capture_output=True, text=True, timeout=10).stdout
+            return out.splitlines()[0]
+        except (OSError, subprocess.SubprocessError, IndexError):
+            return "?"
+
+
+# ---- nginx ----
+
+def _nginx_common(prefix):
+    temp = "".join(f"    {k}_temp_path {prefix}/tmp/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    return temp
+
+
+def _start_nginx(procs, name, conf_text, run_dir, cpus=None):
+    prefix = os.path.join(run_dir, name)
+    os.makedirs(os.path.join(prefix, "tmp"), exist_ok=True)
+    conf = os.path.join(prefix, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(conf_text)
+    return procs.start(name, ["nginx", "-p", prefix, "-c", conf, "-e", os.path.join(prefix, "error.log")], cpus=cpus)
+
+
+def backend_conf(prefix, ports):
+    """One process (no master) answering {"ip":"127.0.0.1","port":P} on each port, so that
+    killing that one pid kills the backend."""
+    servers = "".join(
+        f"    server {{ listen 127.0.0.1:{p}; location / {{ return 200 '{{\"ip\":\"127.0.0.1\",\"port\":{p}}}'; }} }}\n"
+        for p in ports
+    )
+    return f"""daemon off;
+master_process off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    default_type application/json;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+{_nginx_common(prefix)}{servers}}}
+"""
+
+
+class Backends:
+    """N single-process nginx backends (one port each), restartable one at a time."""
+
+    def __init__(self, procs, run_dir, n, cpus=None):
+        self.procs, self.run_dir, self.cpus = procs, run_dir, cpus
+        self.ports = [free_port() for _ in range(n)]
+        self.by_port = {}
+        for p in self.ports:
+            self.start(p)
+
+    def start(self, port):
+        name = f"backend-{port}"
+        prefix = os.path.join(self.run_dir, name)
+        proc = _start_nginx(self.procs, name, backend_conf(prefix, [port]), self.run_dir, self.cpus)
+        self.by_port[port] = proc
+        wait_http_ok(f"http://127.0.0.1:{port}/", 10, proc, f"backend {port}")
+
+    def kill(self, port):
+        """SIGKILL: the instance dies without deregistering, as a crashed process would."""
+        proc = self.by_port.pop(port)
+        self.procs.stop(proc, sig=9)
+
+
+def start_multi_backend(procs, run_dir, name, ports, cpus=None):
+    prefix = os.path.join(run_dir, name)
+    proc = _start_nginx(procs, name, backend_conf(prefix, ports), run_dir, cpus)
+    for p in ports:
+        wait_http_ok(f"http://127.0.0.1:{p}/", 10, proc, f"{name} port {p}")
+    return proc
+
+
+def reference_conf(prefix, listen, backend_ports):
+    servers = "".join(f"        server 127.0.0.1:{p};\n" for p in backend_ports)
+    return f"""daemon off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+{_nginx_common(prefix)}    upstream backends {{
+        random;
+{servers}        keepalive 32;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{listen};
+        location /service-web/ {{
+            proxy_pass http://backends/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def start_reference(procs, run_dir, backend_ports, cpus=None):
+    port = free_port()
+    prefix = os.path.join(run_dir, "nginx-ref")
+    proc = _start_nginx(procs, "nginx-ref", reference_conf(prefix, port, backend_ports), run_dir, cpus)
+    wait_http_ok(f"http://127.0.0.1:{port}/service-web/", 10, proc, "nginx reference proxy")
+    proc.port = port
+    return proc
+
+
+# ---- gateway ----
+
+def start_gateway(procs, bin_dir, name, consul, services, extra=(), cpus=None, ready_timeout=30, wait_ready=True):
+    """Starts the gateway; returns (proc, seconds from start to /readyz 200 or None)."""
+    port, admin = free_port(), free_port()
+    argv = [os.path.join(bin_dir, "gateway"), "--listen", f"127.0.0.1:{port}", "--admin-listen",
+            f"127.0.0.1:{admin}", "--consul", consul.addr, "--services", ",".join(services), *extra]
+    env = dict(os.environ)
+    env.setdefault("RUST_LOG", "info")
+    t0 = time.monotonic()
+    proc = procs.start(name, argv, cpus=cpus, capture=True, env=env)
+    proc.port, proc.admin = port, admin
+    proc.argv = argv
+    if not wait_ready:
+        return proc, None
+
+    def ready():
+        if not proc.alive():
+            raise HarnessError(f"{name} exited with {proc.popen.returncode}; see {proc.log_path}")
+        return http_status(f"http://127.0.0.1:{admin}/readyz") == 200
+
+    ok = wait_until(ready, ready_timeout, 0.01)
+    return proc, (time.monotonic() - t0) if ok else None
+
+
+def http_status(url, timeout=2):
+    host, _, rest = url[len("http://"):].partition("/")
+    h, _, p = host.partition(":")
+    c = http.client.HTTPConnection(h, int(p), timeout=timeout)
+    try:
+        c.request("GET", "/" + rest)
+        r = c.getresponse()
+        r.read()
+        return r.status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        c.close()
+
+
+def http_json(url, timeout=5):
+    host, _, rest = url[len("http://"):].partition("/")
+    h, _, p = host.partition(":")
+    c = http.client.HTTPConnection(h, int(p), timeout=timeout)
+    try:
+        c.request("GET", "/" + rest)
+        r = c.getresponse()
+        return r.status, json.loads(r.read() or b"null")
+    finally:
+        c.close()
+
+
+def wait_http_ok(url, timeout, proc, what):
+    def ok():
+        if not proc.alive():
+            raise HarnessError(f"{what} exited; see {proc.log_path}")
+        return http_status(url) == 200
+    if not wait_until(ok, timeout, 0.02):
+        raise HarnessError(f"{what} did not answer 200 at {url} within {timeout} s; see {proc.log_path}")

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Issue 4's measuring harness: gateway vs nginx on loopback (throughput, latency, CPU per request,
+# memory), change propagation, failover, and scale. See bench/README.md.
+#
+#   bash bench/run.sh            # full run (about 7 minutes), writes bench/RESULTS.md
+#   bash bench/run.sh --smoke    # everything in well under a minute, for CI; never asserts on timing
+#   bash bench/run.sh --help     # every option
+#
+# Env: BENCH_NO_BUILD=1 skips `cargo build --release --bins` (use the binaries already in target/release).
+set -euo pipefail
+bench=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$bench")
+cd "$repo"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# Tools from Debian, installed idempotently (nginx-light has the upstream `random` balancer).
+missing=()
+command -v nginx >/dev/null || missing+=(nginx-light)
+command -v wrk >/dev/null || missing+=(wrk)
+command -v taskset >/dev/null || missing+=(util-linux)
+command -v python3 >/dev/null || missing+=(python3)
+command -v curl >/dev/null || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bench: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 \
+    || { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; }
+fi
+
+case " $* " in *" --help "*|*" -h "*) exec python3 "$bench/bench.py" "$@" ;; esac
+
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+  echo "bench: cargo build --release --bins" >&2
+  cargo build -q --release --bins
+fi
+
+# bench.py stops everything it started; this trap is the backstop if it is killed outright:
+# it ends the process groups recorded in the newest run directory's pgids file, nothing else.
+started=$(date +%s)
+cleanup() {
+  local dir
+  dir=$(ls -1dt "$bench"/out/*/ 2>/dev/null | head -n1 || true)
+  [ -n "$dir" ] && [ -f "$dir/pgids" ] || return 0
+  [ "$(stat -c %Y "$dir")" -ge "$started" ] || return 0
+  while read -r pg; do
+    kill -KILL -- "-$pg" 2>/dev/null || true
+  done <"$dir/pgids"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+python3 "$bench/bench.py" "$@"
