@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use consul::Instance;
 use http::uri::Authority;
+use http::HeaderValue;
 use rand::Rng;
 
 /// How long an endpoint that refused a connection is skipped.
@@ -29,14 +30,17 @@ pub struct Endpoint {
     pub instance: Instance,
     /// `address:port`, parsed once.
     pub authority: Authority,
+    /// The `Host` header for requests to it.
+    pub host: HeaderValue,
     ejected_until_ms: AtomicU64,
 }
 
 impl Endpoint {
     /// An endpoint for an instance, or `None` if its address cannot be used in a URL.
     pub fn new(instance: Instance) -> Option<Self> {
-        let authority = instance.authority().parse().ok()?;
-        Some(Self { instance, authority, ejected_until_ms: AtomicU64::new(0) })
+        let authority: Authority = instance.authority().parse().ok()?;
+        let host = HeaderValue::from_str(authority.as_str()).ok()?;
+        Some(Self { instance, authority, host, ejected_until_ms: AtomicU64::new(0) })
     }
 
     /// Skips this endpoint for [`EJECTION`].

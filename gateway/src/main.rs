@@ -6,6 +6,11 @@ use clap::Parser;
 use gateway::config::{Args, Config};
 use tracing::error;
 
+// mimalloc: the request path allocates a few small objects per request (header maps, futures);
+// glibc's malloc/free were ~18% of the gateway's instructions per request under callgrind.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     common::init_logging(args.log_format);

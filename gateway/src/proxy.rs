@@ -175,30 +175,72 @@ impl Proxy {
     }
 }
 
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-];
+/// Whether a header is hop-by-hop (RFC 9110 §7.6.1 and the usual non-standard ones).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
-/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// Removes hop-by-hop headers, including those the `Connection` header names. Most messages
+/// have at most `Connection: keep-alive`, so this avoids allocating in the common case.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    // Headers named by `Connection` tokens other than the standard ones are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
-    for h in HOP_BY_HOP.iter().chain(&named) {
+    for h in &named {
         headers.remove(h);
     }
-    headers.remove(header::TRANSFER_ENCODING);
+    while let Some(h) = headers.keys().find(|n| is_hop_by_hop(n)).cloned() {
+        headers.remove(&h);
+    }
+}
+
+/// The client's IP as a header value, formatted without `fmt` (this runs on every request).
+fn ip_value(ip: std::net::IpAddr) -> Option<HeaderValue> {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut buf = [0u8; 15];
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + (octet / 10) % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            HeaderValue::from_bytes(&buf[..n]).ok()
+        }
+        std::net::IpAddr::V6(v6) => HeaderValue::from_str(&v6.to_string()).ok(),
+    }
 }
 
 /// The headers sent upstream: the client's, minus hop-by-hop and `Host`, plus `X-Forwarded-*`.
@@ -208,13 +250,12 @@ fn forwarded_headers(parts: &Parts, peer: Option<SocketAddr>) -> HeaderMap {
     let host = headers
         .remove(header::HOST)
         .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
-    if let Some(peer) = peer {
-        let ip = peer.ip().to_string();
+    if let Some(ip) = peer.and_then(|p| ip_value(p.ip())) {
         let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip,
+            Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", ip.to_str().unwrap_or_default())).ok(),
+            None => Some(ip),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
+        if let Some(v) = xff {
             headers.insert("x-forwarded-for", v);
         }
     }
@@ -242,6 +283,8 @@ fn build_request(
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;
     *req.headers_mut() = headers.clone();
+    // Set here from a value built once per endpoint; otherwise the client formats one per request.
+    req.headers_mut().insert(header::HOST, endpoint.host.clone());
     Ok(req)
 }
 

@@ -157,3 +157,28 @@ async fn errors_are_json_with_the_right_status() {
     let (status, v) = send(&app_slow, get_req("/web/slow")).await;
     assert_eq!((status, v["error"].as_str()), (504, Some("upstream timed out")));
 }
+
+#[test]
+fn client_ips_format_like_std() {
+    for ip in ["0.0.0.0", "10.9.8.7", "127.0.0.1", "255.255.255.255", "192.168.100.20", "::1", "fe80::1"] {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        assert_eq!(ip_value(ip).unwrap().to_str().unwrap(), ip.to_string());
+    }
+}
+
+#[test]
+fn hop_by_hop_headers_go_and_others_stay() {
+    let mut h = HeaderMap::new();
+    for (k, v) in [
+        ("connection", "keep-alive, x-secret"),
+        ("keep-alive", "5"),
+        ("x-secret", "1"),
+        ("te", "trailers"),
+        ("transfer-encoding", "chunked"),
+        ("x-ok", "1"),
+    ] {
+        h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    strip_hop_by_hop(&mut h);
+    assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), vec!["x-ok"]);
+}
