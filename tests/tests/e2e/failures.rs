@@ -83,3 +83,27 @@ fn a_registered_instance_with_nothing_listening_costs_clients_nothing() {
     }
     assert!(gw.proc.logs().iter().any(|l| l.contains("connect failed; trying another instance")));
 }
+
+#[test]
+fn without_a_watcher_requests_are_served_from_one_direct_consul_read() {
+    let consul = Consul::start();
+    let b = ServiceWeb::start(None);
+    consul.register("service-web", "web-a", b.port);
+    // A watcher that exits at once: the gateway keeps restarting it and never gets a snapshot.
+    let gw = Gateway::start_unready(&consul, "service-web", &["--watcher-bin", "/bin/false"]);
+    let client = http();
+    wait_for(Duration::from_secs(10), "the gateway to listen", || get_json(&client, &gw.admin("/healthz")).ok());
+    let results: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> =
+            (0..8).map(|_| s.spawn(|| get_json(&http(), &gw.url("/service-web/getRemoteIp")).unwrap())).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (status, v) in &results {
+        assert_eq!((*status, v["port"].as_u64()), (200, Some(u64::from(b.port))), "{v}");
+    }
+    let direct_reads = gw.proc.logs().iter().filter(|l| l.contains("loaded directly from Consul")).count();
+    assert_eq!(direct_reads, 1, "concurrent first requests share one Consul read");
+    let (status, v) = get_json(&client, &gw.admin("/readyz")).unwrap();
+    assert_eq!(status, 503, "no watcher: the data cannot be trusted to be fresh: {v}");
+    assert!(gw.proc.logs().iter().any(|l| l.contains("watcher exited; restarting")));
+}
