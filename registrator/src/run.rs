@@ -88,7 +88,8 @@ pub async fn run(opts: Options, consul: consul::Client, shutdown: impl Future<Ou
 async fn settings_for(opts: &Options, engine: &Engine) -> Result<Settings, Error> {
     let hostname = match &opts.hostname {
         Some(h) => h.clone(),
-        None => engine.host_name().await?,
+        // An engine that reports no name still needs a stable, non-empty owner.
+        None => Some(engine.host_name().await?).filter(|n| !n.is_empty()).unwrap_or_else(|| "docker-host".into()),
     };
     Ok(Settings {
         hostname,
