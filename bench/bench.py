@@ -49,6 +49,9 @@ def parse_args(argv):
     p.add_argument("--wait-quiet", type=float, default=0,
                    help="before the throughput rounds, wait up to this many s for the machine to be <15%% busy "
                         "(default 0: do not wait)")
+    p.add_argument("--perf", action="store_true",
+                   help="after the rounds, profile each proxy under one more wrk run (perf, cpu-clock); "
+                        "flat reports in bench/out/<run>/perf-*.txt")
     p.add_argument("--proxy-cpus", help="taskset CPU list for the proxy (overrides --pin)")
     p.add_argument("--wrk-cpus", help="taskset CPU list for wrk (overrides --pin)")
     p.add_argument("--backend-cpus", help="taskset CPU list for the nginx backends (overrides --pin)")
@@ -214,6 +217,9 @@ def render(o, info, results, argv):
                 "process tree's VmRSS sampled every 100 ms; HWM = sum of VmHWM over the tree at the end.", "",
                 "### Per round", "", report.rounds_table(results["throughput"]["rounds"]), "",
                 "### Memory per process", "", report.memory_table(s), ""]
+        profs = {k: v for k, v in results["throughput"].get("profiles", {}).items() if v}
+        if profs:
+            out += ["### Profiles (perf, cpu-clock, flat)", ""] + [f"- {k}: `{os.path.relpath(v, REPO)}`" for k, v in profs.items()] + [""]
     if "propagation" in results:
         out += ["## Change propagation (gateway with default flags)", "",
                 report.propagation_section(results["propagation"]), ""]

@@ -1,8 +1,11 @@
 """The four measurements: throughput/latency/CPU/memory against nginx, change propagation,
 failover, and scale. Each returns plain data for the report; none asserts on a timing."""
 
+import os
 import random
 import resource
+import signal
+import subprocess
 import statistics
 import threading
 import time
@@ -11,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import load
 from .procs import (HarnessError, RssSampler, consul_connections, cpu_seconds_between, machine_busy_seconds,
-                    tree_cpu_ticks, tree_memory, wait_quiet)
+                    tree_cpu_ticks, tree_memory, wait_quiet, descendants)
 from .services import Backends, http_json, http_status, start_gateway, start_multi_backend, start_reference
 
 SERVICE = "service-web"
@@ -90,10 +93,44 @@ def throughput(env, backends):
             log(f"round {r + 1} {name}: {res['rps']:.0f} req/s, p99 {res['p99'] / 1000:.2f} ms, "
                 f"{res['cpu_us_per_req']:.1f} CPU-µs/req, errors {res['errors']:.0f}")
     hwm = {name: tree_memory(proc.pid, "VmHWM") for name, proc in order}
+    profiles = {}
+    if o.perf:  # after the measured rounds, so the sampling never costs a measured run anything
+        for name, proc in order:
+            profiles[name] = profile(env, name, proc)
     for name, proc in order:
         if name != "nginx":
             env.procs.stop(proc)
-    return {"order": [n for n, _ in order], "rounds": rounds, "idle": idle, "hwm": hwm}, ref
+    return {"order": [n for n, _ in order], "rounds": rounds, "idle": idle, "hwm": hwm, "profiles": profiles}, ref
+
+
+def profile(env, name, proc):
+    """A flat CPU profile (perf, cpu-clock software event) of the proxy's process tree under one wrk run;
+    returns the path of the text report, or None if perf is unusable here."""
+    o = env.opts
+    slug = name.replace(" ", "").replace("--", "-")
+    data = os.path.join(env.run_dir, f"perf-{slug}.data")
+    txt = os.path.join(env.run_dir, f"perf-{slug}.txt")
+    pids = ",".join(str(p) for p in descendants(proc.pid))
+    try:
+        rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-o", data, "-p", pids],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return None
+    try:
+        load.wrk(f"http://127.0.0.1:{proc.port}/service-web/", o.duration, o.connections, cpus=env.wrk_cpus)
+    finally:
+        rec.send_signal(signal.SIGINT)
+        try:
+            rec.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            rec.kill()
+            rec.wait()
+    with open(txt, "w") as f:
+        for sort in ("dso", "comm,dso,symbol"):  # kernel vs user share first, then the hot symbols
+            r = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", sort,
+                                "--percent-limit", "0.3"], stdout=f, stderr=subprocess.DEVNULL, timeout=120)
+    log(f"profile of {name}: {txt}")
+    return txt if r.returncode == 0 else None
 
 
 def _backend_ticks(backends):
@@ -269,16 +306,16 @@ def scale(env):
     conns_now = consul_connections(gw.pid, env.consul.port)
     for c, v in conns_now.items():
         conns_max[c] = max(conns_max.get(c, 0), v)
-    loaded, full, stale = _loaded(gw, k)
+    loaded, full, stale, full_names = _loaded(gw, k)
     log(f"scale: ready after {_s(ready_s)}; {loaded}/{n} services loaded ({full} with all {k}), "
         f"connections to Consul now {conns_now}, max {conns_max}")
 
     changes = []
-    if loaded:
-        # Different services spread over the list, one instance each (a different one every time).
-        for i in range(o.scale_reps):
-            target = names[(n // 2 + i * n // max(1, o.scale_reps)) % n]
-            changes.append(_scale_change(env, gw, target, ports, k, i % k))
+    # Services the gateway has loaded with all their instances, spread over the list; one instance of
+    # each (a different one every time). If it has loaded none, there is nothing to measure.
+    for i in range(min(o.scale_reps, len(full_names))):
+        target = full_names[(len(full_names) // 2 + i * len(full_names) // o.scale_reps) % len(full_names)]
+        changes.append(_scale_change(env, gw, target, ports, k, i % k))
     rss = tree_memory(gw.pid, "VmRSS")
     hwm = tree_memory(gw.pid, "VmHWM")
     return {"services": n, "instances": k, "register_s": reg_s, "ready_s": ready_s, "timeout": o.scale_timeout,
@@ -295,12 +332,12 @@ def _loaded(gw, k):
     try:
         status, body = http_json(f"http://127.0.0.1:{gw.admin}/services", timeout=10)
     except Exception:  # noqa: BLE001 - report, never crash the harness on the gateway's admin output
-        return 0, 0, 0
+        return 0, 0, 0, []
     services = (body or {}).get("services", []) if isinstance(body, dict) else []
     loaded = sum(1 for s in services if s.get("instances"))
-    full = sum(1 for s in services if len(s.get("instances") or []) == k)
+    full_names = sorted(s.get("service") for s in services if len(s.get("instances") or []) == k)
     stale = sum(1 for s in services if s.get("stale"))
-    return loaded, full, stale
+    return loaded, len(full_names), stale, full_names
 
 
 def _scale_change(env, gw, service, ports, k, victim_j):

@@ -19,6 +19,10 @@ def _msd(s):
     return "timeout" if s is None else f"{s * 1e3:.1f}"
 
 
+def _msu(s):
+    return "timeout" if s is None else f"{s * 1e3:.1f} ms"
+
+
 def throughput_table(summary):
     ref = summary["nginx"]
     lines = [
@@ -106,14 +110,17 @@ def failover_section(f):
 def scale_section(s):
     chs = s["changes"]
     done = [c for c in chs if "skipped" not in c]
+    skipped = [c for c in chs if "skipped" in c]
     if not chs:
-        change = "not measured: no service was loaded"
+        change = "not measured: no service was loaded with all its instances"
     elif not done:
         change = f"not measured: {chs[0]['skipped']}"
     else:
         change = (_stats([c["dereg"] for c in done]) + "; per change: "
-                  + "; ".join(f"{c['service']} {_msd(c['dereg'])} ms (log line {_msd(c['log'])} ms)" for c in done)
+                  + "; ".join(f"{c['service']} {_msu(c['dereg'])} (log line {_msu(c['log'])})" for c in done)
                   + f"; client errors {sum(c['prober_errors'] for c in done)}")
+    if done and skipped:
+        change += "; not measured: " + "; ".join(c["skipped"] for c in skipped)
     ready = f"{s['ready_s']:.2f} s" if s["ready_s"] is not None else f"**never within {s['timeout']} s**"
     return "\n".join([
         f"- {s['services']} services × {s['instances']} instances registered through the catalog in {s['register_s']:.1f} s",
@@ -177,7 +184,8 @@ def targets(summary, prop, fo, sc, gw_name):
         done = [c for c in sc["changes"] if "skipped" not in c]
         ds = [c["dereg"] for c in done]
         rows.append((f"scale ({n} services): one change ≤ 250 ms (max of {len(ds)})",
-                     "not measured" if not ds else "timeout" if None in ds else f"{max(ds) * 1e3:.1f} ms",
+                     "not measured" if not ds else
+                     f"timeout ({ds.count(None)} of {len(ds)})" if None in ds else f"{max(ds) * 1e3:.1f} ms",
                      bool(ds) and None not in ds and max(ds) <= 0.250))
         conns = max(sum(sc["conns_max"].values()), 0)
         rows.append((f"scale ({n} services): ≤ 16 connections to Consul", f"{conns} (max, whole gateway tree)", conns <= 16))
