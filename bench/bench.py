@@ -43,6 +43,8 @@ def parse_args(argv):
     p.add_argument("--scale-services", type=int, help="services in the scale test (default 1000; smoke 100)")
     p.add_argument("--scale-instances", type=int, default=5, help="instances per service in the scale test (default 5)")
     p.add_argument("--scale-reps", type=int, help="changes measured at scale, one service each (default 5; smoke 1)")
+    p.add_argument("--scale-checks", default="yes,no",
+                   help="which scale variants: instances with a passing check (yes), without (no); default yes,no")
     p.add_argument("--scale-timeout", type=float, help="s to wait for /readyz at scale (default 30; smoke 10)")
     p.add_argument("--pin", choices=("split", "none"), default="split",
                    help="split (default): proxy on CPU 0, wrk on CPU 1, backends unpinned; none: no pinning")
@@ -68,6 +70,7 @@ def parse_args(argv):
         if getattr(o, name) is None:
             setattr(o, name, full_v if full else smoke_v)
     o.workers = [int(w) for w in o.workers.split(",") if w]
+    o.scale_checks = [{"yes": True, "no": False}[x] for x in o.scale_checks.split(",") if x]
     o.only = [x for x in o.only.split(",") if x]
     for x in o.only:
         if x not in PHASES:
@@ -226,7 +229,9 @@ def render(o, info, results, argv):
     if "failover" in results:
         out += ["## Failover", "", report.failover_section(results["failover"]), ""]
     if "scale" in results:
-        out += ["## Scale", "", report.scale_section(results["scale"]), ""]
+        for v in results["scale"]:
+            out += [f"## Scale: instances {'with a passing check each' if v['checks'] else 'without checks'}", "",
+                    report.scale_section(v), ""]
     out += ["## Targets", "", report.targets(s or {}, results.get("propagation"), results.get("failover"),
                                               results.get("scale"), gw_name), ""]
     return "\n".join(out)

@@ -269,28 +269,44 @@ def failover(env, backends, targets):
 # ---- 4. scale ----
 
 def scale(env):
+    """Both kinds of registration, one after the other, each with its own gateway: instances with a
+    passing check of their own (as the registrator registers them) and instances without any check
+    (a watcher may have to treat those differently: registering one moves no check index)."""
+    o = env.opts
+    ports = [int(p) for p in _ports(o.scale_instances)]
+    start_multi_backend(env.procs, env.run_dir, "scale-backends", ports, cpus=env.backend_cpus)
+    out = []
+    for checks in o.scale_checks:
+        out.append(scale_one(env, ports, checks))
+    return out
+
+
+def scale_one(env, ports, checks):
     o = env.opts
     n, k = o.scale_services, o.scale_instances
-    ports = [int(p) for p in _ports(k)]
-    start_multi_backend(env.procs, env.run_dir, "scale-backends", ports, cpus=env.backend_cpus)
-    names = [f"svc-{i:04d}" for i in range(n)]
-    jobs = [(f"bench-node-{j}", f"{s}-{j}", s, ports[j]) for s in names for j in range(k)]
+    kind = "checks" if checks else "nocheck"
+    names = [f"svc-{kind}-{i:04d}" for i in range(n)]
+    nodes = [f"bench-{kind}-node-{j}" for j in range(k)]
+    jobs = [(nodes[j], f"{s}-{j}", s, ports[j], checks) for s in names for j in range(k)]
 
     t0 = time.monotonic()
-    local = threading.local()
+    local, conns = threading.local(), []
 
     def register(job):
         if not hasattr(local, "c"):
             local.c = env.consul.connection()
+            conns.append(local.c)
         env.consul.catalog_register(*job, conn=local.c)
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(register, jobs))
+    for c in conns:
+        c.close()
     reg_s = time.monotonic() - t0
-    log(f"scale: registered {n} services x {k} instances in {reg_s:.1f} s")
+    log(f"scale ({kind}): registered {n} services x {k} instances in {reg_s:.1f} s")
 
     t0 = time.monotonic()
-    gw, _ = start_gateway(env.procs, env.bin_dir, "gateway-scale", env.consul, names, wait_ready=False)
+    gw, _ = start_gateway(env.procs, env.bin_dir, f"gateway-scale-{kind}", env.consul, names, wait_ready=False)
     conns_max, ready_s = {}, None
     deadline = t0 + o.scale_timeout
     while time.monotonic() < deadline:
@@ -307,7 +323,7 @@ def scale(env):
     for c, v in conns_now.items():
         conns_max[c] = max(conns_max.get(c, 0), v)
     loaded, full, stale, full_names = _loaded(gw, k)
-    log(f"scale: ready after {_s(ready_s)}; {loaded}/{n} services loaded ({full} with all {k}), "
+    log(f"scale ({kind}): ready after {_s(ready_s)}; {loaded}/{n} services loaded ({full} with all {k}), "
         f"connections to Consul now {conns_now}, max {conns_max}")
 
     changes = []
@@ -315,10 +331,14 @@ def scale(env):
     # each (a different one every time). If it has loaded none, there is nothing to measure.
     for i in range(min(o.scale_reps, len(full_names))):
         target = full_names[(len(full_names) // 2 + i * len(full_names) // o.scale_reps) % len(full_names)]
-        changes.append(_scale_change(env, gw, target, ports, k, i % k))
+        changes.append(_scale_change(env, gw, target, ports, k, i % k, nodes))
     rss = tree_memory(gw.pid, "VmRSS")
     hwm = tree_memory(gw.pid, "VmHWM")
-    return {"services": n, "instances": k, "register_s": reg_s, "ready_s": ready_s, "timeout": o.scale_timeout,
+    env.procs.stop(gw)
+    with closing(env.consul.connection()) as c:  # leave Consul as it was for the next variant
+        for node in nodes:
+            env.consul.must("PUT", "/v1/catalog/deregister", {"Node": node}, c)
+    return {"checks": checks, "services": n, "instances": k, "register_s": reg_s, "ready_s": ready_s, "timeout": o.scale_timeout,
             "loaded": loaded, "full": full, "stale": stale, "conns_now": conns_now, "conns_max": conns_max,
             "changes": changes, "rss": rss, "hwm": hwm}
 
@@ -340,7 +360,7 @@ def _loaded(gw, k):
     return loaded, len(full_names), stale, full_names
 
 
-def _scale_change(env, gw, service, ports, k, victim_j):
+def _scale_change(env, gw, service, ports, k, victim_j, nodes):
     o = env.opts
     victim = ports[victim_j]
     with load.Prober(gw.port, f"/{service}/", threads=o.prober_threads) as pr:
@@ -348,7 +368,7 @@ def _scale_change(env, gw, service, ports, k, victim_j):
             return {"service": service, "skipped": f"/{service}/ was not answered by all {k} instances within 10 s"}
         pr.take()
         tc = time.monotonic()
-        env.consul.catalog_deregister(f"bench-node-{victim_j}", f"{service}-{victim_j}")
+        env.consul.catalog_deregister(nodes[victim_j], f"{service}-{victim_j}")
         t0 = time.monotonic()
         d, _ = load.wait_gone(pr, victim, t0, o.quiet, o.prop_timeout)
         line = gw.lines_since(tc, f"{service}: ")

@@ -74,11 +74,15 @@ class Consul:
     def agent_deregister(self, sid, conn=None):
         self.must("PUT", f"/v1/agent/service/deregister/{sid}", None, conn)
 
-    def catalog_register(self, node, sid, name, port, conn=None):
-        self.must("PUT", "/v1/catalog/register", {
-            "Node": node, "Address": "127.0.0.1",
-            "Service": {"ID": sid, "Service": name, "Address": "127.0.0.1", "Port": port},
-        }, conn)
+    def catalog_register(self, node, sid, name, port, check=False, conn=None):
+        """Registers on a node that no agent owns (so anti-entropy leaves it alone); with check=True the
+        instance gets a passing check of its own, as an agent-managed registration would have."""
+        body = {"Node": node, "Address": "127.0.0.1",
+                "Service": {"ID": sid, "Service": name, "Address": "127.0.0.1", "Port": port}}
+        if check:
+            body["Check"] = {"CheckID": f"service:{sid}", "Name": f"{name} alive", "Status": "passing",
+                             "ServiceID": sid}
+        self.must("PUT", "/v1/catalog/register", body, conn)
 
     def catalog_deregister(self, node, sid, conn=None):
         self.must("PUT", "/v1/catalog/deregister", {"Node": node, "ServiceID": sid}, conn)
