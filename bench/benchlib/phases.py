@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import load
 from .procs import (HarnessError, RssSampler, consul_connections, cpu_seconds_between, machine_busy_seconds,
-                    tree_cpu_ticks, tree_memory, wait_quiet, descendants)
+                    tree_cpu_ticks, tree_memory, wait_quiet, descendants,
+                    tree_sched_ns, sched_seconds_between)
 from .services import Backends, http_json, http_status, start_gateway, start_multi_backend, start_reference
 
 SERVICE = "service-web"
@@ -69,6 +70,7 @@ def throughput(env, backends):
             if o.warmup:
                 load.wrk(url, o.warmup, o.connections, cpus=env.wrk_cpus)
             before = tree_cpu_ticks(proc.pid)
+            s_before = tree_sched_ns(proc.pid)
             b_before = _backend_ticks(backends)
             w_before = resource.getrusage(resource.RUSAGE_CHILDREN)
             m_before = machine_busy_seconds()
@@ -77,7 +79,9 @@ def throughput(env, backends):
             w_after = resource.getrusage(resource.RUSAGE_CHILDREN)
             m_after = machine_busy_seconds()
             after = tree_cpu_ticks(proc.pid)
+            sched_s = sched_seconds_between(s_before, tree_sched_ns(proc.pid))
             cpu_s = cpu_seconds_between(before, after)
+            res["sched_us_per_req"] = sched_s * 1e6 / res["requests"] if res["requests"] else float("nan")
             wall = res["duration_us"] / 1e6
             res["util"] = {  # share of one CPU each party used during the run: who was the bottleneck
                 "proxy": cpu_s / wall,

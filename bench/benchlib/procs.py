@@ -191,6 +191,28 @@ def tree_cpu_ticks(root):
     return {p: cpu_ticks(p) for p in descendants(root)}
 
 
+def tree_sched_ns(root):
+    """{(pid, tid): ns on CPU} from /proc/<pid>/task/<tid>/schedstat (the scheduler's exact run time,
+    unlike the tick-sampled utime+stime) for root's tree."""
+    out = {}
+    for p in descendants(root):
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                with open(f"/proc/{p}/task/{t}/schedstat") as f:
+                    out[(p, t)] = int(f.read().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def sched_seconds_between(before, after):
+    return sum(v - before.get(k, 0) for k, v in after.items()) / 1e9
+
+
 def cpu_seconds_between(before, after):
     """CPU seconds used between two tree_cpu_ticks snapshots (pids that appeared count from 0)."""
     ticks = sum(t - before.get(p, 0) for p, t in after.items())

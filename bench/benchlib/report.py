@@ -45,13 +45,13 @@ def throughput_table(summary):
 
 
 def rounds_table(rounds):
-    lines = ["| round | proxy | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors (status/socket) | CPU s | CPU µs/req "
+    lines = ["| round | proxy | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors (status/socket) | CPU s | CPU µs/req | CPU µs/req (schedstat) "
              "| CPU used by proxy / wrk / backends / everything else (1.00 = one core) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rounds:
         lines.append(f"| {r['round']} | {r['name']} | {r['rps']:.0f} | {_ms(r['p50'])} | {_ms(r['p99'])} | {_ms(r['p999'])}"
                      f" | {_ms(r['max'])} | {r['status']:.0f}/{r['socket_errors']:.0f} | {r['cpu_s']:.2f}"
-                     f" | {r['cpu_us_per_req']:.1f} | {r['util']['proxy']:.2f} / {r['util']['wrk']:.2f} / "
+                     f" | {r['cpu_us_per_req']:.1f} | {r['sched_us_per_req']:.1f} | {r['util']['proxy']:.2f} / {r['util']['wrk']:.2f} / "
                      f"{r['util']['backends']:.2f} / {r['util']['other']:.2f} |")
     return "\n".join(lines)
 
