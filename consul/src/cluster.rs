@@ -9,7 +9,7 @@ use reqwest::Method;
 
 use crate::client::{decode, Client};
 use crate::index;
-use crate::model::CheckState;
+use crate::model::{AgentService, CheckState, Instance};
 use crate::Error;
 
 /// A cluster-wide answer and the `X-Consul-Index` it was read at.
@@ -46,6 +46,38 @@ impl Client {
         Ok(Indexed { index: r.index, value })
     }
 
+    /// The names of every node in the catalog.
+    pub async fn catalog_nodes(&self) -> Result<Vec<String>, Error> {
+        let r: Indexed<Vec<NodeName>> = self.indexed_get("/v1/catalog/nodes", 0, Duration::ZERO).await?;
+        Ok(r.value.into_iter().map(|n| n.node).collect())
+    }
+
+    /// Every service instance registered on `node`, with its service name.
+    pub async fn catalog_node(&self, node: &str) -> Result<Vec<(String, Instance)>, Error> {
+        let endpoint = format!("/v1/catalog/node/{}", crate::client::path_segment(node));
+        // A node that went away between the two calls answers `null`.
+        let r: Indexed<Option<NodeServices>> = self.indexed_get(&endpoint, 0, Duration::ZERO).await?;
+        let Some(ns) = r.value else { return Ok(Vec::new()) };
+        let node_addr = ns.node.address;
+        Ok(ns
+            .services
+            .unwrap_or_default()
+            .into_values()
+            .map(|s| {
+                let address = if s.address.is_empty() { node_addr.clone() } else { s.address };
+                let inst = Instance {
+                    id: s.id,
+                    node: node.to_string(),
+                    address,
+                    port: s.port,
+                    tags: s.tags.unwrap_or_default(),
+                    meta: s.meta.unwrap_or_default(),
+                };
+                (s.service, inst)
+            })
+            .collect())
+    }
+
     async fn indexed_get<T: serde::de::DeserializeOwned>(
         &self,
         endpoint: &str,
@@ -67,9 +99,46 @@ impl Client {
     }
 }
 
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NodeName {
+    node: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NodeServices {
+    node: NodeAddress,
+    #[serde(default)]
+    services: Option<BTreeMap<String, AgentService>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NodeAddress {
+    #[serde(default)]
+    address: String,
+}
+
 #[cfg(test)]
 mod tests {
+    use super::NodeServices;
     use crate::model::CheckState;
+
+    // Captured from `consul agent -dev` 1.8.7: `/v1/catalog/node/dev`.
+    const NODE: &str = r#"{"Node":{"ID":"a1","Node":"dev","Address":"127.0.0.1","Datacenter":"dc1","TaggedAddresses":{},"Meta":{},"CreateIndex":9,"ModifyIndex":10},
+      "Services":{"consul":{"ID":"consul","Service":"consul","Tags":[],"Address":"","Meta":{"raft_version":"3"},"Port":8300,"Weights":{"Passing":1,"Warning":1},"EnableTagOverride":false,"CreateIndex":11,"ModifyIndex":11},
+                  "web-1":{"ID":"web-1","Service":"web","Tags":null,"Address":"10.0.0.5","Meta":null,"Port":3001,"CreateIndex":20,"ModifyIndex":20}}}"#;
+
+    #[test]
+    fn node_services_parse_with_the_node_address_as_fallback() {
+        let ns: NodeServices = serde_json::from_str(NODE).unwrap();
+        assert_eq!(ns.node.address, "127.0.0.1");
+        let services = ns.services.unwrap();
+        assert_eq!(services["web-1"].address, "10.0.0.5");
+        assert_eq!(services["consul"].port, 8300);
+        assert!(serde_json::from_str::<Option<NodeServices>>("null").unwrap().is_none());
+    }
 
     // Captured from `consul agent -dev` 1.8.7: `/v1/health/state/any`.
     const STATE: &str = r#"[{"Node":"dev","CheckID":"serfHealth","Name":"Serf Health Status","Status":"passing","Notes":"","Output":"Agent alive and reachable","ServiceID":"","ServiceName":"","ServiceTags":[],"Type":"","Definition":{},"CreateIndex":10,"ModifyIndex":10},

@@ -11,6 +11,7 @@
 //! - [`watch`]: one blocking-query loop per service (index rules, rate limit, backoff, change
 //!   detection).
 //! - [`mux`]: many services over two blocking queries plus targeted re-reads (for scale).
+//! - [`scan`]: which services changed, from a node-by-node read of the catalog.
 //! - [`output`]: writes the state to stdout or to the socket (reconnecting with backoff).
 //! - [`backoff`]: jittered exponential backoff and a token bucket.
 //!
@@ -20,5 +21,6 @@ pub mod backoff;
 pub mod mux;
 pub mod output;
 pub mod protocol;
+pub mod scan;
 pub mod state;
 pub mod watch;

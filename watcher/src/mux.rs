@@ -8,8 +8,10 @@
 //!   checks changed (added, removed, status or index moved) is dirty; a node-level check that
 //!   changed status (a node failing) makes every service dirty.
 //! - `/v1/catalog/services`: every service with its tags. A service whose tags changed, or that
-//!   appeared or went, is dirty; so is every service that has an instance without a check of its
-//!   own (or no instance), because registering such an instance moves no check.
+//!   appeared or went, is dirty. A service that has an instance without a check of its own (or
+//!   no instance) may have changed too, since registering such an instance moves no check: a
+//!   node-by-node catalog scan ([`crate::scan`]) finds which ones did, when that costs fewer
+//!   requests than re-reading them all.
 //!
 //! Dirty services are re-read (non-blocking, at most [`READ_CONCURRENCY`] at once) and published
 //! only if their set really changed. After any failed read, or an index going backwards, every
@@ -19,6 +21,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,11 +33,12 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::backoff::{Backoff, TokenBucket};
+use crate::scan::CatalogScan;
 use crate::state::State;
 use crate::watch::WatchConfig;
 
 /// Services re-read at once.
-pub const READ_CONCURRENCY: usize = 4;
+pub const READ_CONCURRENCY: usize = 8;
 
 /// Which services need a re-read; shared by the two watch loops and the reader.
 #[derive(Default)]
@@ -64,16 +68,40 @@ struct Shared {
     dirty: Dirty,
     /// Services with an instance that has no check of its own, or with no instance.
     checkless: Mutex<BTreeSet<String>>,
+    /// Watch loops still without a first answer. The first full read waits for both baselines:
+    /// a read taken before a baseline could miss a change made between the two.
+    baselines_missing: AtomicUsize,
 }
+
+impl Shared {
+    /// A loop got its first answer; the last of the two starts the first full read.
+    fn baseline(&self) {
+        if self.baselines_missing.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.dirty.mark(&self.services);
+        }
+    }
+
+    /// After a loop's first answer, everything must be re-read after a reset or failure.
+    fn everything(&self, first: &mut bool) {
+        if std::mem::replace(first, false) {
+            self.baseline();
+        } else {
+            self.dirty.mark(&self.services);
+        }
+    }
+}
+
+/// How long the first full read waits for both baselines before it goes ahead anyway.
+const BASELINE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Watches `services` with two blocking queries and targeted re-reads, until dropped.
 pub async fn watch_many(client: Client, services: Vec<String>, cfg: WatchConfig, resync: Duration, state: State) {
     let shared = Arc::new(Shared {
         dirty: Dirty::default(),
         checkless: Mutex::new(services.iter().cloned().collect()),
+        baselines_missing: AtomicUsize::new(2),
         services,
     });
-    shared.dirty.mark(&shared.services);
     info!(services = shared.services.len(), "watching in multiplexed mode (2 blocking queries + targeted reads)");
     tokio::join!(
         checks_loop(&client, &cfg, &shared, &state),
@@ -84,6 +112,11 @@ pub async fn watch_many(client: Client, services: Vec<String>, cfg: WatchConfig,
 }
 
 async fn resync_loop(every: Duration, shared: &Shared) {
+    tokio::time::sleep(BASELINE_TIMEOUT).await;
+    if shared.baselines_missing.load(Ordering::SeqCst) > 0 {
+        warn!("Consul's cluster-wide endpoints did not answer in time; reading every service anyway");
+        shared.dirty.mark(&shared.services);
+    }
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
@@ -178,6 +211,7 @@ impl Cursor {
 async fn checks_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &State) {
     let watched: BTreeSet<&str> = shared.services.iter().map(String::as_str).collect();
     let mut cursor = Cursor { index: 0, fresh: true };
+    let mut first = true;
     let mut prints: Option<CheckPrints> = None;
     let mut bucket = TokenBucket::new(cfg.burst, cfg.rate);
     let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
@@ -190,7 +224,7 @@ async fn checks_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state:
                 let now = CheckPrints::of(&r.value, &watched);
                 match prints.as_ref().map(|p| p.changed(&now)) {
                     Some(Some(changed)) if !everything => shared.dirty.mark(&changed),
-                    _ => shared.dirty.mark(&shared.services),
+                    _ => shared.everything(&mut first),
                 }
                 prints = Some(now);
             }
@@ -203,8 +237,11 @@ async fn checks_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state:
 }
 
 async fn catalog_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &State) {
+    let watched: BTreeSet<&str> = shared.services.iter().map(String::as_str).collect();
     let mut cursor = Cursor { index: 0, fresh: true };
+    let mut first = true;
     let mut tags: Option<BTreeMap<String, Vec<String>>> = None;
+    let mut scan = CatalogScan::default();
     let mut bucket = TokenBucket::new(cfg.burst, cfg.rate);
     let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
     loop {
@@ -215,14 +252,22 @@ async fn catalog_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state
                 backoff.reset();
                 let everything = cursor.advance("catalog/services", r.index);
                 let now: BTreeMap<String, Vec<String>> =
-                    r.value.into_iter().filter(|(name, _)| shared.services.contains(name)).collect();
+                    r.value.into_iter().filter(|(name, _)| watched.contains(name.as_str())).collect();
                 if everything || tags.is_none() {
                     // First answer, or after a reset or failure: everything may have changed.
-                    shared.dirty.mark(&shared.services);
+                    // Take a fresh catalog baseline for the check-less services' next changes.
+                    scan.reset();
+                    if let Err(e) = scan.changed(client, &watched).await {
+                        debug!(error = %e, "no catalog baseline yet");
+                    }
+                    shared.everything(&mut first);
                 } else if let Some(old) = tags.as_ref().filter(|_| r.index != before) {
                     let mut changed: BTreeSet<String> =
                         shared.services.iter().filter(|s| old.get(*s) != now.get(*s)).cloned().collect();
-                    changed.extend(shared.checkless.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned());
+                    let checkless = shared.checkless.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    if !checkless.is_empty() {
+                        changed.extend(checkless_changes(client, &watched, &mut scan, checkless).await);
+                    }
                     shared.dirty.mark(&changed);
                 }
                 tags = Some(now);
@@ -231,6 +276,29 @@ async fn catalog_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state
                 cursor.failed();
                 fail_all(shared, state, &e, backoff.next_delay()).await;
             }
+        }
+    }
+}
+
+/// Which of the check-less services may have changed: a catalog scan when it costs fewer
+/// requests than re-reading them all (see [`crate::scan`]), else all of them.
+async fn checkless_changes(
+    client: &Client,
+    watched: &BTreeSet<&str>,
+    scan: &mut CatalogScan,
+    checkless: BTreeSet<String>,
+) -> BTreeSet<String> {
+    // A baseline older than the last scan only makes the answer a superset: still correct.
+    if scan.cost().is_some_and(|cost| cost >= checkless.len()) {
+        return checkless;
+    }
+    match scan.changed(client, watched).await {
+        Ok(Some(changed)) => changed,
+        Ok(None) => checkless,
+        Err(e) => {
+            debug!(error = %e, "catalog scan failed; re-reading every check-less service");
+            scan.reset();
+            checkless
         }
     }
 }
@@ -254,15 +322,20 @@ async fn reader(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &Sta
             continue;
         }
         debug!(services = dirty.len(), "re-reading changed services");
+        let view = cfg.view;
         let reads = futures_util::stream::iter(dirty)
-            .map(|s| async move {
-                let r = client.instances(cfg.view, &s, 0, Duration::ZERO).await;
-                (s, r)
+            .map(|s| {
+                let client = client.clone();
+                async move {
+                    let r = client.instances(view, &s, 0, Duration::ZERO).await;
+                    (s, r)
+                }
             })
             .buffer_unordered(READ_CONCURRENCY);
-        let results: Vec<_> = reads.collect().await;
+        // Publish each set as soon as it is read: a change must not wait for the whole batch.
+        let mut reads = std::pin::pin!(reads);
         let mut failed = Vec::new();
-        for (service, r) in results {
+        while let Some((service, r)) = reads.next().await {
             match r {
                 Ok(r) => {
                     state.set_status(&service, true, None);

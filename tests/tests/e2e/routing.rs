@@ -102,8 +102,14 @@ fn many_services_are_watched_over_few_connections() {
     let consul = Consul::start();
     let backend = ServiceWeb::start(None);
     let names: Vec<String> = (0..40).map(|i| format!("svc-{i:02}")).collect();
-    for n in &names {
-        consul.register_ttl(n, &format!("{n}-a"), backend.port, "passing");
+    // Half the services have instances with checks, half without: both ways of finding what
+    // changed are exercised (check fingerprints; the node-by-node catalog scan).
+    for (i, n) in names.iter().enumerate() {
+        if i % 2 == 0 {
+            consul.register_ttl(n, &format!("{n}-a"), backend.port, "passing");
+        } else {
+            consul.register(n, &format!("{n}-a"), backend.port);
+        }
     }
     let gw = Gateway::start(&consul, &names.join(","), &[]);
     let client = http();
@@ -111,20 +117,20 @@ fn many_services_are_watched_over_few_connections() {
         let (status, _) = get_json(&client, &gw.url(&format!("/{n}/getRemoteIp"))).unwrap();
         assert_eq!(status, 200, "{n}");
     }
-    // A change to one of 40 services still propagates, through the multiplexed watch.
     let other = ServiceWeb::start(None);
-    consul.register_ttl("svc-17", "svc-17-b", other.port, "passing");
-    gw.proc.wait_for_log(
-        &format!("svc-17: 1 -> 2 instances, added 127.0.0.1:{}", other.port),
-        0,
-        Duration::from_secs(2),
-    );
-    consul.set_check("service:svc-17-a", "fail");
-    gw.proc.wait_for_log(
-        &format!("svc-17: 2 -> 1 instances, removed 127.0.0.1:{}", backend.port),
-        0,
-        Duration::from_secs(2),
-    );
+    let t = Duration::from_secs(2);
+    // A check-less service gains and loses an instance.
+    consul.register("svc-17", "svc-17-b", other.port);
+    gw.proc.wait_for_log(&format!("svc-17: 1 -> 2 instances, added 127.0.0.1:{}", other.port), 0, t);
+    consul.deregister("svc-17-b");
+    gw.proc.wait_for_log(&format!("svc-17: 2 -> 1 instances, removed 127.0.0.1:{}", other.port), 0, t);
+    // A service with checks: a new instance, then a failing check.
+    consul.register_ttl("svc-18", "svc-18-b", other.port, "passing");
+    gw.proc.wait_for_log(&format!("svc-18: 1 -> 2 instances, added 127.0.0.1:{}", other.port), 0, t);
+    consul.set_check("service:svc-18-a", "fail");
+    gw.proc.wait_for_log(&format!("svc-18: 2 -> 1 instances, removed 127.0.0.1:{}", backend.port), 0, t);
+    let changes = gw.proc.logs().iter().filter(|l| l.contains(" -> ") && l.contains(" instances")).count();
+    assert_eq!(changes, 40 + 4, "one line per real change, none for untouched services");
     let watcher = gw.watcher_pid();
     let conns = e2e::tcp_connections_to(watcher, consul.http_port());
     assert!((1..=16).contains(&conns), "the watcher holds {conns} connections to Consul for 40 services");
