@@ -27,6 +27,11 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// An instance with no tags or metadata.
+    pub fn new(id: impl Into<String>, node: impl Into<String>, address: impl Into<String>, port: u16) -> Self {
+        Self { id: id.into(), node: node.into(), address: address.into(), port, tags: vec![], meta: BTreeMap::new() }
+    }
+
     /// `address:port`, with IPv6 addresses in brackets, as used in URLs and logs.
     pub fn authority(&self) -> String {
         if self.address.contains(':') && !self.address.starts_with('[') {
@@ -305,13 +310,6 @@ mod tests {
     }
 
     fn sample() -> Instance {
-        Instance {
-            id: "x".into(),
-            node: "n".into(),
-            address: "127.0.0.1".into(),
-            port: 1,
-            tags: vec![],
-            meta: BTreeMap::new(),
-        }
+        Instance::new("x", "n", "127.0.0.1", 1)
     }
 }

@@ -74,21 +74,11 @@ pub fn pick<'a>(endpoints: &'a [Arc<Endpoint>], tried: &[usize]) -> Option<(usiz
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::{BTreeMap, HashSet};
+    use std::collections::HashSet;
 
     fn eps(n: u16) -> Vec<Arc<Endpoint>> {
         (0..n)
-            .map(|p| {
-                let i = Instance {
-                    id: format!("i{p}"),
-                    node: "n".into(),
-                    address: "127.0.0.1".into(),
-                    port: 1000 + p,
-                    tags: vec![],
-                    meta: BTreeMap::new(),
-                };
-                Arc::new(Endpoint::new(i).unwrap())
-            })
+            .map(|p| Arc::new(Endpoint::new(Instance::new(format!("i{p}"), "n", "127.0.0.1", 1000 + p)).unwrap()))
             .collect()
     }
 

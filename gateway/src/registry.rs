@@ -291,14 +291,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     fn inst(port: u16) -> Instance {
-        Instance {
-            id: format!("i{port}"),
-            node: "n".into(),
-            address: "127.0.0.1".into(),
-            port,
-            tags: vec![],
-            meta: BTreeMap::new(),
-        }
+        Instance::new(format!("i{port}"), "n", "127.0.0.1", port)
     }
 
     struct Counting(AtomicUsize, Result<Vec<Instance>, String>);

@@ -90,14 +90,7 @@ mod tests {
     use super::*;
 
     fn inst(id: &str, port: u16) -> Instance {
-        Instance {
-            id: id.into(),
-            node: "n".into(),
-            address: "127.0.0.1".into(),
-            port,
-            tags: vec![],
-            meta: BTreeMap::new(),
-        }
+        Instance::new(id, "n", "127.0.0.1", port)
     }
 
     #[test]

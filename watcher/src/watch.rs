@@ -112,17 +112,9 @@ pub async fn watch_service(client: Client, service: String, cfg: WatchConfig, st
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn inst(port: u16) -> Instance {
-        Instance {
-            id: format!("web-{port}"),
-            node: "n".into(),
-            address: "127.0.0.1".into(),
-            port,
-            tags: vec![],
-            meta: BTreeMap::new(),
-        }
+        Instance::new(format!("web-{port}"), "n", "127.0.0.1", port)
     }
 
     #[test]

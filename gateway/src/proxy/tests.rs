@@ -44,14 +44,7 @@ async fn dead_port() -> u16 {
 }
 
 fn inst(port: u16) -> Instance {
-    Instance {
-        id: format!("web-{port}"),
-        node: "n".into(),
-        address: "127.0.0.1".into(),
-        port,
-        tags: vec![],
-        meta: BTreeMap::new(),
-    }
+    Instance::new(format!("web-{port}"), "n", "127.0.0.1", port)
 }
 
 async fn app(ports: &[u16], timeout: Duration) -> Router {
