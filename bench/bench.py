@@ -49,8 +49,8 @@ def parse_args(argv):
     p.add_argument("--pin", choices=("split", "none"), default="split",
                    help="split (default): proxy on CPU 0, wrk on CPU 1, backends unpinned; none: no pinning")
     p.add_argument("--wait-quiet", type=float, default=0,
-                   help="before the throughput rounds, wait up to this many s for the machine to be <15%% busy "
-                        "(default 0: do not wait)")
+                   help="before each throughput round, wait for the machine to be <15%% busy, up to this many s "
+                        "in all (default 0: do not wait)")
     p.add_argument("--perf", action="store_true",
                    help="after the rounds, profile each proxy under one more wrk run (perf, cpu-clock); "
                         "flat reports in bench/out/<run>/perf-*.txt")
@@ -218,7 +218,9 @@ def render(o, info, results, argv):
                 "errors = wrk's HTTP ≥400 + socket errors, summed over rounds. CPU µs/req = (utime+stime of the proxy "
                 "and all its child processes during the measured run) / requests. RSS under load = max of the "
                 "process tree's VmRSS sampled every 100 ms; HWM = sum of VmHWM over the tree at the end.", "",
+                report.round_ratios(results["throughput"]["rounds"]), "",
                 "### Per round", "", report.rounds_table(results["throughput"]["rounds"]), "",
+                report.noisy_note(results["throughput"]["rounds"]), "",
                 "### Memory per process", "", report.memory_table(s), ""]
         profs = {k: v for k, v in results["throughput"].get("profiles", {}).items() if v}
         if profs:

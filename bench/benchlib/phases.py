@@ -61,9 +61,10 @@ def throughput(env, backends):
             raise HarnessError(f"{name} does not route: GET {url} -> {http_status(url)}")
     idle = {name: tree_memory(proc.pid, "VmRSS") for name, proc in order}
     rounds = []
-    if o.wait_quiet:
-        wait_quiet(o.wait_quiet, log=log)
+    quiet_deadline = time.monotonic() + o.wait_quiet  # one budget for the whole phase
     for r in range(o.rounds):
+        if o.wait_quiet:  # before every round, so that all proxies of a round see the same machine
+            wait_quiet(max(0.0, quiet_deadline - time.monotonic()), log=log)
         seq = order if r % 2 == 0 else list(reversed(order))
         for name, proc in seq:
             url = f"http://127.0.0.1:{proc.port}/service-web/"

@@ -329,15 +329,20 @@ def machine_busy_seconds():
 
 def wait_quiet(max_wait, threshold=15.0, log=print):
     """Waits (up to max_wait s) for a 3 s window in which the machine is less than threshold % busy."""
-    deadline = time.monotonic() + max_wait
+    start = time.monotonic()
+    deadline, said = start + max_wait, None
     while True:
-        busy = machine_busy_percent(3.0)
+        busy = machine_busy_percent(3.0 if max_wait > 0 else 1.0)
         if busy < threshold:
+            if said is not None:
+                log(f"machine {busy:.0f}% busy after waiting {time.monotonic() - start:.0f} s; going ahead")
             return busy
         if time.monotonic() >= deadline:
-            log(f"machine still {busy:.0f}% busy after waiting {max_wait:.0f} s; going ahead")
+            log(f"machine still {busy:.0f}% busy (wait budget used up); going ahead")
             return busy
-        log(f"machine {busy:.0f}% busy; waiting for a quieter moment")
+        if said is None or time.monotonic() - said >= 30:
+            log(f"machine {busy:.0f}% busy; waiting for a quieter moment (≤ {deadline - time.monotonic():.0f} s)")
+            said = time.monotonic()
 
 
 def machine_busy_percent(seconds=1.0):

@@ -44,12 +44,39 @@ def throughput_table(summary):
     return "\n".join(lines)
 
 
+NOISY = 0.2  # cores of "everything else" above which a run counts as disturbed
+
+
+def noisy_note(rounds):
+    n = sum(1 for r in rounds if r["util"]["other"] > NOISY)
+    if not n:
+        return f"No run had more than {NOISY} of a core of other load."
+    return (f"**{n} of {len(rounds)} runs (marked ⚠) had more than {NOISY} of a core of other load** (the machine was "
+            "shared): their absolute figures are low, and ratios are best read within a round.")
+
+
+def round_ratios(rounds):
+    """Median over rounds of each gateway's ratio to the nginx run of the same round: less sensitive
+    to load that changed between rounds than the ratio of the medians."""
+    ref = {r["round"]: r for r in rounds if r["name"] == "nginx"}
+    out = []
+    for name in dict.fromkeys(r["name"] for r in rounds if r["name"] != "nginx"):
+        rs = [r for r in rounds if r["name"] == name and r["round"] in ref]
+        if not rs:
+            continue
+        med = lambda k: statistics.median(r[k] / ref[r["round"]][k] for r in rs)  # noqa: E731
+        out.append(f"- {name}: req/s {med('rps'):.2f}×, CPU µs/req {med('cpu_us_per_req'):.2f}×, "
+                   f"p50 {med('p50'):.2f}×, p99 {med('p99'):.2f}×, p99.9 {med('p999'):.2f}×")
+    return "Within-round ratios to nginx (median over rounds):\n\n" + "\n".join(out)
+
+
 def rounds_table(rounds):
     lines = ["| round | proxy | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors (status/socket) | CPU s | CPU µs/req | CPU µs/req (schedstat) "
              "| CPU used by proxy / wrk / backends / everything else (1.00 = one core) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rounds:
-        lines.append(f"| {r['round']} | {r['name']} | {r['rps']:.0f} | {_ms(r['p50'])} | {_ms(r['p99'])} | {_ms(r['p999'])}"
+        noisy = " ⚠" if r["util"]["other"] > NOISY else ""
+        lines.append(f"| {r['round']}{noisy} | {r['name']} | {r['rps']:.0f} | {_ms(r['p50'])} | {_ms(r['p99'])} | {_ms(r['p999'])}"
                      f" | {_ms(r['max'])} | {r['status']:.0f}/{r['socket_errors']:.0f} | {r['cpu_s']:.2f}"
                      f" | {r['cpu_us_per_req']:.1f} | {r['sched_us_per_req']:.1f} | {r['util']['proxy']:.2f} / {r['util']['wrk']:.2f} / "
                      f"{r['util']['backends']:.2f} / {r['util']['other']:.2f} |")
@@ -191,7 +218,9 @@ def targets(summary, prop, fo, sc, gw_name):
                      f"timeout ({ds.count(None)} of {len(ds)})" if None in ds else f"{max(ds) * 1e3:.1f} ms",
                      bool(ds) and None not in ds and max(ds) <= 0.250))
         conns = sum(v["conns_max"].values())
-        rows.append((f"{tag}: ≤ 16 connections to Consul", f"{conns} (max seen, whole gateway tree)", conns <= 16))
+        rows.append((f"{tag}: ≤ 16 connections to Consul",
+                     f"{conns} max seen while loading, {sum(v['conns_now'].values())} after (whole gateway tree)",
+                     conns <= 16))
         w = v["rss"].get("watcher", 0)
         rows.append((f"{tag}: watcher RSS (no target stated; 10 MB is the 1-service target)", f"{w / 1024:.1f} MB", None))
     lines = ["| target | measured | met |", "|---|---|---|"]
