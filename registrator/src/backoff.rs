@@ -27,6 +27,12 @@ impl Backoff {
         nominal.saturating_sub(cut).max(Duration::from_millis(50))
     }
 
+    /// The delay the last [`Backoff::next_delay`] was based on (`base` before the first), without
+    /// advancing: for callers that want "the current pace" rather than another failure.
+    pub fn current(&self) -> Duration {
+        self.base.saturating_mul(1u32 << self.attempt.saturating_sub(1).min(16)).min(self.max)
+    }
+
     /// Starts over after a success.
     pub fn reset(&mut self) {
         self.attempt = 0;
@@ -47,7 +53,11 @@ mod tests {
         }
         assert!(b.next_delay() >= Duration::from_millis(750));
         b.reset();
+        assert_eq!(b.current(), Duration::from_millis(100));
         assert!(b.next_delay() <= Duration::from_millis(100));
+        b.next_delay();
+        assert_eq!(b.current(), Duration::from_millis(200));
+        assert_eq!(b.current(), Duration::from_millis(200), "current() does not advance");
     }
 
     #[test]

@@ -129,7 +129,9 @@ async fn session(engine: &Engine, settings: &Settings, syncer: &Syncer, opts: &O
                         Ok(()) => {}
                         Err(e @ Error::Docker { .. }) => return e,
                         Err(e) => {
-                            let delay = retry.next_delay();
+                            // Only failed resyncs advance the backoff: a burst of events while
+                            // Consul is down must not push the repair minutes away.
+                            let delay = retry.current();
                             warn!("{e}; resync in {delay:.1?}");
                             next = next.min(tokio::time::Instant::now() + delay);
                         }
