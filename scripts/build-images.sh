@@ -25,6 +25,15 @@ BINARIES=(gateway watcher registrator serviceweb)
 
 log() { echo "build-images: $*" >&2; }
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
+# After a rebuild the previous image is left untagged: remove it so repeated runs do not pile up
+# images (fails harmlessly while a container still uses it).
+drop_replaced() {
+  local old=$1 tag=$2
+  if [ -n "$old" ] && [ "$old" != "$(image_id "$tag")" ]; then
+    docker rmi "$old" >/dev/null 2>&1 || true
+  fi
+}
 
 build_base() {
   if have_image "$BASE_IMAGE"; then
@@ -61,7 +70,10 @@ build_consul() {
   # cp -p keeps the mtime stable so Docker's cache recognises an unchanged binary.
   cp -p "$consul_bin" "$ctx/consul"
   log "consul: building $CONSUL_LOCAL_IMAGE"
+  local old
+  old=$(image_id "$CONSUL_LOCAL_IMAGE")
   DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$CONSUL_LOCAL_IMAGE" "$ctx" >/dev/null
+  drop_replaced "$old" "$CONSUL_LOCAL_IMAGE"
 }
 
 # A docker CLI that can build with BuildKit: `docker buildx`, or a pre-23 CLI whose built-in
@@ -102,11 +114,14 @@ build_project() {
     [ -x "$repo/$rel/$b" ] || { log "missing $rel/$b"; exit 1; }
   done
   log "project: building $PROJECT_IMAGE from the Dockerfile (BINARIES=prebuilt, runtime $BASE_IMAGE)"
+  local old
+  old=$(image_id "$PROJECT_IMAGE")
   buildkit_build -q \
     --build-arg BINARIES=prebuilt \
     --build-arg "PREBUILT_DIR=$rel" \
     --build-arg "RUNTIME_IMAGE=$BASE_IMAGE" \
     -t "$PROJECT_IMAGE" "$repo" >/dev/null
+  drop_replaced "$old" "$PROJECT_IMAGE"
 }
 
 what=${1:-all}
