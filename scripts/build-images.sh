@@ -35,6 +35,17 @@ drop_replaced() {
   fi
 }
 
+# debootstrap is a Debian package; fresh machines (CI) may not have it yet.
+ensure_debootstrap() {
+  command -v debootstrap >/dev/null && return
+  if [ "$(id -u)" != 0 ]; then
+    log "debootstrap missing: run 'apt-get install debootstrap' as root"
+    exit 1
+  fi
+  log "installing debootstrap from Debian's archive"
+  apt-get install -y -q debootstrap >&2 || { apt-get update -q >&2 && apt-get install -y -q debootstrap >&2; }
+}
+
 build_base() {
   if have_image "$BASE_IMAGE"; then
     log "base: $BASE_IMAGE exists"
@@ -42,7 +53,7 @@ build_base() {
   fi
   local tarball=$cache/bookworm-minbase.tar
   if [ ! -s "$tarball" ]; then
-    command -v debootstrap >/dev/null || { log "debootstrap missing: apt-get install debootstrap"; exit 1; }
+    ensure_debootstrap
     local rootfs=$cache/rootfs.tmp
     rm -rf "$rootfs" "$tarball.tmp"
     mkdir -p "$cache"
