@@ -224,7 +224,13 @@ def render(o, info, results, argv):
                 "### Memory per process", "", report.memory_table(s), ""]
         profs = {k: v for k, v in results["throughput"].get("profiles", {}).items() if v}
         if profs:
-            out += ["### Profiles (perf, cpu-clock, flat)", ""] + [f"- {k}: `{os.path.relpath(v, REPO)}`" for k, v in profs.items()] + [""]
+            out += ["### Profiles (perf, one extra wrk run per proxy, not part of the figures above)", ""]
+            for k, v in profs.items():
+                per = (f"{v['syscalls']:.2f} syscalls and {v['switches']:.3f} context switches per request"
+                       if v["syscalls"] is not None else "syscall counts unavailable")
+                where = f"`{os.path.relpath(v['txt'], REPO)}`" if v["txt"] else "no profile"
+                out.append(f"- {k}: {per}; flat profile {where}")
+            out.append("")
     if "propagation" in results:
         out += ["## Change propagation (gateway with default flags)", "",
                 report.propagation_section(results["propagation"]), ""]

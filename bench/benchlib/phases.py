@@ -109,33 +109,59 @@ def throughput(env, backends):
 
 
 def profile(env, name, proc):
-    """A flat CPU profile (perf, cpu-clock software event) of the proxy's process tree under one wrk run;
-    returns the path of the text report, or None if perf is unusable here."""
+    """Under one more wrk run: a flat CPU profile (perf record, cpu-clock software event) and the
+    syscalls and context switches per request (perf stat) of the proxy's process tree. Returns
+    {"txt": report path, "syscalls": per request, "switches": per request}, or None if perf is unusable."""
     o = env.opts
     slug = name.replace(" ", "").replace("--", "-")
     data = os.path.join(env.run_dir, f"perf-{slug}.data")
     txt = os.path.join(env.run_dir, f"perf-{slug}.txt")
+    stat = os.path.join(env.run_dir, f"perf-{slug}.stat")
     pids = ",".join(str(p) for p in descendants(proc.pid))
+    perfs = []
     try:
-        rec = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-o", data, "-p", pids],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        perfs.append(subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-o", data, "-p", pids],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        perfs.append(subprocess.Popen(["perf", "stat", "-x", ",", "-o", stat, "-e",
+                                       "raw_syscalls:sys_enter,context-switches", "-p", pids],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     except OSError:
+        for p in perfs:
+            p.kill()
+            p.wait()
         return None
+    time.sleep(0.5)  # let perf attach before the load starts
     try:
-        load.wrk(f"http://127.0.0.1:{proc.port}/service-web/", o.duration, o.connections, cpus=env.wrk_cpus)
+        w = load.wrk(f"http://127.0.0.1:{proc.port}/service-web/", o.duration, o.connections, cpus=env.wrk_cpus)
     finally:
-        rec.send_signal(signal.SIGINT)
-        try:
-            rec.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            rec.kill()
-            rec.wait()
+        for p in perfs:
+            p.send_signal(signal.SIGINT)
+        for p in perfs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
     with open(txt, "w") as f:
         for sort in ("dso", "comm,dso,symbol"):  # kernel vs user share first, then the hot symbols
             r = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "--sort", sort,
                                 "--percent-limit", "0.3"], stdout=f, stderr=subprocess.DEVNULL, timeout=120)
-    log(f"profile of {name}: {txt}")
-    return txt if r.returncode == 0 else None
+    counts = {}
+    try:
+        with open(stat) as f:
+            for line in f:
+                parts = line.strip().split(",")
+                if len(parts) > 2 and parts[0].replace(".", "").isdigit():
+                    counts[parts[2]] = float(parts[0])
+    except OSError:
+        pass
+    n = w["requests"] or 1
+    out = {"txt": txt if r.returncode == 0 else None,
+           "syscalls": counts.get("raw_syscalls:sys_enter", 0) / n if counts else None,
+           "switches": counts.get("context-switches", 0) / n if counts else None}
+    per = f"{out['syscalls']:.2f} syscalls, {out['switches']:.3f} context switches" if counts else "no counts"
+    log(f"profile of {name}: {txt}; per request: {per}")
+    return out
 
 
 def _backend_ticks(backends):
