@@ -81,7 +81,9 @@ fn registers_follows_events_and_repairs_after_restart() {
     // Kill: the die event deregisters long before any resync.
     support::docker(&["kill", &web.name]).expect("kill");
     wait_gone(&consul, &web_id, Duration::from_secs(5));
-    assert!(reg.logs().contains(&format!("deregistered {web_id}")), "{}", reg.logs());
+    // The registrator logs after Consul confirmed the deregistration: give the line a moment.
+    let line = format!("deregistered {web_id}");
+    wait_for(Duration::from_secs(5), "the deregistration log line", || reg.logs().contains(&line).then_some(()));
 
     // Pause makes a container unable to serve; unpause brings it back.
     let paused = Container::run(&name("paused"), &["--expose", "5000", &image, "sleep", "600"]);
