@@ -3,8 +3,11 @@
 //! Plumbing every binary in the workspace shares, so each `main.rs` stays a list of wiring steps:
 //! - [`LogFormat`] and [`init_logging`]: tracing-subscriber on stderr, filtered by `RUST_LOG`.
 //! - [`shutdown_signal`]: resolves on SIGTERM or SIGINT.
+//! - [`backoff`]: jittered exponential backoff and a token bucket for retry loops.
 //!
 //! It owns no business logic.
+
+pub mod backoff;
 
 use std::io::IsTerminal;
 

@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::backoff::Backoff;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
-use watcher::backoff::Backoff;
 
 /// A watcher that ran at least this long is restarted without delay after its first exit.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);

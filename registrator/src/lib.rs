@@ -10,9 +10,7 @@
 //! - [`sync`]: which registrations are ours, the plan against Consul's agent, applying it.
 //! - [`docker`]: the Docker engine (bollard): connect, inspect, events.
 //! - [`run`]: the event loop, resync timer and reconnects.
-//! - [`backoff`], [`error`]: retry pacing and the crate's [`Error`].
 
-pub mod backoff;
 pub mod convention;
 pub mod desired;
 pub mod docker;

@@ -13,11 +13,11 @@ use futures_util::StreamExt;
 use tokio::time::sleep_until;
 use tracing::{debug, info, warn};
 
-use crate::backoff::Backoff;
 use crate::desired::{registrations, Settings};
 use crate::docker::{short, Engine, State};
 use crate::sync::{Deregister, Scope, Syncer};
 use crate::Error;
+use common::backoff::Backoff;
 
 /// A session that lasted this long counts as a success: the reconnect backoff starts over.
 const STABLE_SESSION: Duration = Duration::from_secs(30);

@@ -13,11 +13,9 @@
 //! - [`mux`]: many services over two blocking queries plus targeted re-reads (for scale).
 //! - [`scan`]: which services changed, from a node-by-node read of the catalog.
 //! - [`output`]: writes the state to stdout or to the socket (reconnecting with backoff).
-//! - [`backoff`]: jittered exponential backoff and a token bucket.
 //!
 //! Consul itself is spoken by the `consul` crate.
 
-pub mod backoff;
 pub mod mux;
 pub mod output;
 pub mod protocol;

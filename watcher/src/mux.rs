@@ -32,10 +32,10 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use crate::backoff::{Backoff, TokenBucket};
 use crate::scan::CatalogScan;
 use crate::state::State;
 use crate::watch::WatchConfig;
+use common::backoff::{Backoff, TokenBucket};
 
 /// Services re-read at once.
 pub const READ_CONCURRENCY: usize = 8;

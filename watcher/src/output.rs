@@ -12,9 +12,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tracing::{info, warn};
 
-use crate::backoff::Backoff;
 use crate::protocol::encode;
 use crate::state::State;
+use common::backoff::Backoff;
 
 /// Writes every change in `state` to `out`, starting with everything known, until writing fails
 /// or `peer` (the other direction of the connection, if any) reaches end of file.

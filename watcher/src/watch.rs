@@ -9,8 +9,8 @@ use consul::index::{self, Next};
 use consul::{Client, Instance, View};
 use tracing::{debug, warn};
 
-use crate::backoff::{Backoff, TokenBucket};
 use crate::state::State;
+use common::backoff::{Backoff, TokenBucket};
 
 /// How a service is watched.
 #[derive(Clone, Debug)]

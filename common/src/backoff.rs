@@ -1,6 +1,6 @@
-//! Pacing for loops that talk to Consul: jittered exponential backoff after errors, and a token
-//! bucket so that even a misbehaving server (a blocking query that returns at once, forever)
-//! never turns a loop into a busy loop.
+//! Pacing for loops that talk to Consul or Docker: jittered exponential backoff after errors, and
+//! a token bucket so that even a misbehaving server (a blocking query that returns at once,
+//! forever) never turns a loop into a busy loop.
 
 use std::time::Duration;
 
@@ -13,27 +13,36 @@ use tokio::time::Instant;
 pub struct Backoff {
     min: Duration,
     max: Duration,
-    current: Duration,
+    next: Duration,
+    last: Duration,
 }
 
 impl Backoff {
     /// A backoff from `min` to `max`.
     pub fn new(min: Duration, max: Duration) -> Self {
         let min = min.max(Duration::from_millis(1));
-        Self { min, max: max.max(min), current: min }
+        Self { min, max: max.max(min), next: min, last: min }
     }
 
     /// The next delay to wait.
     pub fn next_delay(&mut self) -> Duration {
-        let d = self.current;
-        self.current = (self.current * 2).min(self.max);
+        let d = self.next;
+        self.last = d;
+        self.next = (self.next * 2).min(self.max);
         let half = d / 2;
         half + rand::rng().random_range(Duration::ZERO..=half)
     }
 
+    /// The nominal delay the last [`Backoff::next_delay`] was based on (`min` before the first),
+    /// without advancing: for callers that want "the current pace" rather than another failure.
+    pub fn current(&self) -> Duration {
+        self.last
+    }
+
     /// Back to the shortest delay, after a success.
     pub fn reset(&mut self) {
-        self.current = self.min;
+        self.next = self.min;
+        self.last = self.min;
     }
 }
 
@@ -80,7 +89,15 @@ mod tests {
         assert!(delays.iter().all(|d| *d <= Duration::from_millis(800)));
         assert!(delays[5] >= Duration::from_millis(400), "{delays:?}");
         b.reset();
+        assert_eq!(b.current(), Duration::from_millis(100));
         assert!(b.next_delay() <= Duration::from_millis(100));
+        b.next_delay();
+        assert_eq!(b.current(), Duration::from_millis(200));
+        assert_eq!(b.current(), Duration::from_millis(200), "current() does not advance");
+        for _ in 0..10 {
+            b.next_delay();
+        }
+        assert_eq!(b.current(), Duration::from_millis(800), "capped");
     }
 
     #[tokio::test(start_paused = true)]
