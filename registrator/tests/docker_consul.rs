@@ -18,12 +18,12 @@ fn service<'a>(services: &'a serde_json::Map<String, Value>, id: &str) -> Option
 }
 
 fn wait_registered(consul: &Consul, id: &str) -> Value {
-    wait_for(WAIT, &format!("{id} to be registered"), || service(&consul.services()?, id).cloned())
+    wait_for(WAIT, &format!("{id} to be registered"), || service(&consul.agent_services()?, id).cloned())
 }
 
 fn wait_gone(consul: &Consul, id: &str, within: Duration) {
     wait_for(within, &format!("{id} to be deregistered"), || {
-        let s = consul.services()?;
+        let s = consul.agent_services()?;
         service(&s, id).is_none().then_some(())
     });
 }
@@ -34,13 +34,12 @@ fn registers_follows_events_and_repairs_after_restart() {
         return;
     }
     let image = test_image();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let consul = Consul::start(dir.path());
+    let consul = Consul::start();
     // A unique owner per run: service IDs are `<hostname>:<container>:<port>`.
     let pid = std::process::id();
     let host = format!("regtest{pid}");
     let name = |s: &str| format!("regtest-{pid}-{s}");
-    consul.register_foreign("foreign-1");
+    consul.register("foreign", "foreign-1", 1);
 
     let web = Container::run(
         &name("web"),
@@ -66,7 +65,7 @@ fn registers_follows_events_and_repairs_after_restart() {
         Container::run(&name("ignored"), &["--expose", "4000", "-e", "SERVICE_IGNORE=1", &image, "sleep", "600"]);
 
     // A long resync period: anything faster than it below is the event path at work.
-    let mut reg = support::registrator(dir.path(), 1, &consul, &["--internal", "--hostname", &host, "--resync", "1h"]);
+    let mut reg = support::registrator(&consul, &["--internal", "--hostname", &host, "--resync", "1h"]);
     let web_id = format!("{host}:{}:3000", web.name);
     let svc = wait_registered(&consul, &web_id);
     assert_eq!(svc["Service"], "regtest-web", "{svc}");
@@ -76,14 +75,14 @@ fn registers_follows_events_and_repairs_after_restart() {
     assert_eq!(svc["Meta"]["region"], "eu");
     assert_eq!(svc["Meta"]["registrator-owner"], host.as_str());
     let ignored_id = format!("{host}:{}:4000", ignored.name);
-    assert!(service(&consul.services().expect("services"), &ignored_id).is_none(), "SERVICE_IGNORE");
+    assert!(service(&consul.agent_services().expect("services"), &ignored_id).is_none(), "SERVICE_IGNORE");
 
     // Kill: the die event deregisters long before any resync.
     support::docker(&["kill", &web.name]).expect("kill");
     wait_gone(&consul, &web_id, Duration::from_secs(5));
     // The registrator logs after Consul confirmed the deregistration: give the line a moment.
     let line = format!("deregistered {web_id}");
-    wait_for(Duration::from_secs(5), "the deregistration log line", || reg.logs().contains(&line).then_some(()));
+    wait_for(Duration::from_secs(5), "the deregistration log line", || reg.log_text().contains(&line).then_some(()));
 
     // Pause makes a container unable to serve; unpause brings it back.
     let paused = Container::run(&name("paused"), &["--expose", "5000", &image, "sleep", "600"]);
@@ -104,14 +103,14 @@ fn registers_follows_events_and_repairs_after_restart() {
     let late = Container::run(&name("late"), &["--expose", "7000", &image, "sleep", "600"]);
     let late_id = format!("{host}:{}:7000", late.name);
     std::thread::sleep(Duration::from_millis(500));
-    let before = consul.services().expect("services");
+    let before = consul.agent_services().expect("services");
     assert!(service(&before, &doomed_id).is_some(), "nobody should have removed it yet");
     assert!(service(&before, &late_id).is_none(), "nobody should have added it yet");
 
-    let reg2 = support::registrator(dir.path(), 2, &consul, &["--internal", "--hostname", &host, "--resync", "1h"]);
+    let reg2 = support::registrator(&consul, &["--internal", "--hostname", &host, "--resync", "1h"]);
     wait_registered(&consul, &late_id);
     wait_gone(&consul, &doomed_id, WAIT);
-    let after = consul.services().expect("services");
+    let after = consul.agent_services().expect("services");
     assert!(service(&after, &paused_id).is_some(), "running containers keep their registration");
     assert!(service(&after, "foreign-1").is_some(), "a registration that is not ours must survive");
     for (id, s) in &after {
@@ -121,7 +120,7 @@ fn registers_follows_events_and_repairs_after_restart() {
             assert_eq!(running.as_deref(), Ok("true"), "{id} belongs to a container that is not running");
         }
     }
-    assert!(!reg2.logs().contains("panicked"), "{}", reg2.logs());
+    assert!(!reg2.log_text().contains("panicked"), "{}", reg2.log_text());
 }
 
 /// The default service name for an image: its base name without tag.

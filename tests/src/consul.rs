@@ -30,9 +30,15 @@ pub fn consul_bin() -> PathBuf {
 impl Consul {
     /// Starts an agent and waits until it has a leader and its node is in the catalog.
     pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// Like [`Consul::start`], with the HTTP API on `http_port` (say, one a client was already
+    /// pointed at while nothing listened there).
+    pub fn start_on(http_port: u16) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("consul.log");
-        let mut c = Self { child: None, ports: [free_port(), free_port(), free_port(), free_port()], log, _dir: dir };
+        let mut c = Self { child: None, ports: [http_port, free_port(), free_port(), free_port()], log, _dir: dir };
         c.spawn();
         c
     }
@@ -83,6 +89,12 @@ impl Consul {
     pub fn restart_empty(&mut self) {
         self.stop();
         self.spawn();
+    }
+
+    /// `/v1/agent/services` by ID, or `None` if Consul did not answer.
+    pub fn agent_services(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let resp = http().get(format!("{}/v1/agent/services", self.addr())).send().ok()?;
+        resp.json::<serde_json::Value>().ok()?.as_object().cloned()
     }
 
     /// Registers a service instance (no health check: passing).

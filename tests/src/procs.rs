@@ -19,7 +19,14 @@ pub struct Proc {
 impl Proc {
     /// Starts `bin(name)` with `args` and extra environment.
     pub fn spawn(name: &str, args: &[String], env: &[(&str, String)]) -> Self {
-        let mut cmd = Command::new(bin(name));
+        Self::spawn_path(&bin(name), args, env)
+    }
+
+    /// Starts the executable at `path` (e.g. from `CARGO_BIN_EXE_<name>`).
+    pub fn spawn_path(path: &std::path::Path, args: &[String], env: &[(&str, String)]) -> Self {
+        let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().to_string());
+        let name = name.as_str();
+        let mut cmd = Command::new(path);
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         cmd.env_remove("CONSUL_HTTP_ADDR").env_remove("CONSUL_HTTP_TOKEN").env("NO_COLOR", "1");
         for (k, v) in env {
@@ -49,6 +56,16 @@ impl Proc {
     /// All log lines so far.
     pub fn logs(&self) -> Vec<String> {
         self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// All log lines so far, as one text.
+    pub fn log_text(&self) -> String {
+        self.logs().join("\n")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Waits for a log line containing `needle` after the first `skip` lines; returns its index.

@@ -1,33 +1,17 @@
-//! Test support for the registrator's integration tests: a Consul dev agent on free loopback
-//! ports, the real `registrator` binary, and Docker containers removed on drop. Everything a test
-//! starts is stopped in `Drop`, also when an assertion fails.
+//! Test support for the registrator's integration tests: the real `registrator` binary and Docker
+//! containers removed on drop. Consul, processes and polling come from the workspace's shared
+//! end-to-end support crate (`tests/`, crate `e2e`). Everything a test starts is stopped in
+//! `Drop`, also when an assertion fails.
 
 // Each test binary compiles this module and uses a different subset of it.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use serde_json::Value;
-
-/// Polls `f` every 100 ms until it returns `Some`, panicking after `timeout`.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A free loopback TCP port (bound to port 0, then released).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
-}
+// Each test binary uses a different subset of these.
+#[allow(unused_imports)]
+pub use e2e::{free_port, wait_for, Consul, Proc};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -105,129 +89,16 @@ impl Drop for Container {
     }
 }
 
-/// A child process killed on drop.
-pub struct Proc {
-    child: Child,
-    /// Where its stderr goes.
-    pub log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, log: PathBuf) -> Self {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log"))
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        Self { child, log }
-    }
-
-    /// Whether the process is still running.
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// The log so far.
-    pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL and reap.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A Consul dev agent on free loopback ports.
-pub struct Consul {
-    /// `http://127.0.0.1:<port>`.
-    pub addr: String,
-    proc: Proc,
-    cmd: Vec<String>,
-    http: reqwest::blocking::Client,
-}
-
-impl Consul {
-    /// Starts the agent (binary: `CONSUL_BIN` or `scripts/install-consul.sh`) and waits for a leader.
-    pub fn start(dir: &std::path::Path) -> Self {
-        Self::start_on(dir, free_port())
-    }
-
-    /// Like [`Consul::start`], with the HTTP API on `http`.
-    pub fn start_on(dir: &std::path::Path, http: u16) -> Self {
-        let bin = std::env::var("CONSUL_BIN").unwrap_or_else(|_| {
-            let out = Command::new(repo().join("scripts/install-consul.sh")).output().expect("install-consul.sh");
-            assert!(out.status.success(), "scripts/install-consul.sh failed");
-            String::from_utf8_lossy(&out.stdout).trim().to_string()
-        });
-        let [lan, wan, server] = [free_port(), free_port(), free_port()];
-        let hcl = format!(
-            "ports {{ http = {http}, dns = -1, grpc = -1, serf_lan = {lan}, serf_wan = {wan}, server = {server} }}"
-        );
-        let args = ["agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-log-level", "warn", "-hcl", &hcl];
-        let cmd: Vec<String> = std::iter::once(bin).chain(args.iter().map(|a| a.to_string())).collect();
-        let c = Self {
-            addr: format!("http://127.0.0.1:{http}"),
-            proc: Self::spawn(&cmd, dir),
-            cmd,
-            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(5)).build().expect("client"),
-        };
-        c.wait_leader();
-        c
-    }
-
-    fn spawn(cmd: &[String], dir: &std::path::Path) -> Proc {
-        let mut c = Command::new(&cmd[0]);
-        c.args(&cmd[1..]);
-        Proc::spawn(c, dir.join("consul.log"))
-    }
-
-    fn wait_leader(&self) {
-        wait_for(Duration::from_secs(30), "Consul leader", || {
-            let leader = self.http.get(format!("{}/v1/status/leader", self.addr)).send().ok()?.text().ok()?;
-            (leader.len() > 2).then_some(())
-        });
-    }
-
-    /// Kills the agent and starts a fresh one on the same ports: a dev agent forgets everything.
-    pub fn restart_empty(&mut self, dir: &std::path::Path) {
-        self.proc.kill();
-        self.proc = Self::spawn(&self.cmd, dir);
-        self.wait_leader();
-    }
-
-    /// `/v1/agent/services`, or `None` if Consul did not answer.
-    pub fn services(&self) -> Option<serde_json::Map<String, Value>> {
-        let resp = self.http.get(format!("{}/v1/agent/services", self.addr)).send().ok()?;
-        resp.json::<Value>().ok()?.as_object().cloned()
-    }
-
-    /// Registers a service by hand (not ours: no owner mark).
-    pub fn register_foreign(&self, id: &str) {
-        let body = serde_json::json!({"ID": id, "Name": "foreign", "Port": 1});
-        let resp = self.http.put(format!("{}/v1/agent/service/register", self.addr)).json(&body).send();
-        assert!(resp.map(|r| r.status().is_success()).unwrap_or(false), "register {id}");
-    }
-}
-
-/// The real `registrator` binary against `consul`, logging to `<dir>/registrator-<n>.log`.
-pub fn registrator(dir: &std::path::Path, n: u32, consul: &Consul, args: &[&str]) -> Proc {
-    registrator_at(dir, n, &consul.addr, args, &[])
+/// The real `registrator` binary against `consul`.
+pub fn registrator(consul: &Consul, args: &[&str]) -> Proc {
+    registrator_at(&consul.addr(), args, &[])
 }
 
 /// The real `registrator` binary against any address, with extra environment.
-pub fn registrator_at(dir: &std::path::Path, n: u32, consul: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_registrator"));
-    cmd.args(["--consul", consul]).args(args).env("RUST_LOG", "registrator=debug,info");
-    cmd.envs(env.iter().copied());
-    Proc::spawn(cmd, dir.join(format!("registrator-{n}.log")))
+pub fn registrator_at(consul: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut all = vec!["--consul".to_string(), consul.to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let mut env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    env.push(("RUST_LOG", "registrator=debug,info".to_string()));
+    Proc::spawn_path(std::path::Path::new(env!("CARGO_BIN_EXE_registrator")), &all, &env)
 }
