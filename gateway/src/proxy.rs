@@ -2,7 +2,9 @@
 //! `http://<instance>/<rest>?<query>`, streamed both ways.
 //!
 //! A connection that fails before anything was sent (refused, reset, connect timeout) is retried
-//! on another instance, so a dead instance that Consul still lists costs the client nothing. That
+//! on another instance, so a dead instance that Consul still lists costs the client nothing. So
+//! is an idempotent request whose connection closed before any response (a pooled keep-alive
+//! connection to an instance that just died), as nginx does. That
 //! needs the request body again: bodies that are empty or small enough to buffer
 //! ([`Proxy::max_replay_body`]) are replayable; a larger streamed body is sent once.
 
@@ -117,6 +119,7 @@ impl Proxy {
             return Err(GatewayError::NoInstance { service });
         }
         let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        let idempotent = is_idempotent(req.method());
         let (parts, body) = req.into_parts();
         let headers = forwarded_headers(&parts, peer);
         let mut body = self.replayable(&service, body).await?;
@@ -138,13 +141,14 @@ impl Proxy {
             match tokio::time::timeout_at(deadline, self.client.request(upstream)).await {
                 Err(_) => return Err(GatewayError::Timeout { service }),
                 Ok(Ok(resp)) => return Ok(into_downstream(resp)),
-                Ok(Err(e)) if e.is_connect() => {
+                Ok(Err(e)) if e.is_connect() || (idempotent && closed_before_response(&e)) => {
                     endpoint.eject();
-                    warn!(service, instance = %endpoint.authority, error = %error_chain(&e), "connect failed; trying another instance");
+                    let what = if e.is_connect() { "connect failed" } else { "connection closed before a response" };
+                    warn!(service, instance = %endpoint.authority, error = %error_chain(&e), "{what}; trying another instance");
                     if tried.len() >= MAX_ATTEMPTS.min(set.endpoints.len()) {
                         return Err(GatewayError::Upstream {
                             service,
-                            reason: format!("connect to {} failed: {}", endpoint.authority, error_chain(&e)),
+                            reason: format!("{what} ({}): {}", endpoint.authority, error_chain(&e)),
                         });
                     }
                 }
@@ -292,6 +296,26 @@ fn into_downstream(resp: http::Response<hyper::body::Incoming>) -> Response {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, Body::new(body))
+}
+
+/// Methods a proxy may repeat after a failure (RFC 9110 §9.2.2), as nginx does by default.
+fn is_idempotent(m: &http::Method) -> bool {
+    use http::Method;
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+/// Whether the instance closed the connection before sending any response: typically a pooled
+/// keep-alive connection to an instance that just died. The request may have reached it, so
+/// only an idempotent request is sent again.
+fn closed_before_response(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            return h.is_incomplete_message() || h.is_canceled() || h.is_closed();
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// An error and its causes on one line (hyper's top-level messages alone are vague).

@@ -37,6 +37,23 @@ async fn echo_backend() -> u16 {
     port
 }
 
+/// A backend that reads each request and hangs up without answering: what a pooled connection
+/// to an instance that just died looks like.
+async fn rude_backend() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut conn, &mut buf).await;
+                drop(conn);
+            });
+        }
+    });
+    port
+}
+
 /// A port with nothing listening.
 async fn dead_port() -> u16 {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -174,4 +191,24 @@ fn hop_by_hop_headers_go_and_others_stay() {
     }
     strip_hop_by_hop(&mut h);
     assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), vec!["x-ok"]);
+}
+
+#[tokio::test]
+async fn an_instance_that_hangs_up_is_retried_for_idempotent_requests_only() {
+    let rude = rude_backend().await;
+    let live = echo_backend().await;
+    let app = app(&[rude, live], Duration::from_secs(5)).await;
+    for _ in 0..10 {
+        let (status, v) = send(&app, get_req("/web/x")).await;
+        assert_eq!((status, v["port"].as_u64()), (200, Some(u64::from(live))), "GET is retried: {v}");
+    }
+    // Only the rude instance: a POST is never sent twice, so the client sees the failure.
+    let app = app_one(rude).await;
+    let req = http::Request::post("/web/x").header("content-length", "2").body(Body::from("hi")).unwrap();
+    let (status, v) = send(&app, req).await;
+    assert_eq!((status, v["error"].as_str()), (502, Some("upstream failed")));
+}
+
+async fn app_one(port: u16) -> Router {
+    app(&[port], Duration::from_secs(5)).await
 }
