@@ -16,7 +16,7 @@ use crate::{index, ConsulAddr, Error, Token};
 /// How long a non-blocking call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections kept to Consul.
-pub const MAX_IDLE_CONNECTIONS: usize = 8;
+pub const MAX_IDLE_CONNECTIONS: usize = 6;
 /// How much of an error body goes into an error message.
 const MAX_ERROR_BODY: usize = 512;
 

@@ -29,7 +29,7 @@ use consul::index::{self, Next};
 use consul::model::CheckState;
 use consul::{Client, Instance};
 use futures_util::StreamExt;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::scan::CatalogScan;
@@ -37,8 +37,10 @@ use crate::state::State;
 use crate::watch::WatchConfig;
 use common::backoff::{Backoff, TokenBucket};
 
-/// Services re-read at once.
-pub const READ_CONCURRENCY: usize = 8;
+/// Non-blocking reads (service re-reads and catalog-scan node reads together) in flight at once.
+/// With the two blocking queries and the client's idle connections
+/// ([`consul::client::MAX_IDLE_CONNECTIONS`]) this bounds the connections to Consul.
+pub const READ_CONCURRENCY: usize = 6;
 
 /// Which services need a re-read; shared by the two watch loops and the reader.
 #[derive(Default)]
@@ -68,6 +70,8 @@ struct Shared {
     dirty: Dirty,
     /// Services with an instance that has no check of its own, or with no instance.
     checkless: Mutex<BTreeSet<String>>,
+    /// The read budget shared by re-reads and catalog scans.
+    reads: Arc<Semaphore>,
     /// Watch loops still without a first answer. The first full read waits for both baselines:
     /// a read taken before a baseline could miss a change made between the two.
     baselines_missing: AtomicUsize,
@@ -100,6 +104,7 @@ pub async fn watch_many(client: Client, services: Vec<String>, cfg: WatchConfig,
         dirty: Dirty::default(),
         checkless: Mutex::new(services.iter().cloned().collect()),
         baselines_missing: AtomicUsize::new(2),
+        reads: Arc::new(Semaphore::new(READ_CONCURRENCY)),
         services,
     });
     info!(services = shared.services.len(), "watching in multiplexed mode (2 blocking queries + targeted reads)");
@@ -257,7 +262,7 @@ async fn catalog_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state
                     // First answer, or after a reset or failure: everything may have changed.
                     // Take a fresh catalog baseline for the check-less services' next changes.
                     scan.reset();
-                    if let Err(e) = scan.changed(client, &watched).await {
+                    if let Err(e) = scan.changed(client, &watched, &shared.reads).await {
                         debug!(error = %e, "no catalog baseline yet");
                     }
                     shared.everything(&mut first);
@@ -266,7 +271,7 @@ async fn catalog_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state
                         shared.services.iter().filter(|s| old.get(*s) != now.get(*s)).cloned().collect();
                     let checkless = shared.checkless.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     if !checkless.is_empty() {
-                        changed.extend(checkless_changes(client, &watched, &mut scan, checkless).await);
+                        changed.extend(checkless_changes(client, &watched, &mut scan, &shared.reads, checkless).await);
                     }
                     shared.dirty.mark(&changed);
                 }
@@ -286,13 +291,14 @@ async fn checkless_changes(
     client: &Client,
     watched: &BTreeSet<&str>,
     scan: &mut CatalogScan,
+    budget: &Arc<Semaphore>,
     checkless: BTreeSet<String>,
 ) -> BTreeSet<String> {
     // A baseline older than the last scan only makes the answer a superset: still correct.
     if scan.cost().is_some_and(|cost| cost >= checkless.len()) {
         return checkless;
     }
-    match scan.changed(client, watched).await {
+    match scan.changed(client, watched, budget).await {
         Ok(Some(changed)) => changed,
         Ok(None) => checkless,
         Err(e) => {
@@ -326,7 +332,9 @@ async fn reader(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &Sta
         let reads = futures_util::stream::iter(dirty)
             .map(|s| {
                 let client = client.clone();
+                let budget = shared.reads.clone();
                 async move {
+                    let _permit = budget.acquire_owned().await;
                     let r = client.instances(view, &s, 0, Duration::ZERO).await;
                     (s, r)
                 }

@@ -13,11 +13,14 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 
+use std::sync::Arc;
+
 use consul::{Client, Instance};
 use futures_util::StreamExt;
+use tokio::sync::Semaphore;
 
-/// Nodes read at once during a scan.
-const SCAN_CONCURRENCY: usize = 4;
+/// Node reads queued at once; how many are actually in flight is bounded by the caller's budget.
+const MAX_NODE_READS: usize = 8;
 
 /// The fingerprints of the last scan.
 #[derive(Debug, Default)]
@@ -34,10 +37,12 @@ impl CatalogScan {
 
     /// Scans the catalog. Returns the watched services whose registrations differ from the
     /// previous scan, or `None` on the first scan (no baseline: everything may have changed).
+    /// Node reads take a permit of `budget` each.
     pub async fn changed(
         &mut self,
         client: &Client,
         watched: &BTreeSet<&str>,
+        budget: &Arc<Semaphore>,
     ) -> Result<Option<BTreeSet<String>>, consul::Error> {
         let nodes = client.catalog_nodes().await?;
         let count = nodes.len();
@@ -45,9 +50,13 @@ impl CatalogScan {
         let reads: Vec<Result<Vec<(String, Instance)>, consul::Error>> = futures_util::stream::iter(nodes)
             .map(|n| {
                 let client = client.clone();
-                async move { client.catalog_node(&n).await }
+                let budget = budget.clone();
+                async move {
+                    let _permit = budget.acquire_owned().await;
+                    client.catalog_node(&n).await
+                }
             })
-            .buffer_unordered(SCAN_CONCURRENCY)
+            .buffer_unordered(MAX_NODE_READS)
             .collect()
             .await;
         let mut per: BTreeMap<String, Vec<Instance>> = BTreeMap::new();
