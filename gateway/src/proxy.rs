@@ -121,7 +121,6 @@ impl Proxy {
         let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
         let idempotent = is_idempotent(req.method());
         let (parts, body) = req.into_parts();
-        let headers = forwarded_headers(&parts, peer);
         let mut body = self.replayable(&service, body).await?;
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut tried = Vec::new();
@@ -136,7 +135,9 @@ impl Proxy {
                     reason: "connection failed and the streamed body cannot be resent".into(),
                 });
             };
-            let upstream = build_request(&parts, &headers, endpoint, &rest, req_body)
+            // Built per attempt from the client's headers: one copy each, and none kept for a
+            // retry that rarely comes.
+            let upstream = build_request(&parts, forwarded_headers(&parts, peer), endpoint, &rest, req_body)
                 .map_err(|reason| GatewayError::BadRequest { service: service.clone(), reason })?;
             match tokio::time::timeout_at(deadline, self.client.request(upstream)).await {
                 Err(_) => return Err(GatewayError::Timeout { service }),
@@ -272,7 +273,7 @@ fn forwarded_headers(parts: &Parts, peer: Option<SocketAddr>) -> HeaderMap {
 
 fn build_request(
     parts: &Parts,
-    headers: &HeaderMap,
+    headers: HeaderMap,
     endpoint: &Endpoint,
     rest: &str,
     body: Body,
@@ -286,7 +287,7 @@ fn build_request(
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;
-    *req.headers_mut() = headers.clone();
+    *req.headers_mut() = headers;
     // Set here from a value built once per endpoint; otherwise the client formats one per request.
     req.headers_mut().insert(header::HOST, endpoint.host.clone());
     Ok(req)
@@ -304,14 +305,23 @@ fn is_idempotent(m: &http::Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
-/// Whether the instance closed the connection before sending any response: typically a pooled
-/// keep-alive connection to an instance that just died. The request may have reached it, so
-/// only an idempotent request is sent again.
+/// Whether the request failed in transport before any response arrived: the instance closed or
+/// reset the connection (typically a pooled keep-alive connection to an instance that just died).
+/// The request may have reached it, so only an idempotent request is sent again. A malformed
+/// response is not a transport failure and is not retried.
 fn closed_before_response(e: &hyper_util::client::legacy::Error) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(c) = cur {
         if let Some(h) = c.downcast_ref::<hyper::Error>() {
-            return h.is_incomplete_message() || h.is_canceled() || h.is_closed();
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                return true;
+            }
+            if h.is_parse() || h.is_user() {
+                return false;
+            }
+        }
+        if c.downcast_ref::<std::io::Error>().is_some() {
+            return true;
         }
         cur = c.source();
     }

@@ -39,7 +39,7 @@ async fn echo_backend() -> u16 {
 
 /// A backend that reads each request and hangs up without answering: what a pooled connection
 /// to an instance that just died looks like.
-async fn rude_backend() -> u16 {
+async fn rude_backend(reset: bool) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -47,6 +47,10 @@ async fn rude_backend() -> u16 {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let _ = tokio::io::AsyncReadExt::read(&mut conn, &mut buf).await;
+                if reset {
+                    // SO_LINGER 0: the close sends a RST, as a killed process's socket may.
+                    let _ = socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO));
+                }
                 drop(conn);
             });
         }
@@ -195,12 +199,18 @@ fn hop_by_hop_headers_go_and_others_stay() {
 
 #[tokio::test]
 async fn an_instance_that_hangs_up_is_retried_for_idempotent_requests_only() {
-    let rude = rude_backend().await;
+    for reset in [false, true] {
+        hangs_up(reset).await;
+    }
+}
+
+async fn hangs_up(reset: bool) {
+    let rude = rude_backend(reset).await;
     let live = echo_backend().await;
     let app = app(&[rude, live], Duration::from_secs(5)).await;
     for _ in 0..10 {
         let (status, v) = send(&app, get_req("/web/x")).await;
-        assert_eq!((status, v["port"].as_u64()), (200, Some(u64::from(live))), "GET is retried: {v}");
+        assert_eq!((status, v["port"].as_u64()), (200, Some(u64::from(live))), "reset={reset}: GET is retried: {v}");
     }
     // Only the rude instance: a POST is never sent twice, so the client sees the failure.
     let app = app_one(rude).await;
