@@ -21,10 +21,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = cfg.args.workers {
-        rt.worker_threads(n);
-    }
+    // One worker: tokio's current-thread scheduler does the same job without the work-stealing
+    // machinery a multi-thread runtime keeps even for a single worker.
+    let mut rt = match cfg.args.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::Router;
+use axum::handler::Handler;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -44,7 +44,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         timeout: cfg.args.upstream_timeout,
         max_replay_body: cfg.args.max_replay_body,
     });
-    let app = Router::new().fallback(proxy::handle).with_state(proxy);
+    // Every path goes to the proxy: serve the handler itself, without a router to match paths.
+    let app = proxy::handle.with_state(proxy);
     info!(
         listen = %public.local_addr()?,
         admin = %admin_listener.local_addr()?,
