@@ -12,6 +12,9 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 export PATH="$HOME/.cargo/bin:$PATH"
 step() { printf '\n== %s ==\n' "$*"; }
+# Every runner's output also goes here, so the last line can give one total.
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
 
 step "installing test dependencies"
 CONSUL_BIN=$(bash scripts/install-consul.sh)
@@ -26,7 +29,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test (unit + end-to-end against a real Consul)"
 cargo build --workspace --bins
-cargo test --workspace
+cargo test --workspace 2>&1 | tee -a "$results"
 
 step "demo smoke (scripts/demo.sh)"
 DEMO_SMOKE=1 DEMO_PROFILE=debug DEMO_PORT=13000 DEMO_ADMIN_PORT=18081 DEMO_CONSUL_PORT=18500 bash scripts/demo.sh
@@ -34,7 +37,7 @@ DEMO_SMOKE=1 DEMO_PROFILE=debug DEMO_PORT=13000 DEMO_ADMIN_PORT=18081 DEMO_CONSU
 if [ -x scripts/e2e-docker.sh ]; then
   if docker info >/dev/null 2>&1; then
     step "container end-to-end test (Docker)"
-    bash scripts/e2e-docker.sh
+    bash scripts/e2e-docker.sh 2>&1 | tee -a "$results"
   elif [ -n "${REQUIRE_DOCKER:-}" ]; then
     echo "REQUIRE_DOCKER is set but no Docker engine answers" >&2
     exit 1
@@ -47,5 +50,11 @@ if [ -x bench/run.sh ]; then
   step "benchmark smoke (bench/run.sh --smoke)"
   bash bench/run.sh --smoke
 fi
+# One closing line for the whole suite: cargo's per-binary results plus the container test's.
+read -r passed failed < <(awk '
+  /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+  /^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3 }
+  END { print p + 0, f + 0 }' "$results")
 echo
 echo "all tests passed"
+echo "summary: $passed passed, $failed failed"
