@@ -224,31 +224,29 @@ def start_gateway(procs, bin_dir, name, consul, services, extra=(), cpus=None, r
     return proc, (time.monotonic() - t0) if ok else None
 
 
-def http_status(url, timeout=2):
+def _get(url, timeout):
+    """GET url: (status, body bytes). Raises OSError / HTTPException."""
     host, _, rest = url[len("http://"):].partition("/")
     h, _, p = host.partition(":")
     c = http.client.HTTPConnection(h, int(p), timeout=timeout)
     try:
         c.request("GET", "/" + rest)
         r = c.getresponse()
-        r.read()
-        return r.status
-    except (OSError, http.client.HTTPException):
-        return None
+        return r.status, r.read()
     finally:
         c.close()
+
+
+def http_status(url, timeout=2):
+    try:
+        return _get(url, timeout)[0]
+    except (OSError, http.client.HTTPException):
+        return None
 
 
 def http_json(url, timeout=5):
-    host, _, rest = url[len("http://"):].partition("/")
-    h, _, p = host.partition(":")
-    c = http.client.HTTPConnection(h, int(p), timeout=timeout)
-    try:
-        c.request("GET", "/" + rest)
-        r = c.getresponse()
-        return r.status, json.loads(r.read() or b"null")
-    finally:
-        c.close()
+    status, body = _get(url, timeout)
+    return status, json.loads(body or b"null")
 
 
 def wait_http_ok(url, timeout, proc, what):
