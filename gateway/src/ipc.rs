@@ -4,7 +4,7 @@
 //! can connect. One watcher connection is served at a time: a new one (a restarted watcher)
 //! replaces the old. A malformed line is logged and skipped; an unknown message type is ignored.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
@@ -113,17 +113,18 @@ fn truncate(s: &str) -> &str {
     &s[..end]
 }
 
-/// Whether `path` is in a directory only its owner may enter.
-pub fn is_private(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.parent().and_then(|d| std::fs::metadata(d).ok()).is_some_and(|m| m.permissions().mode() & 0o077 == 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::registry::StaticDiscovery;
+    use std::path::Path;
     use tokio::io::AsyncWriteExt;
+
+    /// Whether `path` is in a directory only its owner may enter.
+    pub fn is_private(path: &Path) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        path.parent().and_then(|d| std::fs::metadata(d).ok()).is_some_and(|m| m.permissions().mode() & 0o077 == 0)
+    }
 
     #[tokio::test]
     async fn socket_is_private_and_lines_apply_skipping_garbage() {

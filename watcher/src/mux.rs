@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use consul::index::{self, Next};
 use consul::model::CheckState;
 use consul::{Client, Instance};
 use futures_util::StreamExt;
@@ -34,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::scan::CatalogScan;
 use crate::state::State;
-use crate::watch::WatchConfig;
+use crate::watch::{Cursor, WatchConfig};
 use common::backoff::{Backoff, TokenBucket};
 
 /// Non-blocking reads (service re-reads and catalog-scan node reads together) in flight at once.
@@ -178,44 +177,9 @@ impl CheckPrints {
     }
 }
 
-/// An index-following loop's memory.
-struct Cursor {
-    index: u64,
-    fresh: bool,
-}
-
-impl Cursor {
-    /// Applies an answer's index; true if every service must be re-read (first answer, or a
-    /// reset / failure before it).
-    fn advance(&mut self, what: &str, returned: u64) -> bool {
-        let everything = std::mem::replace(&mut self.fresh, false);
-        match index::next(self.index, returned) {
-            Next::Reset => {
-                warn!(
-                    what,
-                    from = self.index,
-                    to = returned,
-                    "Consul index went backwards (restart or restore); re-reading everything"
-                );
-                self.index = 0;
-                true
-            }
-            Next::Block(i) => {
-                self.index = i;
-                everything
-            }
-        }
-    }
-
-    fn failed(&mut self) {
-        self.index = 0;
-        self.fresh = true;
-    }
-}
-
 async fn checks_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &State) {
     let watched: BTreeSet<&str> = shared.services.iter().map(String::as_str).collect();
-    let mut cursor = Cursor { index: 0, fresh: true };
+    let mut cursor = Cursor::default();
     let mut first = true;
     let mut prints: Option<CheckPrints> = None;
     let mut bucket = TokenBucket::new(cfg.burst, cfg.rate);
@@ -243,7 +207,7 @@ async fn checks_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state:
 
 async fn catalog_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &State) {
     let watched: BTreeSet<&str> = shared.services.iter().map(String::as_str).collect();
-    let mut cursor = Cursor { index: 0, fresh: true };
+    let mut cursor = Cursor::default();
     let mut first = true;
     let mut tags: Option<BTreeMap<String, Vec<String>>> = None;
     let mut scan = CatalogScan::default();
@@ -440,19 +404,5 @@ mod tests {
         let x = CheckPrints::of(&[check("n", "serfHealth", "", "passing", 1)], &watched);
         let y = CheckPrints::of(&[check("n", "serfHealth", "", "critical", 2)], &watched);
         assert_eq!(x.changed(&y), None);
-    }
-
-    #[test]
-    fn cursor_rereads_everything_after_reset_or_failure() {
-        let mut c = Cursor { index: 0, fresh: true };
-        assert!(c.advance("x", 10), "first answer");
-        assert!(!c.advance("x", 12));
-        c.failed();
-        assert_eq!(c.index, 0);
-        assert!(c.advance("x", 3));
-        assert!(!c.advance("x", 4));
-        assert!(c.advance("x", 2), "an index going backwards");
-        assert_eq!(c.index, 0, "the next read is a fresh one");
-        assert!(!c.advance("x", 2));
     }
 }

@@ -42,10 +42,54 @@ impl Default for WatchConfig {
     }
 }
 
+/// Where a blocking-query loop stands: the index to block on, and whether everything it knew
+/// must be re-read (first answer, an index reset, or a failure before it). Shared by the
+/// per-service loops and the multiplexed watch.
+#[derive(Debug)]
+pub(crate) struct Cursor {
+    pub(crate) index: u64,
+    fresh: bool,
+}
+
+impl Cursor {
+    /// Applies an answer's index; true if every service must be re-read (first answer, or a
+    /// reset / failure before it).
+    pub(crate) fn advance(&mut self, what: &str, returned: u64) -> bool {
+        let everything = std::mem::replace(&mut self.fresh, false);
+        match index::next(self.index, returned) {
+            Next::Reset => {
+                warn!(
+                    what,
+                    from = self.index,
+                    to = returned,
+                    "Consul index went backwards (restart or restore); re-reading"
+                );
+                self.index = 0;
+                true
+            }
+            Next::Block(i) => {
+                self.index = i;
+                everything
+            }
+        }
+    }
+
+    pub(crate) fn failed(&mut self) {
+        self.index = 0;
+        self.fresh = true;
+    }
+}
+
+impl Default for Cursor {
+    fn default() -> Self {
+        Self { index: 0, fresh: true }
+    }
+}
+
 /// The loop's memory between two answers.
 #[derive(Debug, Default)]
 struct Progress {
-    index: u64,
+    cursor: Cursor,
     last: Option<Vec<Instance>>,
 }
 
@@ -54,23 +98,12 @@ impl Progress {
     /// ours: blocking on our old index would then hang until the new index overtakes it (up to
     /// `wait`). So the next read after any failure is a fresh, non-blocking one.
     fn failed(&mut self) {
-        self.index = 0;
+        self.cursor.failed();
     }
 
     /// Applies one answer; returns the set to publish if it differs from the last one published.
     fn apply(&mut self, service: &str, returned: u64, instances: Vec<Instance>) -> Option<Vec<Instance>> {
-        match index::next(self.index, returned) {
-            Next::Reset => {
-                warn!(
-                    service,
-                    from = self.index,
-                    to = returned,
-                    "Consul index went backwards (restart or restore); re-reading"
-                );
-                self.index = 0;
-            }
-            Next::Block(i) => self.index = i,
-        }
+        self.cursor.advance(service, returned);
         if self.last.as_ref() == Some(&instances) {
             return None;
         }
@@ -86,7 +119,7 @@ pub async fn watch_service(client: Client, service: String, cfg: WatchConfig, st
     let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
     loop {
         bucket.take().await;
-        match client.instances(cfg.view, &service, progress.index, cfg.wait).await {
+        match client.instances(cfg.view, &service, progress.cursor.index, cfg.wait).await {
             Ok(r) => {
                 backoff.reset();
                 state.set_status(&service, true, None);
@@ -121,10 +154,10 @@ mod tests {
     fn publishes_first_read_and_real_changes_only() {
         let mut p = Progress::default();
         assert_eq!(p.apply("web", 10, vec![inst(1)]), Some(vec![inst(1)]));
-        assert_eq!(p.index, 10);
+        assert_eq!(p.cursor.index, 10);
         // Index moved (another service changed) but our set did not: nothing to publish.
         assert_eq!(p.apply("web", 12, vec![inst(1)]), None);
-        assert_eq!(p.index, 12);
+        assert_eq!(p.cursor.index, 12);
         assert_eq!(p.apply("web", 13, vec![inst(1), inst(2)]), Some(vec![inst(1), inst(2)]));
     }
 
@@ -134,9 +167,9 @@ mod tests {
         p.apply("web", 1000, vec![inst(1), inst(2)]);
         // Consul restarted with an empty state.
         assert_eq!(p.apply("web", 7, vec![]), Some(vec![]));
-        assert_eq!(p.index, 0, "next read must be a fresh, non-blocking one");
+        assert_eq!(p.cursor.index, 0, "next read must be a fresh, non-blocking one");
         assert_eq!(p.apply("web", 7, vec![]), None);
-        assert_eq!(p.index, 7);
+        assert_eq!(p.cursor.index, 7);
     }
 
     #[test]
@@ -144,16 +177,30 @@ mod tests {
         let mut p = Progress::default();
         p.apply("web", 1000, vec![inst(1)]);
         p.failed();
-        assert_eq!(p.index, 0);
+        assert_eq!(p.cursor.index, 0);
         // Same set as before the outage: nothing to publish.
         assert_eq!(p.apply("web", 12, vec![inst(1)]), None);
-        assert_eq!(p.index, 12);
+        assert_eq!(p.cursor.index, 12);
     }
 
     #[test]
     fn index_zero_from_consul_is_treated_as_one() {
         let mut p = Progress::default();
         p.apply("web", 0, vec![]);
-        assert_eq!(p.index, 1);
+        assert_eq!(p.cursor.index, 1);
+    }
+
+    #[test]
+    fn cursor_rereads_everything_after_reset_or_failure() {
+        let mut c = Cursor::default();
+        assert!(c.advance("x", 10), "first answer");
+        assert!(!c.advance("x", 12));
+        c.failed();
+        assert_eq!(c.index, 0);
+        assert!(c.advance("x", 3));
+        assert!(!c.advance("x", 4));
+        assert!(c.advance("x", 2), "an index going backwards");
+        assert_eq!(c.index, 0, "the next read is a fresh one");
+        assert!(!c.advance("x", 2));
     }
 }
