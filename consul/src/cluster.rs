@@ -1,15 +1,20 @@
 //! Cluster-wide reads that let one watcher follow many services over few connections:
-//! `/v1/health/state/any` (every check, with its `ModifyIndex`) and `/v1/catalog/services`
-//! (every service name with its tags). Both are blocking queries like the per-service reads.
+//! `/v1/health/state/any` (every check, with its `ModifyIndex`), `/v1/catalog/services`
+//! (every service name with its tags) and `/v1/catalog/node/<n>` (every registration on one
+//! node, fingerprinted). All can be blocking queries like the per-service reads.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use reqwest::Method;
+use serde_json::value::RawValue;
 
 use crate::client::{decode, Client};
 use crate::index;
-use crate::model::{AgentService, CheckState, Instance};
+use crate::model::CheckState;
 use crate::Error;
 
 /// A cluster-wide answer and the `X-Consul-Index` it was read at.
@@ -52,30 +57,31 @@ impl Client {
         Ok(r.value.into_iter().map(|n| n.node).collect())
     }
 
-    /// Every service instance registered on `node`, with its service name.
-    pub async fn catalog_node(&self, node: &str) -> Result<Vec<(String, Instance)>, Error> {
+    /// A fingerprint of every service registration on `node`, with its service name.
+    ///
+    /// A fingerprint hashes the registration exactly as Consul sends it (including its
+    /// `ModifyIndex`) together with the node's address (an instance without an address of its
+    /// own takes the node's), so any change to what a watcher reads from that instance changes
+    /// it. Hashing the raw JSON instead of decoding every field keeps a scan of a large catalog
+    /// cheap: each node answer holds every registration on that node.
+    ///
+    /// With `index > 0`, a blocking query that returns when a registration on *that node*
+    /// changes (its `X-Consul-Index` is the catalog-wide one, though).
+    pub async fn catalog_node_prints(
+        &self,
+        node: &str,
+        index: u64,
+        wait: Duration,
+    ) -> Result<Indexed<Vec<(String, u64)>>, Error> {
         let endpoint = format!("/v1/catalog/node/{}", crate::client::path_segment(node));
-        // A node that went away between the two calls answers `null`.
-        let r: Indexed<Option<NodeServices>> = self.indexed_get(&endpoint, 0, Duration::ZERO).await?;
-        let Some(ns) = r.value else { return Ok(Vec::new()) };
-        let node_addr = ns.node.address;
-        Ok(ns
-            .services
-            .unwrap_or_default()
-            .into_values()
-            .map(|s| {
-                let address = if s.address.is_empty() { node_addr.clone() } else { s.address };
-                let inst = Instance {
-                    id: s.id,
-                    node: node.to_string(),
-                    address,
-                    port: s.port,
-                    tags: s.tags.unwrap_or_default(),
-                    meta: s.meta.unwrap_or_default(),
-                };
-                (s.service, inst)
-            })
-            .collect())
+        let resp = self.indexed_send(&endpoint, index, wait).await?;
+        let index = crate::client::consul_index(&resp);
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| Error::Transport { endpoint: endpoint.clone(), source: source.without_url() })?;
+        let value = node_prints(&bytes).map_err(|e| Error::Decode { endpoint, why: e.to_string() })?;
+        Ok(Indexed { index, value })
     }
 
     async fn indexed_get<T: serde::de::DeserializeOwned>(
@@ -84,6 +90,13 @@ impl Client {
         index: u64,
         wait: Duration,
     ) -> Result<Indexed<T>, Error> {
+        let resp = self.indexed_send(endpoint, index, wait).await?;
+        let index = crate::client::consul_index(&resp);
+        Ok(Indexed { index, value: decode(endpoint, resp).await? })
+    }
+
+    /// A GET of `endpoint`; with `index > 0` a blocking query (and a timeout longer than `wait`).
+    async fn indexed_send(&self, endpoint: &str, index: u64, wait: Duration) -> Result<reqwest::Response, Error> {
         let mut url = self.url(endpoint);
         let timeout = if index > 0 {
             url.query_pairs_mut()
@@ -93,9 +106,7 @@ impl Client {
         } else {
             Duration::from_secs(30)
         };
-        let resp = self.send(endpoint, self.request(Method::GET, url).timeout(timeout)).await?;
-        let index = crate::client::consul_index(&resp);
-        Ok(Indexed { index, value: decode(endpoint, resp).await? })
+        self.send(endpoint, self.request(Method::GET, url).timeout(timeout)).await
     }
 }
 
@@ -105,24 +116,46 @@ struct NodeName {
     node: String,
 }
 
+/// `/v1/catalog/node/<n>`, borrowed: each registration stays raw JSON. A node that went away
+/// between listing the nodes and reading it answers `null`.
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct NodeServices {
-    node: NodeAddress,
-    #[serde(default)]
-    services: Option<BTreeMap<String, AgentService>>,
+struct RawNodeServices<'a> {
+    #[serde(borrow)]
+    node: RawNodeAddress<'a>,
+    #[serde(borrow, default)]
+    services: Option<HashMap<Cow<'a, str>, &'a RawValue>>,
 }
 
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct NodeAddress {
-    #[serde(default)]
-    address: String,
+struct RawNodeAddress<'a> {
+    #[serde(borrow, default)]
+    address: Cow<'a, str>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ServiceName<'a> {
+    #[serde(borrow)]
+    service: Cow<'a, str>,
+}
+
+fn node_prints(body: &[u8]) -> Result<Vec<(String, u64)>, serde_json::Error> {
+    let Some(ns) = serde_json::from_slice::<Option<RawNodeServices>>(body)? else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for raw in ns.services.unwrap_or_default().into_values() {
+        let name: ServiceName = serde_json::from_str(raw.get())?;
+        let mut h = DefaultHasher::new();
+        (ns.node.address.as_ref(), raw.get()).hash(&mut h);
+        out.push((name.service.into_owned(), h.finish()));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::NodeServices;
+    use super::node_prints;
     use crate::model::CheckState;
 
     // Captured from `consul agent -dev` 1.8.7: `/v1/catalog/node/dev`.
@@ -130,14 +163,30 @@ mod tests {
       "Services":{"consul":{"ID":"consul","Service":"consul","Tags":[],"Address":"","Meta":{"raft_version":"3"},"Port":8300,"Weights":{"Passing":1,"Warning":1},"EnableTagOverride":false,"CreateIndex":11,"ModifyIndex":11},
                   "web-1":{"ID":"web-1","Service":"web","Tags":null,"Address":"10.0.0.5","Meta":null,"Port":3001,"CreateIndex":20,"ModifyIndex":20}}}"#;
 
+    fn prints(body: &str) -> Vec<(String, u64)> {
+        let mut p = node_prints(body.as_bytes()).unwrap();
+        p.sort();
+        p
+    }
+
     #[test]
-    fn node_services_parse_with_the_node_address_as_fallback() {
-        let ns: NodeServices = serde_json::from_str(NODE).unwrap();
-        assert_eq!(ns.node.address, "127.0.0.1");
-        let services = ns.services.unwrap();
-        assert_eq!(services["web-1"].address, "10.0.0.5");
-        assert_eq!(services["consul"].port, 8300);
-        assert!(serde_json::from_str::<Option<NodeServices>>("null").unwrap().is_none());
+    fn node_registrations_are_fingerprinted_per_service() {
+        let p = prints(NODE);
+        let names: Vec<&str> = p.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["consul", "web"]);
+        // Same registrations: same prints. A moved port, a new ModifyIndex or another node
+        // address (the fallback address of instances without one) changes only what it touches.
+        assert_eq!(prints(NODE), p);
+        let port = prints(&NODE.replace("3001", "3002"));
+        assert_eq!(port[0], p[0]);
+        assert_ne!(port[1], p[1]);
+        assert_ne!(prints(&NODE.replace(r#""ModifyIndex":20"#, r#""ModifyIndex":21"#))[1], p[1]);
+        assert_ne!(prints(&NODE.replace("127.0.0.1", "127.0.0.2"))[1], p[1]);
+        // A node gone between listing and reading; a node without services; escapes in names.
+        assert!(prints("null").is_empty());
+        assert!(prints(r#"{"Node":{"Address":"x"},"Services":null}"#).is_empty());
+        assert_eq!(prints(r#"{"Node":{"Address":"x"},"Services":{"a":{"Service":"w\u0065b"}}}"#)[0].0, "web");
+        assert!(node_prints(b"{").is_err());
     }
 
     // Captured from `consul agent -dev` 1.8.7: `/v1/health/state/any`.

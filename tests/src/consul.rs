@@ -133,6 +133,25 @@ impl Consul {
         self.put(&format!("/v1/agent/service/deregister/{id}"), serde_json::Value::Null);
     }
 
+    /// Registers an instance on catalog node `node` (created if new; no agent owns it), without a
+    /// check, as an external registration would.
+    pub fn catalog_register(&self, node: &str, name: &str, id: &str, port: u16) {
+        self.put(
+            "/v1/catalog/register",
+            serde_json::json!({"Node": node, "Address": "127.0.0.1",
+                                "Service": {"ID": id, "Service": name, "Address": "127.0.0.1", "Port": port}}),
+        );
+    }
+
+    /// Deregisters one instance from catalog node `node`, or (`id` = `None`) the whole node.
+    pub fn catalog_deregister(&self, node: &str, id: Option<&str>) {
+        let body = match id {
+            Some(id) => serde_json::json!({"Node": node, "ServiceID": id}),
+            None => serde_json::json!({"Node": node}),
+        };
+        self.put("/v1/catalog/deregister", body);
+    }
+
     fn put(&self, path: &str, body: serde_json::Value) {
         let mut req = http().put(format!("{}{path}", self.addr()));
         if !body.is_null() {

@@ -12,11 +12,14 @@
 //!   detection).
 //! - [`mux`]: many services over two blocking queries plus targeted re-reads (for scale).
 //! - [`scan`]: which services changed, from a node-by-node read of the catalog.
+//! - [`nodes`]: one blocking query per catalog node on small clusters, so a change costs one
+//!   node read instead of a scan.
 //! - [`output`]: writes the state to stdout or to the socket (reconnecting with backoff).
 //!
 //! Consul itself is spoken by the `consul` crate.
 
 pub mod mux;
+pub mod nodes;
 pub mod output;
 pub mod protocol;
 pub mod scan;

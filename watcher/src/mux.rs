@@ -9,9 +9,10 @@
 //!   changed status (a node failing) makes every service dirty.
 //! - `/v1/catalog/services`: every service with its tags. A service whose tags changed, or that
 //!   appeared or went, is dirty. A service that has an instance without a check of its own (or
-//!   no instance) may have changed too, since registering such an instance moves no check: a
-//!   node-by-node catalog scan ([`crate::scan`]) finds which ones did, when that costs fewer
-//!   requests than re-reading them all.
+//!   no instance) may have changed too, since registering such an instance moves no check: on
+//!   a cluster of a few nodes, one blocking query per node ([`crate::nodes`]) says which ones
+//!   did; on a larger one, a node-by-node catalog scan ([`crate::scan`]) does, when that costs
+//!   fewer requests than re-reading them all.
 //!
 //! Dirty services are re-read (non-blocking, at most [`READ_CONCURRENCY`] at once) and published
 //! only if their set really changed. After any failed read, or an index going backwards, every
@@ -31,15 +32,27 @@ use futures_util::StreamExt;
 use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, info, warn};
 
+use crate::nodes::{Mark, NodeWatches};
 use crate::scan::CatalogScan;
 use crate::state::State;
 use crate::watch::{Cursor, WatchConfig};
 use common::backoff::{Backoff, TokenBucket};
 
 /// Non-blocking reads (service re-reads and catalog-scan node reads together) in flight at once.
-/// With the two blocking queries and the client's idle connections
-/// ([`consul::client::MAX_IDLE_CONNECTIONS`]) this bounds the connections to Consul.
+/// With the two blocking queries, the node watches ([`crate::nodes::MAX_NODE_WATCHES`]) and the
+/// client's idle connections ([`consul::client::MAX_IDLE_CONNECTIONS`]) this bounds the
+/// connections to Consul.
 pub const READ_CONCURRENCY: usize = 6;
+
+/// Runs one read under the shared budget. Before giving the permit back it lets the runtime run
+/// once more: the HTTP client returns a finished connection to its pool from a task of its own,
+/// and a read started before that task ran would open a new connection instead of reusing it.
+pub(crate) async fn budgeted<T>(budget: &Semaphore, read: impl std::future::Future<Output = T>) -> T {
+    let _permit = budget.acquire().await;
+    let out = read.await;
+    tokio::task::yield_now().await;
+    out
+}
 
 /// Which services need a re-read; shared by the two watch loops and the reader.
 #[derive(Default)]
@@ -66,6 +79,7 @@ impl Dirty {
 /// What the watcher knows between reads.
 struct Shared {
     services: Vec<String>,
+    watched: Arc<BTreeSet<String>>,
     dirty: Dirty,
     /// Services with an instance that has no check of its own, or with no instance.
     checkless: Mutex<BTreeSet<String>>,
@@ -104,6 +118,7 @@ pub async fn watch_many(client: Client, services: Vec<String>, cfg: WatchConfig,
         checkless: Mutex::new(services.iter().cloned().collect()),
         baselines_missing: AtomicUsize::new(2),
         reads: Arc::new(Semaphore::new(READ_CONCURRENCY)),
+        watched: Arc::new(services.iter().cloned().collect()),
         services,
     });
     info!(services = shared.services.len(), "watching in multiplexed mode (2 blocking queries + targeted reads)");
@@ -205,12 +220,17 @@ async fn checks_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state:
     }
 }
 
-async fn catalog_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &State) {
-    let watched: BTreeSet<&str> = shared.services.iter().map(String::as_str).collect();
+async fn catalog_loop(client: &Client, cfg: &WatchConfig, shared: &Arc<Shared>, state: &State) {
+    let watched = &shared.watched;
     let mut cursor = Cursor::default();
     let mut first = true;
     let mut tags: Option<BTreeMap<String, Vec<String>>> = None;
     let mut scan = CatalogScan::default();
+    let mark: Mark = {
+        let shared = shared.clone();
+        Arc::new(move |services| shared.dirty.mark(services))
+    };
+    let mut nodes = NodeWatches::new(client.clone(), cfg.clone(), watched.clone(), mark);
     let mut bucket = TokenBucket::new(cfg.burst, cfg.rate);
     let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
     loop {
@@ -221,21 +241,34 @@ async fn catalog_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state
                 backoff.reset();
                 let everything = cursor.advance("catalog/services", r.index);
                 let now: BTreeMap<String, Vec<String>> =
-                    r.value.into_iter().filter(|(name, _)| watched.contains(name.as_str())).collect();
+                    r.value.into_iter().filter(|(name, _)| watched.contains(name)).collect();
                 if everything || tags.is_none() {
                     // First answer, or after a reset or failure: everything may have changed.
                     // Take a fresh catalog baseline for the check-less services' next changes.
                     scan.reset();
-                    if let Err(e) = scan.changed(client, &watched, &shared.reads).await {
-                        debug!(error = %e, "no catalog baseline yet");
+                    match scan.changed(client, watched, &shared.reads).await {
+                        Ok(_) => watch_nodes(&mut nodes, &scan),
+                        Err(e) => {
+                            debug!(error = %e, "no catalog baseline yet");
+                            nodes.stop();
+                        }
                     }
                     shared.everything(&mut first);
                 } else if let Some(old) = tags.as_ref().filter(|_| r.index != before) {
                     let mut changed: BTreeSet<String> =
                         shared.services.iter().filter(|s| old.get(*s) != now.get(*s)).cloned().collect();
-                    let checkless = shared.checkless.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    if !checkless.is_empty() {
-                        changed.extend(checkless_changes(client, &watched, &mut scan, &shared.reads, checkless).await);
+                    // With every node watched, the node watches name what changed.
+                    if !follow_nodes(client, &mut nodes).await {
+                        let checkless = shared.checkless.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        let scans = scan.scans();
+                        if !checkless.is_empty() {
+                            changed
+                                .extend(checkless_changes(client, watched, &mut scan, &shared.reads, checkless).await);
+                        }
+                        // A scan just read the node list: few enough nodes to watch them now?
+                        if scan.scans() > scans {
+                            watch_nodes(&mut nodes, &scan);
+                        }
                     }
                     shared.dirty.mark(&changed);
                 }
@@ -249,11 +282,36 @@ async fn catalog_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state
     }
 }
 
+/// Starts a watch per node from the last scan, if there are few enough nodes. Each watch's first
+/// blocking query is at the index its node was scanned at: a change made since then on that node
+/// makes it answer at once, and the answer is compared with the scanned view.
+fn watch_nodes(nodes: &mut NodeWatches, scan: &CatalogScan) {
+    if let Some(seen) = scan.nodes() {
+        nodes.start(seen);
+    }
+}
+
+/// Brings the node watches up to date with the node list; false if they do not cover every
+/// node (none running, too many nodes, or the list could not be read).
+async fn follow_nodes(client: &Client, nodes: &mut NodeWatches) -> bool {
+    if !nodes.active() {
+        return false;
+    }
+    match client.catalog_nodes().await {
+        Ok(list) => nodes.follow(&list),
+        Err(e) => {
+            debug!(error = %e, "cannot list catalog nodes; scanning instead");
+            nodes.stop();
+            false
+        }
+    }
+}
+
 /// Which of the check-less services may have changed: a catalog scan when it costs fewer
 /// requests than re-reading them all (see [`crate::scan`]), else all of them.
 async fn checkless_changes(
     client: &Client,
-    watched: &BTreeSet<&str>,
+    watched: &Arc<BTreeSet<String>>,
     scan: &mut CatalogScan,
     budget: &Arc<Semaphore>,
     checkless: BTreeSet<String>,
@@ -298,8 +356,7 @@ async fn reader(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &Sta
                 let client = client.clone();
                 let budget = shared.reads.clone();
                 async move {
-                    let _permit = budget.acquire_owned().await;
-                    let r = client.instances(view, &s, 0, Duration::ZERO).await;
+                    let r = budgeted(&budget, client.instances(view, &s, 0, Duration::ZERO)).await;
                     (s, r)
                 }
             })

@@ -7,32 +7,45 @@
 //! each node return every registration in (nodes + 1) requests, and comparing per-service
 //! fingerprints with the previous scan names exactly the services that changed. Clusters have
 //! far fewer nodes than services, so this is the cheaper way whenever there are more check-less
-//! services than nodes.
+//! services than nodes. On clusters of a few nodes a scan also seeds the per-node watches
+//! ([`crate::nodes`]), which then make further scans unnecessary.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{Hash, Hasher};
-
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use consul::{Client, Instance};
+use consul::Client;
 use futures_util::StreamExt;
 use tokio::sync::Semaphore;
+use tracing::debug;
+
+use crate::mux::budgeted;
+use crate::nodes::NodeView;
 
 /// Node reads queued at once; how many are actually in flight is bounded by the caller's budget.
 const MAX_NODE_READS: usize = 8;
 
-/// The fingerprints of the last scan.
+/// What the last scan read: every node's registrations.
 #[derive(Debug, Default)]
 pub struct CatalogScan {
-    prints: Option<HashMap<String, u64>>,
-    nodes: usize,
+    nodes: Option<BTreeMap<String, NodeView>>,
+    scans: u64,
 }
 
 impl CatalogScan {
     /// How many requests a scan costs, as far as the last scan knows (`None` before the first).
     pub fn cost(&self) -> Option<usize> {
-        self.prints.as_ref().map(|_| self.nodes + 1)
+        self.nodes.as_ref().map(|n| n.len() + 1)
+    }
+
+    /// The nodes of the last scan, as read (`None` before the first scan or after a reset).
+    pub fn nodes(&self) -> Option<&BTreeMap<String, NodeView>> {
+        self.nodes.as_ref()
+    }
+
+    /// How many scans succeeded so far.
+    pub fn scans(&self) -> u64 {
+        self.scans
     }
 
     /// Scans the catalog. Returns the watched services whose registrations differ from the
@@ -41,81 +54,82 @@ impl CatalogScan {
     pub async fn changed(
         &mut self,
         client: &Client,
-        watched: &BTreeSet<&str>,
+        watched: &Arc<BTreeSet<String>>,
         budget: &Arc<Semaphore>,
     ) -> Result<Option<BTreeSet<String>>, consul::Error> {
-        let nodes = client.catalog_nodes().await?;
-        let count = nodes.len();
+        let started = Instant::now();
+        let names = client.catalog_nodes().await?;
         // Owned data in the stream: borrowed closures trip rustc's Send inference in spawned tasks.
-        let reads: Vec<Result<Vec<(String, Instance)>, consul::Error>> = futures_util::stream::iter(nodes)
+        let reads: Vec<Result<(String, NodeView), consul::Error>> = futures_util::stream::iter(names)
             .map(|n| {
                 let client = client.clone();
                 let budget = budget.clone();
+                let watched = watched.clone();
                 async move {
-                    let _permit = budget.acquire_owned().await;
-                    client.catalog_node(&n).await
+                    let r = budgeted(&budget, client.catalog_node_prints(&n, 0, Duration::ZERO)).await?;
+                    Ok((n, NodeView::new(r.index, r.value, &watched)))
                 }
             })
             .buffer_unordered(MAX_NODE_READS)
             .collect()
             .await;
-        let mut per: BTreeMap<String, Vec<Instance>> = BTreeMap::new();
-        for r in reads {
-            for (service, inst) in r? {
-                if watched.contains(service.as_str()) {
-                    per.entry(service).or_default().push(inst);
-                }
-            }
-        }
-        let now = fingerprints(per);
-        self.nodes = count;
-        let changed = self.prints.as_ref().map(|before| diff(before, &now));
-        self.prints = Some(now);
+        let now = reads.into_iter().collect::<Result<BTreeMap<_, _>, _>>()?;
+        let changed = self.nodes.as_ref().map(|before| diff(&fingerprints(before), &fingerprints(&now)));
+        debug!(nodes = now.len(), ms = started.elapsed().as_secs_f64() * 1e3, "catalog scan");
+        self.nodes = Some(now);
+        self.scans += 1;
         Ok(changed)
     }
 
     /// Forgets the baseline (after a failure or an index reset).
     pub fn reset(&mut self) {
-        self.prints = None;
+        self.nodes = None;
     }
 }
 
-fn fingerprints(per: BTreeMap<String, Vec<Instance>>) -> HashMap<String, u64> {
-    per.into_iter()
-        .map(|(service, instances)| {
-            let mut h = DefaultHasher::new();
-            consul::model::canonical(instances).hash(&mut h);
-            (service, h.finish())
-        })
-        .collect()
+/// One fingerprint per service over every node (a service's instances may sit on many).
+fn fingerprints(nodes: &BTreeMap<String, NodeView>) -> HashMap<&str, Vec<(&str, &[u64])>> {
+    let mut per: HashMap<&str, Vec<(&str, &[u64])>> = HashMap::new();
+    for (node, view) in nodes {
+        for (service, prints) in view.services() {
+            per.entry(service).or_default().push((node, prints));
+        }
+    }
+    per
 }
 
-fn diff(before: &HashMap<String, u64>, now: &HashMap<String, u64>) -> BTreeSet<String> {
-    before.keys().chain(now.keys()).filter(|k| before.get(*k) != now.get(*k)).cloned().collect()
+fn diff(before: &HashMap<&str, Vec<(&str, &[u64])>>, now: &HashMap<&str, Vec<(&str, &[u64])>>) -> BTreeSet<String> {
+    before.keys().chain(now.keys()).filter(|k| before.get(*k) != now.get(*k)).map(|k| k.to_string()).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn inst(id: &str, port: u16) -> Instance {
-        Instance::new(id, "n", "127.0.0.1", port)
+    fn nodes(list: &[(&str, &[(&str, u64)])]) -> BTreeMap<String, NodeView> {
+        let watched: BTreeSet<String> = ["web", "api", "new"].iter().map(|s| s.to_string()).collect();
+        list.iter()
+            .map(|(node, regs)| {
+                let prints = regs.iter().map(|(s, p)| (s.to_string(), *p)).collect();
+                (node.to_string(), NodeView::new(1, prints, &watched))
+            })
+            .collect()
     }
 
     #[test]
-    fn only_services_whose_instances_changed_differ() {
-        let a = fingerprints(BTreeMap::from([
-            ("web".to_string(), vec![inst("w1", 1), inst("w2", 2)]),
-            ("api".to_string(), vec![inst("a1", 3)]),
-        ]));
-        // Same instances read in another order: no change. One port moved: a change.
-        let b = fingerprints(BTreeMap::from([
-            ("web".to_string(), vec![inst("w2", 2), inst("w1", 1)]),
-            ("api".to_string(), vec![inst("a1", 4)]),
-        ]));
-        assert_eq!(diff(&a, &b), BTreeSet::from(["api".to_string()]));
-        // A service whose last instance went away, and a new one.
-        let c = fingerprints(BTreeMap::from([("new".to_string(), vec![inst("n1", 5)])]));
-        assert_eq!(diff(&a, &c), BTreeSet::from(["web".to_string(), "api".to_string(), "new".to_string()]));
+    fn only_services_whose_registrations_changed_differ() {
+        let a = nodes(&[("n1", &[("web", 11), ("api", 13)]), ("n2", &[("web", 12)])]);
+        // Same registrations read in another order: no change. One registration changed: a change.
+        let b = nodes(&[("n2", &[("web", 12)]), ("n1", &[("api", 14), ("web", 11)])]);
+        assert_eq!(diff(&fingerprints(&a), &fingerprints(&b)), BTreeSet::from(["api".to_string()]));
+        // One instance of several went away.
+        let w = nodes(&[("n1", &[("web", 11), ("api", 13)])]);
+        assert_eq!(diff(&fingerprints(&a), &fingerprints(&w)), BTreeSet::from(["web".to_string()]));
+        // A service whose last instance went away, a new one, and one not watched at all.
+        let c = nodes(&[("n1", &[("new", 15), ("other", 16)])]);
+        assert_eq!(
+            diff(&fingerprints(&a), &fingerprints(&c)),
+            BTreeSet::from(["web".to_string(), "api".to_string(), "new".to_string()])
+        );
     }
 }

@@ -52,6 +52,11 @@ pub(crate) struct Cursor {
 }
 
 impl Cursor {
+    /// Continues from an index read earlier (0: a fresh read).
+    pub(crate) fn at(index: u64) -> Self {
+        Self { index, fresh: false }
+    }
+
     /// Applies an answer's index; true if every service must be re-read (first answer, or a
     /// reset / failure before it).
     pub(crate) fn advance(&mut self, what: &str, returned: u64) -> bool {

@@ -64,6 +64,58 @@ fn prints_a_snapshot_per_real_change_in(mode: &str) {
     child.kill().unwrap();
 }
 
+/// Registrations without checks on catalog nodes that come and go: the multiplexed watcher
+/// follows them while it watches every node one by one, after it gives that up for scans
+/// (more nodes than it watches one by one), and after it takes it up again.
+#[test]
+fn check_less_instances_on_nodes_that_come_and_go() {
+    let consul = Consul::start();
+    let nodes = watcher::nodes::MAX_NODE_WATCHES + 2;
+    // More check-less services than a scan costs requests, so the watcher scans rather than
+    // re-reading them all, and goes back to watching nodes after a scan.
+    let others: Vec<String> = (0..nodes + 3).map(|i| format!("other-{i}")).collect();
+    for (i, o) in others.iter().enumerate() {
+        consul.register(o, o, 3000 + i as u16);
+    }
+    let mut args = vec!["--service", "web", "--wait", "2s", "--mode", "multiplexed"];
+    for o in &others {
+        args.extend(["--service", o.as_str()]);
+    }
+    let (mut child, rx) = run(&consul, &args);
+    assert!(next_snapshot(&rx, "web").is_empty());
+    let mut expected = Vec::new();
+    for n in 0..nodes {
+        // The agent's own node plus these: past the limit from the last but one on.
+        let id = format!("web-{n}");
+        consul.catalog_register(&format!("node-{n}"), "web", &id, 2000 + n as u16);
+        expected.push(id);
+        expected.sort();
+        assert_eq!(next_snapshot(&rx, "web"), expected, "after registering on node {n}");
+    }
+    // A change on one node among many (scanning), a whole node going away.
+    consul.catalog_deregister("node-1", Some("web-1"));
+    expected.retain(|i| i != "web-1");
+    assert_eq!(next_snapshot(&rx, "web"), expected);
+    for n in (2..nodes).rev() {
+        consul.catalog_deregister(&format!("node-{n}"), None);
+        expected.retain(|i| *i != format!("web-{n}"));
+        assert_eq!(next_snapshot(&rx, "web"), expected, "after removing node {n}");
+    }
+    // Few nodes again (watched one by one after the next scan); a changed port is a change too.
+    consul.catalog_register("node-0", "web", "web-0", 2999);
+    let ports = loop {
+        let v = rx.recv_timeout(Duration::from_secs(5)).expect("a snapshot within 5 s");
+        if v["type"] == "snapshot" && v["service"] == "web" {
+            break v["instances"].as_array().unwrap().iter().map(|i| i["port"].as_u64().unwrap()).collect::<Vec<_>>();
+        }
+    };
+    assert_eq!(ports, vec![2999]);
+    consul.catalog_deregister("node-0", Some("web-0"));
+    assert!(next_snapshot(&rx, "web").is_empty());
+    assert!(rx.recv_timeout(Duration::from_millis(2500)).is_err(), "no line without a change");
+    child.kill().unwrap();
+}
+
 #[test]
 fn a_failing_check_removes_the_instance_and_a_passing_one_brings_it_back() {
     for mode in MODES {
