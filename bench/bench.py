@@ -46,6 +46,9 @@ def parse_args(argv):
     p.add_argument("--scale-checks", default="yes,no",
                    help="which scale variants: instances with a passing check (yes), without (no); default yes,no")
     p.add_argument("--scale-timeout", type=float, help="s to wait for /readyz at scale (default 30; smoke 10)")
+    p.add_argument("--consul-mode", choices=("server", "dev"), default="server",
+                   help="server (default): one Consul server as in production; dev: `consul agent -dev`, "
+                        "which pretty-prints every answer (see bench/README.md)")
     p.add_argument("--pin", choices=("split", "none"), default="split",
                    help="split (default): proxy on CPU 0, wrk on CPU 1, backends unpinned; none: no pinning")
     p.add_argument("--wait-quiet", type=float, default=0,
@@ -148,7 +151,7 @@ def main(argv):
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     try:
-        consul = Consul(procs, consul_bin, run_dir)
+        consul = Consul(procs, consul_bin, run_dir, o.consul_mode)
         info["consul"] = consul.version()
         env = phases.Env(o, procs, consul, bin_dir, run_dir, (proxy_cpus, wrk_cpus, backend_cpus))
         backends = phases.setup_backends(env)
@@ -193,6 +196,11 @@ def main(argv):
     phases.log(f"done in {info['elapsed']:.0f} s; logs in {run_dir}")
 
 
+def _consul_desc(mode):
+    return ("one server agent, `-server -bootstrap-expect=1`, as in production" if mode == "server"
+            else "`consul agent -dev`: in-memory, pretty-printed answers")
+
+
 def render(o, info, results, argv):
     m = info["machine"]
     cmd = "bash bench/run.sh" + ("" if not argv else " " + " ".join(shlex.quote(a) for a in argv))
@@ -204,7 +212,8 @@ def render(o, info, results, argv):
         f"- Load average before / after throughput / at the end: {info['load_before']} / "
         f"{info.get('load_after_throughput', '-')} / {info['load_after']}; CPUs busy in the second before the "
         f"run: {info['busy_before']:.0f}%",
-        f"- Tools: {info['nginx']}, {info['wrk']}, {info.get('consul', '?')}, Python {info['python']}",
+        f"- Tools: {info['nginx']}, {info['wrk']}, {info.get('consul', '?')} ({_consul_desc(o.consul_mode)}), "
+        f"Python {info['python']}",
         f"- Load: wrk -t1 -c{o.connections}, {o.rounds} round(s) × {o.duration} s per proxy (after {o.warmup} s warm-up), "
         f"proxies alternating; {o.backends} nginx backends; pinning: {info['pin']}",
         f"- Whole run: {info['elapsed']:.0f} s",
