@@ -47,7 +47,8 @@ pub struct Args {
     /// on another instance; larger ones are streamed and sent once.
     #[arg(long, env = "GATEWAY_MAX_REPLAY_BODY", default_value_t = 64 * 1024)]
     pub max_replay_body: u64,
-    /// Worker threads (default: one per core).
+    /// Worker threads (default: one per CPU this process may use; 1 runs a single-threaded
+    /// scheduler).
     #[arg(long, env = "GATEWAY_WORKERS")]
     pub workers: Option<usize>,
     /// Log format on stderr (the watcher logs in the same format).

@@ -21,16 +21,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // One worker: tokio's current-thread scheduler does the same job without the work-stealing
-    // machinery a multi-thread runtime keeps even for a single worker.
-    let mut rt = match cfg.args.workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
+    // By default one worker per CPU this process may use (its affinity mask and cgroup quota
+    // count). One worker: tokio's current-thread scheduler does the same job without the
+    // work-stealing machinery a multi-thread runtime keeps even for a single worker.
+    let workers = cfg.args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut rt = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
     };
     let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
