@@ -11,6 +11,7 @@
 //! - [`watch`]: one blocking-query loop per service (index rules, rate limit, backoff, change
 //!   detection).
 //! - [`mux`]: many services over two blocking queries plus targeted re-reads (for scale).
+//! - [`checks`]: which services' checks changed, from two answers of `/v1/health/state/any`.
 //! - [`scan`]: which services changed, from a node-by-node read of the catalog.
 //! - [`nodes`]: one blocking query per catalog node on small clusters, so a change costs one
 //!   node read instead of a scan.
@@ -18,6 +19,7 @@
 //!
 //! Consul itself is spoken by the `consul` crate.
 
+pub mod checks;
 pub mod mux;
 pub mod nodes;
 pub mod output;

@@ -19,19 +19,17 @@
 //! service is re-read. A full re-read also runs every `resync` as a safety net for changes no
 //! index shows (an instance re-registered under the same ID with the same check).
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use consul::model::CheckState;
 use consul::{Client, Instance};
 use futures_util::StreamExt;
 use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, info, warn};
 
+use crate::checks::CheckPrints;
 use crate::nodes::{Mark, NodeWatches};
 use crate::scan::CatalogScan;
 use crate::state::State;
@@ -142,53 +140,6 @@ async fn resync_loop(every: Duration, shared: &Shared) {
         tick.tick().await;
         debug!("periodic full re-read");
         shared.dirty.mark(&shared.services);
-    }
-}
-
-/// Per-service fingerprints of `/v1/health/state/any`, plus one for node-level checks.
-#[derive(Default, PartialEq, Eq, Debug)]
-pub struct CheckPrints {
-    services: HashMap<String, u64>,
-    nodes: u64,
-}
-
-impl CheckPrints {
-    /// Fingerprints the checks of the watched services.
-    pub fn of(checks: &[CheckState], watched: &BTreeSet<&str>) -> Self {
-        let mut per: BTreeMap<&str, Vec<&CheckState>> = BTreeMap::new();
-        let mut nodes: Vec<(&str, &str, &str)> = Vec::new();
-        for c in checks {
-            if c.service_id.is_empty() {
-                nodes.push((&c.node, &c.check_id, &c.status));
-            } else if watched.contains(c.service_name.as_str()) {
-                per.entry(&c.service_name).or_default().push(c);
-            }
-        }
-        let services = per
-            .into_iter()
-            .map(|(name, mut cs)| {
-                cs.sort_by(|a, b| (&a.node, &a.check_id).cmp(&(&b.node, &b.check_id)));
-                let mut h = DefaultHasher::new();
-                for c in cs {
-                    (&c.node, &c.check_id, &c.service_id, &c.status, c.modify_index).hash(&mut h);
-                }
-                (name.to_string(), h.finish())
-            })
-            .collect();
-        nodes.sort_unstable();
-        let mut h = DefaultHasher::new();
-        nodes.hash(&mut h);
-        Self { services, nodes: h.finish() }
-    }
-
-    /// The services whose checks differ between `self` (before) and `now`; `None` means all
-    /// (a node-level check changed).
-    pub fn changed(&self, now: &Self) -> Option<BTreeSet<String>> {
-        if self.nodes != now.nodes {
-            return None;
-        }
-        let keys: BTreeSet<&String> = self.services.keys().chain(now.services.keys()).collect();
-        Some(keys.into_iter().filter(|k| self.services.get(*k) != now.services.get(*k)).cloned().collect())
     }
 }
 
@@ -394,72 +345,5 @@ async fn reader(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &Sta
             shared.dirty.mark(&failed);
             tokio::time::sleep(delay).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(node: &str, id: &str, service: &str, status: &str, index: u64) -> CheckState {
-        CheckState {
-            node: node.into(),
-            check_id: id.into(),
-            status: status.into(),
-            service_id: if service.is_empty() { String::new() } else { format!("{service}-1") },
-            service_name: service.into(),
-            modify_index: index,
-        }
-    }
-
-    #[test]
-    fn only_services_whose_checks_moved_are_dirty() {
-        let watched: BTreeSet<&str> = ["a", "b"].into();
-        let before = CheckPrints::of(
-            &[
-                check("n", "serfHealth", "", "passing", 1),
-                check("n", "ca", "a", "passing", 5),
-                check("n", "cb", "b", "passing", 6),
-            ],
-            &watched,
-        );
-        let after = CheckPrints::of(
-            &[
-                check("n", "serfHealth", "", "passing", 1),
-                check("n", "ca", "a", "critical", 9),
-                check("n", "cb", "b", "passing", 6),
-            ],
-            &watched,
-        );
-        assert_eq!(before.changed(&after), Some(BTreeSet::from(["a".to_string()])));
-        // A check going away (instance deregistered) is a change too.
-        let gone = CheckPrints::of(
-            &[check("n", "serfHealth", "", "passing", 1), check("n", "cb", "b", "passing", 6)],
-            &watched,
-        );
-        assert_eq!(before.changed(&gone), Some(BTreeSet::from(["a".to_string()])));
-    }
-
-    #[test]
-    fn unwatched_services_and_order_do_not_matter() {
-        let watched: BTreeSet<&str> = ["a"].into();
-        let x = CheckPrints::of(&[check("n", "c1", "a", "passing", 5), check("m", "c2", "a", "passing", 7)], &watched);
-        let y = CheckPrints::of(
-            &[
-                check("m", "c2", "a", "passing", 7),
-                check("z", "cz", "other", "critical", 99),
-                check("n", "c1", "a", "passing", 5),
-            ],
-            &watched,
-        );
-        assert_eq!(x.changed(&y), Some(BTreeSet::new()));
-    }
-
-    #[test]
-    fn a_node_check_flip_makes_everything_dirty() {
-        let watched: BTreeSet<&str> = ["a"].into();
-        let x = CheckPrints::of(&[check("n", "serfHealth", "", "passing", 1)], &watched);
-        let y = CheckPrints::of(&[check("n", "serfHealth", "", "critical", 2)], &watched);
-        assert_eq!(x.changed(&y), None);
     }
 }
