@@ -215,10 +215,12 @@ def start_reference(procs, run_dir, backend_ports, cpus=None):
 
 # ---- gateway ----
 
-def start_gateway(procs, bin_dir, name, consul, services, extra=(), cpus=None, ready_timeout=30, wait_ready=True):
-    """Starts the gateway; returns (proc, seconds from start to /readyz 200 or None)."""
+def start_gateway(procs, bin_dir, name, consul, services, extra=(), cpus=None, ready_timeout=30, wait_ready=True,
+                  wrapper=()):
+    """Starts the gateway (under `wrapper`, e.g. valgrind, if given); returns (proc, seconds from start
+    to /readyz 200 or None)."""
     port, admin = free_port(), free_port()
-    argv = [os.path.join(bin_dir, "gateway"), "--listen", f"127.0.0.1:{port}", "--admin-listen",
+    argv = [*wrapper, os.path.join(bin_dir, "gateway"), "--listen", f"127.0.0.1:{port}", "--admin-listen",
             f"127.0.0.1:{admin}", "--consul", consul.addr, "--services", ",".join(services), *extra]
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "info")
