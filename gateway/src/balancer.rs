@@ -14,6 +14,8 @@ use http::uri::Authority;
 use http::HeaderValue;
 use rand::Rng;
 
+use crate::upstream::Pool;
+
 /// How long an endpoint that refused a connection is skipped.
 pub const EJECTION: Duration = Duration::from_secs(5);
 
@@ -32,6 +34,8 @@ pub struct Endpoint {
     pub authority: Authority,
     /// The `Host` header for requests to it.
     pub host: HeaderValue,
+    /// Its idle keep-alive connections.
+    pub pool: Arc<Pool>,
     ejected_until_ms: AtomicU64,
 }
 
@@ -40,7 +44,8 @@ impl Endpoint {
     pub fn new(instance: Instance) -> Option<Self> {
         let authority: Authority = instance.authority().parse().ok()?;
         let host = HeaderValue::from_str(authority.as_str()).ok()?;
-        Some(Self { instance, authority, host, ejected_until_ms: AtomicU64::new(0) })
+        let pool = Arc::new(Pool::new(authority.as_str()));
+        Some(Self { instance, authority, host, pool, ejected_until_ms: AtomicU64::new(0) })
     }
 
     /// Skips this endpoint for [`EJECTION`].

@@ -9,8 +9,11 @@
 //!   logs every change, falls back to a direct (coalesced) Consul read before the first snapshot,
 //!   and knows whether its data is stale.
 //! - [`balancer`]: picks a random live endpoint, skipping ones that just refused a connection.
+//! - [`listener`]: the public listener: accepts connections, serves HTTP/1.1 with hyper, drains
+//!   on shutdown.
 //! - [`proxy`]: the request path: parse, pick, forward (retrying a connection that failed before
 //!   the request was sent), stream back.
+//! - [`upstream`]: keep-alive connections to instances, pooled per endpoint.
 //! - [`error`]: the gateway's errors and their JSON responses (404, 503, 502, 504).
 //! - [`admin`]: `/healthz`, `/readyz`, `/services` on the admin listener.
 //! - [`ipc`]: the Unix socket the watcher connects to, and decoding of its messages.
@@ -24,7 +27,9 @@ pub mod balancer;
 pub mod config;
 pub mod error;
 pub mod ipc;
+pub mod listener;
 pub mod proxy;
 pub mod registry;
 pub mod server;
 pub mod supervisor;
+pub mod upstream;

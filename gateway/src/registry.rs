@@ -76,10 +76,21 @@ pub struct ServiceSet {
 }
 
 impl ServiceSet {
-    fn new(instances: Vec<Instance>, index: u64, source: Source) -> Self {
+    /// A set of `instances`. Endpoints of `previous` for instances that did not change are kept,
+    /// and with them their idle connections and ejection state.
+    fn new(instances: Vec<Instance>, index: u64, source: Source, previous: Option<&ServiceSet>) -> Self {
+        let previous: HashMap<(&str, &str), &Arc<Endpoint>> = previous
+            .map(|p| p.endpoints.iter().map(|e| ((e.instance.node.as_str(), e.instance.id.as_str()), e)).collect())
+            .unwrap_or_default();
+        let kept = |i: &Instance| {
+            previous.get(&(i.node.as_str(), i.id.as_str())).filter(|e| &e.instance == i).map(|e| Arc::clone(e))
+        };
         let endpoints = instances
             .into_iter()
             .filter_map(|i| {
+                if let Some(e) = kept(&i) {
+                    return Some(e);
+                }
                 let shown = i.authority();
                 let e = Endpoint::new(i);
                 if e.is_none() {
@@ -170,7 +181,7 @@ impl Registry {
                             instances = instances.len(),
                             "loaded directly from Consul (no watcher snapshot yet)"
                         );
-                        Op::Put(Arc::new(ServiceSet::new(instances, index, Source::Direct)))
+                        Op::Put(Arc::new(ServiceSet::new(instances, index, Source::Direct, None)))
                     }
                     Err(e) => {
                         *error_slot = Some(e);
@@ -214,7 +225,7 @@ impl Registry {
                         }))
                     }
                     _ => {
-                        let new = ServiceSet::new(instances, index, Source::Watcher);
+                        let new = ServiceSet::new(instances, index, Source::Watcher, old.as_deref());
                         log_change(service, old.as_deref(), &new);
                         Op::Put(Arc::new(new))
                     }
@@ -341,9 +352,11 @@ mod tests {
         reg.apply_snapshot("other", 3, vec![inst(9)]).await;
         assert_eq!(reg.get("web").await.unwrap().endpoints.len(), 2);
         assert!(reg.get("other").await.is_none());
+        let before = reg.get("web").await.unwrap();
         reg.apply_snapshot("web", 4, vec![inst(2)]).await;
         let set = reg.get("web").await.unwrap();
         assert_eq!((set.endpoints.len(), set.index, set.source), (1, 4, Source::Watcher));
+        assert!(Arc::ptr_eq(&set.endpoints[0], &before.endpoints[1]), "an unchanged instance keeps its endpoint");
         reg.apply_snapshot("web", 5, vec![]).await;
         assert!(reg.get_or_fetch("web").await.unwrap().endpoints.is_empty(), "an empty truth is kept, not re-fetched");
     }

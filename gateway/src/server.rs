@@ -4,11 +4,9 @@
 //! Shutdown: stop accepting, let in-flight requests finish within the grace period, stop the
 //! watcher, return.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::handler::Handler;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -16,7 +14,8 @@ use tracing::{info, warn};
 use crate::admin;
 use crate::config::Config;
 use crate::ipc::Socket;
-use crate::proxy::{self, Proxy};
+use crate::listener;
+use crate::proxy::Proxy;
 use crate::registry::{ConsulDiscovery, Registry};
 use crate::supervisor::{supervise, WatcherCommand};
 
@@ -40,12 +39,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let proxy = Arc::new(Proxy {
         registry: registry.clone(),
-        client: proxy::http_client(cfg.args.connect_timeout),
+        connect_timeout: cfg.args.connect_timeout,
         timeout: cfg.args.upstream_timeout,
         max_replay_body: cfg.args.max_replay_body,
     });
-    // Every path goes to the proxy: serve the handler itself, without a router to match paths.
-    let app = proxy::handle.with_state(proxy);
     info!(
         listen = %public.local_addr()?,
         admin = %admin_listener.local_addr()?,
@@ -54,14 +51,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "gateway listening"
     );
 
-    let mut stopping = stop_rx.clone();
-    let public_task = tokio::spawn(async move {
-        axum::serve(public, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = stopping.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let public_task = tokio::spawn(listener::serve(public, proxy, stop_rx.clone()));
     let mut stopping = stop_rx.clone();
     let admin_task = tokio::spawn(async move {
         axum::serve(admin_listener, admin::router(registry))

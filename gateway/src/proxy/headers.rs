@@ -1,0 +1,225 @@
+//! Header rewriting on the request path: hop-by-hop headers stay on their hop (RFC 9110 §7.6.1),
+//! and the instance learns who asked through `X-Forwarded-For`, `-Proto` and `-Host`.
+//!
+//! This runs twice per proxied request, so it compares standard header names as enum values,
+//! uses header names built at compile time, and allocates nothing beyond the outgoing map.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Uri;
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Whether a header is hop-by-hop by definition (the ones `Connection` names come on top).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
+/// The headers the `Connection` header names, other than its standard tokens. Nearly always
+/// none (`Connection: keep-alive`), and then nothing is allocated.
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect()
+}
+
+/// Removes hop-by-hop headers in place (used on responses).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    for h in connection_named(headers) {
+        headers.remove(&h);
+    }
+    while let Some(h) = headers.keys().find(|n| is_hop_by_hop(n)).cloned() {
+        headers.remove(&h);
+    }
+}
+
+/// The headers of a request to an instance: the client's minus hop-by-hop ones, `Host` set to
+/// the instance (`host`), and the `X-Forwarded-*` headers. The client's `Host` (or the authority
+/// of an absolute-form request) becomes `X-Forwarded-Host`; the client's IP is appended to any
+/// `X-Forwarded-For` chain it sent.
+pub fn upstream_headers(client: &HeaderMap, uri: &Uri, peer: Option<SocketAddr>, host: &HeaderValue) -> HeaderMap {
+    let named = connection_named(client);
+    let mut out = HeaderMap::with_capacity(client.len() + 4);
+    let mut client_host = None;
+    let mut chain: Option<Vec<u8>> = None;
+    for (name, value) in client {
+        if is_hop_by_hop(name) || named.contains(name) {
+            continue;
+        }
+        if name == header::HOST {
+            client_host.get_or_insert_with(|| value.clone());
+        } else if name == X_FORWARDED_FOR {
+            let chain = chain.get_or_insert_with(Vec::new);
+            if !chain.is_empty() {
+                chain.extend_from_slice(b", ");
+            }
+            chain.extend_from_slice(value.as_bytes());
+        } else {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out.insert(header::HOST, host.clone());
+    if let Some(ip) = peer.map(|p| ip_text(p.ip())) {
+        let value = match chain {
+            Some(mut prev) => {
+                prev.extend_from_slice(b", ");
+                prev.extend_from_slice(ip.as_bytes());
+                HeaderValue::from_bytes(&prev).ok()
+            }
+            None => HeaderValue::from_bytes(ip.as_bytes()).ok(),
+        };
+        if let Some(v) = value {
+            out.insert(X_FORWARDED_FOR.clone(), v);
+        }
+    } else if let Some(v) = chain.and_then(|c| HeaderValue::from_bytes(&c).ok()) {
+        out.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    out.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let client_host = client_host.or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    if let Some(h) = client_host {
+        out.insert(X_FORWARDED_HOST.clone(), h);
+    }
+    out
+}
+
+/// An IP address as text, formatted without `fmt` for IPv4 (this runs on every request).
+pub struct IpText {
+    buf: [u8; 45],
+    len: usize,
+}
+
+impl IpText {
+    /// The text.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Formats `ip` like `Display` does.
+pub fn ip_text(ip: IpAddr) -> IpText {
+    let mut t = IpText { buf: [0; 45], len: 0 };
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    t.push(b'.');
+                }
+                if octet >= 100 {
+                    t.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    t.push(b'0' + (octet / 10) % 10);
+                }
+                t.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let mut cursor = std::io::Cursor::new(&mut t.buf[..]);
+            // 45 bytes hold the longest form (IPv4-mapped with a full prefix).
+            let _ = write!(cursor, "{v6}");
+            t.len = cursor.position() as usize;
+        }
+    }
+    t
+}
+
+impl IpText {
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn client_ips_format_like_std() {
+        for ip in ["0.0.0.0", "10.9.8.7", "127.0.0.1", "255.255.255.255", "192.168.100.20", "::1", "fe80::1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(std::str::from_utf8(ip_text(ip).as_bytes()).unwrap(), ip.to_string());
+        }
+        let longest: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255".parse().unwrap();
+        assert_eq!(std::str::from_utf8(ip_text(longest).as_bytes()).unwrap(), longest.to_string());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_others_stay() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("x-ok", "1"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), vec!["x-ok"]);
+    }
+
+    #[test]
+    fn upstream_headers_replace_host_and_extend_the_forwarding_chain() {
+        let client = map(&[
+            ("host", "gw.example"),
+            ("connection", "close, x-drop"),
+            ("x-drop", "1"),
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2, 3.3.3.3"),
+            ("accept", "a"),
+            ("accept", "b"),
+        ]);
+        let peer: SocketAddr = "10.0.0.9:4000".parse().unwrap();
+        let h =
+            upstream_headers(&client, &Uri::from_static("/x"), Some(peer), &HeaderValue::from_static("10.1.1.1:80"));
+        assert_eq!(h["host"], "10.1.1.1:80");
+        assert_eq!(h["x-forwarded-host"], "gw.example");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9");
+        assert_eq!(h.get_all("accept").iter().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(h.get("x-drop").is_none() && h.get("connection").is_none());
+    }
+
+    #[test]
+    fn an_absolute_form_request_forwards_its_authority() {
+        let h = upstream_headers(
+            &HeaderMap::new(),
+            &Uri::from_static("http://gw.example:8080/x"),
+            None,
+            &HeaderValue::from_static("i:1"),
+        );
+        assert_eq!(h["x-forwarded-host"], "gw.example:8080");
+        assert!(h.get("x-forwarded-for").is_none());
+    }
+}
