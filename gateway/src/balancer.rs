@@ -60,10 +60,22 @@ impl Endpoint {
 
 /// Picks a random endpoint not in `tried`, preferring ones not ejected.
 pub fn pick<'a>(endpoints: &'a [Arc<Endpoint>], tried: &[usize]) -> Option<(usize, &'a Arc<Endpoint>)> {
+    let mut rng = rand::rng();
+    // The common case, a first attempt with nothing ejected, reads no clock.
+    if tried.is_empty() && endpoints.iter().all(|e| e.ejected_until_ms.load(Ordering::Relaxed) == 0) {
+        let i = rng.random_range(0..endpoints.len().max(1));
+        return endpoints.get(i).map(|e| (i, e));
+    }
     let now = now_ms();
+    for e in endpoints {
+        // An ejection that ran out is cleared, so the fast path above applies again.
+        let until = e.ejected_until_ms.load(Ordering::Relaxed);
+        if until != 0 && until <= now {
+            let _ = e.ejected_until_ms.compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
     let usable = |i: &usize, e: &Arc<Endpoint>| !tried.contains(i) && !e.is_ejected(now);
     let live = endpoints.iter().enumerate().filter(|(i, e)| usable(i, e)).count();
-    let mut rng = rand::rng();
     if live > 0 {
         let n = rng.random_range(0..live);
         return endpoints.iter().enumerate().filter(|(i, e)| usable(i, e)).nth(n);
@@ -113,5 +125,16 @@ mod tests {
         assert!((0..50).all(|_| pick(&e, &[]).unwrap().0 == 1));
         e[1].eject();
         assert!(pick(&e, &[]).is_some(), "all ejected: still try one");
+    }
+
+    #[test]
+    fn an_ejection_ends() {
+        let e = eps(2);
+        let _ = now_ms();
+        std::thread::sleep(Duration::from_millis(2));
+        e[0].ejected_until_ms.store(1, Ordering::Relaxed); // ran out a millisecond after the epoch
+        let seen: HashSet<usize> = (0..200).map(|_| pick(&e, &[]).unwrap().0).collect();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(e[0].ejected_until_ms.load(Ordering::Relaxed), 0, "cleared");
     }
 }

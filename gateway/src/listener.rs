@@ -23,7 +23,8 @@ use crate::proxy::Proxy;
 /// Serves `listener` until `stop` turns true, then waits for open connections to finish.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut stop: watch::Receiver<bool>) {
     let connections = GracefulShutdown::new();
-    let http = http1::Builder::new();
+    let mut http = http1::Builder::new();
+    http.writev(false);
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };

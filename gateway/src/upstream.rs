@@ -186,6 +186,7 @@ impl Pool {
         // Requests and responses are written whole; Nagle would only delay them.
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| UpstreamError::Connect(e.to_string()))?;

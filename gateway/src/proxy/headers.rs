@@ -28,8 +28,18 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == PROXY_CONNECTION
 }
 
-/// The headers the `Connection` header names, other than its standard tokens. Nearly always
-/// none (`Connection: keep-alive`), and then nothing is allocated.
+/// Whether a `Connection` value is just `keep-alive` or `close` (nearly always), naming no header.
+fn is_plain_connection(value: &HeaderValue) -> bool {
+    let v = value.as_bytes();
+    v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
+}
+
+/// Whether any `Connection` header names other headers (which are then hop-by-hop too).
+fn names_headers(headers: &HeaderMap) -> bool {
+    headers.iter().any(|(n, v)| n == header::CONNECTION && !is_plain_connection(v))
+}
+
+/// The headers the `Connection` header names, other than its standard tokens.
 fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(header::CONNECTION)
@@ -47,8 +57,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    for h in connection_named(headers) {
-        headers.remove(&h);
+    if names_headers(headers) {
+        for h in connection_named(headers) {
+            headers.remove(&h);
+        }
     }
     while let Some(h) = headers.keys().find(|n| is_hop_by_hop(n)).cloned() {
         headers.remove(&h);
@@ -60,12 +72,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// of an absolute-form request) becomes `X-Forwarded-Host`; the client's IP is appended to any
 /// `X-Forwarded-For` chain it sent.
 pub fn upstream_headers(client: &HeaderMap, uri: &Uri, peer: Option<SocketAddr>, host: &HeaderValue) -> HeaderMap {
-    let named = connection_named(client);
+    let named = if names_headers(client) { connection_named(client) } else { Vec::new() };
     let mut out = HeaderMap::with_capacity(client.len() + 4);
     let mut client_host = None;
     let mut chain: Option<Vec<u8>> = None;
     for (name, value) in client {
-        if is_hop_by_hop(name) || named.contains(name) {
+        // The client's X-Forwarded-Proto and -Host are replaced by ours below.
+        if is_hop_by_hop(name) || named.contains(name) || name == X_FORWARDED_PROTO || name == X_FORWARDED_HOST {
             continue;
         }
         if name == header::HOST {
@@ -80,7 +93,8 @@ pub fn upstream_headers(client: &HeaderMap, uri: &Uri, peer: Option<SocketAddr>,
             out.append(name.clone(), value.clone());
         }
     }
-    out.insert(header::HOST, host.clone());
+    // None of these is in `out` yet: append, which skips the search for an existing entry.
+    out.append(header::HOST, host.clone());
     if let Some(ip) = peer.map(|p| ip_text(p.ip())) {
         let value = match chain {
             Some(mut prev) => {
@@ -91,15 +105,15 @@ pub fn upstream_headers(client: &HeaderMap, uri: &Uri, peer: Option<SocketAddr>,
             None => HeaderValue::from_bytes(ip.as_bytes()).ok(),
         };
         if let Some(v) = value {
-            out.insert(X_FORWARDED_FOR.clone(), v);
+            out.append(X_FORWARDED_FOR.clone(), v);
         }
     } else if let Some(v) = chain.and_then(|c| HeaderValue::from_bytes(&c).ok()) {
-        out.insert(X_FORWARDED_FOR.clone(), v);
+        out.append(X_FORWARDED_FOR.clone(), v);
     }
-    out.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    out.append(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     let client_host = client_host.or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     if let Some(h) = client_host {
-        out.insert(X_FORWARDED_HOST.clone(), h);
+        out.append(X_FORWARDED_HOST.clone(), h);
     }
     out
 }
@@ -199,13 +213,14 @@ mod tests {
             ("x-forwarded-for", "2.2.2.2, 3.3.3.3"),
             ("accept", "a"),
             ("accept", "b"),
+            ("x-forwarded-proto", "https"),
         ]);
         let peer: SocketAddr = "10.0.0.9:4000".parse().unwrap();
         let h =
             upstream_headers(&client, &Uri::from_static("/x"), Some(peer), &HeaderValue::from_static("10.1.1.1:80"));
         assert_eq!(h["host"], "10.1.1.1:80");
         assert_eq!(h["x-forwarded-host"], "gw.example");
-        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h.get_all("x-forwarded-proto").iter().collect::<Vec<_>>(), ["http"], "ours replaces the client's");
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9");
         assert_eq!(h.get_all("accept").iter().collect::<Vec<_>>(), ["a", "b"]);
         assert!(h.get("x-drop").is_none() && h.get("connection").is_none());
