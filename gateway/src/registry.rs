@@ -162,6 +162,12 @@ impl Registry {
         if let Some(set) = self.cache.get(service).await {
             return Ok(set);
         }
+        // Boxed: it runs once per service, and inline its future would make every request's
+        // future larger (and copied around at that size).
+        Box::pin(self.fetch(service)).await
+    }
+
+    async fn fetch(&self, service: &str) -> Result<Arc<ServiceSet>, String> {
         if let Some(err) = self.recent_fetch_error(service) {
             return Err(err);
         }

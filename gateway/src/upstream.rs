@@ -210,7 +210,9 @@ pub async fn send(
     loop {
         let (mut sender, fresh) = match pool.take() {
             Some(s) => (s, false),
-            None => (pool.connect(connect_timeout).await?, true),
+            // Boxed: connecting is rare, and its future would make every request's larger (moved
+            // around by value, it costs copies on the hot path).
+            None => (Box::pin(pool.connect(connect_timeout)).await?, true),
         };
         // A pooled connection may still be finishing the previous response. (A new one takes its
         // first request before its task has run; hyper buffers it.)
