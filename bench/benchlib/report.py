@@ -179,10 +179,15 @@ def targets(summary, prop, fo, sc, gw_name):
     for name, v in summary.items():
         if name == "nginx" or not ref:
             continue
-        rows.append((f"CPU/request ≤ 1.3× nginx ({name})", f"{v['cpu_us_per_req'] / ref['cpu_us_per_req']:.2f}×",
-                     v["cpu_us_per_req"] <= 1.3 * ref["cpu_us_per_req"]))
-        rows.append((f"throughput ≥ 1.0× nginx ({name})", f"{v['rps'] / ref['rps']:.2f}×", v["rps"] >= ref["rps"]))
-        rows.append((f"p99 ≤ 1.5× nginx ({name})", f"{v['p99'] / ref['p99']:.2f}×", v["p99"] <= 1.5 * ref["p99"]))
+        # The targets name one worker; other worker counts are reported, not judged.
+        judged = name == gw_name
+        label = name if judged else f"{name}, for information: the targets name one worker"
+        rows.append((f"CPU/request ≤ 1.3× nginx ({label})", f"{v['cpu_us_per_req'] / ref['cpu_us_per_req']:.2f}×",
+                     v["cpu_us_per_req"] <= 1.3 * ref["cpu_us_per_req"] if judged else None))
+        rows.append((f"throughput ≥ 1.0× nginx ({label})", f"{v['rps'] / ref['rps']:.2f}×",
+                     v["rps"] >= ref["rps"] if judged else None))
+        rows.append((f"p99 ≤ 1.5× nginx ({label})", f"{v['p99'] / ref['p99']:.2f}×",
+                     v["p99"] <= 1.5 * ref["p99"] if judged else None))
     if prop and "skipped" not in prop:
         d = prop["dereg"]
         ok = [v for v in d if v is not None]
