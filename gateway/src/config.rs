@@ -47,8 +47,8 @@ pub struct Args {
     /// on another instance; larger ones are streamed and sent once.
     #[arg(long, env = "GATEWAY_MAX_REPLAY_BODY", default_value_t = 64 * 1024)]
     pub max_replay_body: u64,
-    /// Worker threads (default: one per CPU this process may use; 1 runs a single-threaded
-    /// scheduler).
+    /// Worker threads, each with its own single-threaded event loop and listening socket
+    /// (SO_REUSEPORT), like nginx's workers (default: one per CPU this process may use).
     #[arg(long, env = "GATEWAY_WORKERS")]
     pub workers: Option<usize>,
     /// Log format on stderr (the watcher logs in the same format).
@@ -65,7 +65,12 @@ pub struct Config {
     pub services: Vec<String>,
     /// The watcher executable.
     pub watcher_bin: PathBuf,
+    /// Worker threads serving the public listener.
+    pub workers: usize,
 }
+
+/// More worker threads than this is a typo, not a machine.
+pub const MAX_WORKERS: usize = 1024;
 
 impl Config {
     /// Validates the arguments.
@@ -86,14 +91,17 @@ impl Config {
         if args.upstream_timeout.is_zero() || args.connect_timeout.is_zero() {
             return Err("timeouts must be greater than zero".into());
         }
-        if args.workers == Some(0) {
-            return Err("--workers must be at least 1".into());
+        if args.workers.is_some_and(|w| w == 0 || w > MAX_WORKERS) {
+            return Err(format!("--workers must be between 1 and {MAX_WORKERS}"));
         }
+        // By default one worker per CPU this process may use (its affinity mask and cgroup quota
+        // count).
+        let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let watcher_bin = match &args.watcher_bin {
             Some(p) => p.clone(),
             None => default_watcher_bin()?,
         };
-        Ok(Self { args, services, watcher_bin })
+        Ok(Self { args, services, watcher_bin, workers })
     }
 }
 
@@ -128,5 +136,8 @@ mod tests {
         assert!(parse(&["--services", ","]).is_err());
         assert!(parse(&["--listen", "127.0.0.1:1", "--admin-listen", "127.0.0.1:1"]).is_err());
         assert!(parse(&["--consul", "https://x"]).is_err());
+        assert!(parse(&["--workers", "0", "--watcher-bin", "w"]).is_err());
+        assert!(parse(&["--workers", "100000", "--watcher-bin", "w"]).is_err());
+        assert_eq!(parse(&["--workers", "3", "--watcher-bin", "w"]).unwrap().workers, 3);
     }
 }

@@ -14,6 +14,8 @@
 //! - [`proxy`]: the request path: parse, pick, forward (retrying a connection that failed before
 //!   the request was sent), stream back.
 //! - [`upstream`]: keep-alive connections to instances, pooled per endpoint.
+//! - [`workers`]: more than one worker: a thread, a single-threaded runtime and a listening socket
+//!   (SO_REUSEPORT) each.
 //! - [`error`]: the gateway's errors and their JSON responses (404, 503, 502, 504).
 //! - [`admin`]: `/healthz`, `/readyz`, `/services` on the admin listener.
 //! - [`ipc`]: the Unix socket the watcher connects to, and decoding of its messages.
@@ -33,3 +35,4 @@ pub mod registry;
 pub mod server;
 pub mod supervisor;
 pub mod upstream;
+pub mod workers;

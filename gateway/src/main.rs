@@ -21,17 +21,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // By default one worker per CPU this process may use (its affinity mask and cgroup quota
-    // count). One worker: tokio's current-thread scheduler does the same job without the
-    // work-stealing machinery a multi-thread runtime keeps even for a single worker.
-    let workers = cfg.args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let mut rt = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(workers);
-        b
-    };
+    // The main thread's runtime runs the watcher socket, the supervisor, the admin listener and,
+    // with one worker, the public listener; more workers get threads of their own (workers.rs).
+    let mut rt = tokio::runtime::Builder::new_current_thread();
     let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

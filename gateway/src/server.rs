@@ -18,15 +18,21 @@ use crate::listener;
 use crate::proxy::Proxy;
 use crate::registry::{ConsulDiscovery, Registry};
 use crate::supervisor::{supervise, WatcherCommand};
+use crate::upstream;
+use crate::workers::{self, Workers};
 
 /// Runs the gateway until a shutdown signal, then drains.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    // Before any endpoint (and its connection pool) exists.
+    upstream::set_thread_slots(cfg.workers);
     let view = if cfg.args.catalog { consul::View::Catalog } else { consul::View::Health };
     let client = consul::Client::new(cfg.args.consul.clone(), consul::Token::from_env());
     let registry = Arc::new(Registry::new(cfg.services.clone(), Arc::new(ConsulDiscovery { client, view })));
 
-    let public =
-        TcpListener::bind(cfg.args.listen).await.with_context(|| format!("cannot listen on {}", cfg.args.listen))?;
+    let workers = cfg.workers;
+    let mut public =
+        workers::bind(cfg.args.listen, workers).with_context(|| format!("cannot listen on {}", cfg.args.listen))?;
+    let public_addr = public[0].local_addr()?;
     let admin_listener = TcpListener::bind(cfg.args.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", cfg.args.admin_listen))?;
@@ -44,14 +50,22 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         max_replay_body: cfg.args.max_replay_body,
     });
     info!(
-        listen = %public.local_addr()?,
+        listen = %public_addr,
+        workers,
         admin = %admin_listener.local_addr()?,
         consul = %cfg.args.consul,
         services = ?cfg.services,
         "gateway listening"
     );
 
-    let public_task = tokio::spawn(listener::serve(public, proxy, stop_rx.clone()));
+    // One worker: everything on this thread's runtime. More: one thread and runtime each.
+    let public_task = if workers == 1 {
+        let l = TcpListener::from_std(public.remove(0))?;
+        tokio::spawn(listener::serve(l, proxy, stop_rx.clone()))
+    } else {
+        let w = Workers::spawn(public, proxy, stop_rx.clone()).context("cannot start the worker threads")?;
+        tokio::spawn(w.finished())
+    };
     let mut stopping = stop_rx.clone();
     let admin_task = tokio::spawn(async move {
         axum::serve(admin_listener, admin::router(registry))

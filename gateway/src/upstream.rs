@@ -10,12 +10,18 @@
 //! has been read to its end ([`PooledBody`]). When an endpoint leaves the registry its idle
 //! connections are dropped with it, which closes them.
 //!
+//! With several worker threads ([`crate::workers`]) each endpoint keeps one list of idle
+//! connections per thread: a connection is driven by a task on the thread that opened it, and
+//! using it from another thread would cost two cross-thread wake-ups per request.
+//!
 //! A request that a pooled connection could not even start (the instance closed it while it sat
 //! idle) is handed back by hyper and sent again on another connection, whatever its method:
 //! nothing reached the instance.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -113,13 +119,31 @@ struct Idle {
     since: Instant,
 }
 
+/// How many worker threads keep idle connections apart; set once at start.
+static THREAD_SLOTS: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    static THREAD_SLOT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Sets how many worker threads there are, before any pool is made.
+pub fn set_thread_slots(n: usize) {
+    THREAD_SLOTS.store(n.max(1), Ordering::Relaxed);
+}
+
+/// Marks the calling thread as worker `i`: its requests use and refill the `i`-th idle lists.
+pub fn set_thread_slot(i: usize) {
+    THREAD_SLOT.with(|s| s.set(i));
+}
+
 /// One endpoint's address and its idle connections.
 pub struct Pool {
     /// `address:port`, resolved by the system when the address is a name.
     authority: String,
     /// The same, parsed once when the address is an IP.
     addr: Option<SocketAddr>,
-    idle: Mutex<Vec<Idle>>,
+    /// Idle connections, one list per worker thread.
+    idle: Box<[Mutex<Vec<Idle>>]>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -131,16 +155,19 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// An empty pool of connections to `authority` (`address:port`).
     pub fn new(authority: &str) -> Self {
-        Self { authority: authority.to_string(), addr: authority.parse().ok(), idle: Mutex::default() }
+        let idle = (0..THREAD_SLOTS.load(Ordering::Relaxed)).map(|_| Mutex::default()).collect();
+        Self { authority: authority.to_string(), addr: authority.parse().ok(), idle }
     }
 
-    /// How many idle connections are kept.
+    /// How many idle connections are kept, over all threads.
     pub fn idle_count(&self) -> usize {
-        self.lock().len()
+        self.idle.iter().map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
     }
 
+    /// The calling thread's idle list.
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+        let slot = THREAD_SLOT.with(Cell::get) % self.idle.len();
+        self.idle[slot].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The most recently used idle connection that is still open, if any.

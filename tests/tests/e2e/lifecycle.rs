@@ -9,12 +9,21 @@ use e2e::{get_json, http, is_running, signal, wait_for, Consul, Gateway, Proc};
 
 #[test]
 fn sigterm_finishes_in_flight_requests_and_leaves_no_child_process() {
+    sigterm_drains(&[]);
+}
+
+#[test]
+fn sigterm_drains_every_worker() {
+    sigterm_drains(&["--workers", "3"]);
+}
+
+fn sigterm_drains(extra: &[&str]) {
     let consul = Consul::start();
     // A backend that answers after 1 s, to have a request in flight at SIGTERM.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten().take(4) {
+        for mut conn in listener.incoming().flatten().take(8) {
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
                 let _ = conn.read(&mut buf);
@@ -29,15 +38,22 @@ fn sigterm_finishes_in_flight_requests_and_leaves_no_child_process() {
         }
     });
     consul.register("slow", "slow-1", port);
-    let mut gw = Gateway::start(&consul, "slow", &[]);
+    let mut gw = Gateway::start(&consul, "slow", extra);
     let watcher = gw.watcher_pid();
-    let url = gw.url("/slow/x");
-    let in_flight = std::thread::spawn(move || get_json(&http(), &url));
+    // Three clients, three connections: with several workers they may land on different ones.
+    let in_flight: Vec<_> = (0..3)
+        .map(|_| {
+            let url = gw.url("/slow/x");
+            std::thread::spawn(move || get_json(&http(), &url))
+        })
+        .collect();
     std::thread::sleep(Duration::from_millis(300));
 
     signal(gw.proc.pid(), "TERM");
-    let (status, body) = in_flight.join().unwrap().expect("the in-flight request completes");
-    assert_eq!((status, body["slow"].as_bool()), (200, Some(true)));
+    for request in in_flight {
+        let (status, body) = request.join().unwrap().expect("the in-flight request completes");
+        assert_eq!((status, body["slow"].as_bool()), (200, Some(true)));
+    }
     let exit = gw.proc.wait_exit(Duration::from_secs(10)).expect("gateway exits after SIGTERM");
     assert!(exit.success(), "exit status {exit}");
     wait_for(Duration::from_secs(5), "the watcher to be gone", || (!is_running(watcher)).then_some(()));

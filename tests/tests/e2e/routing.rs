@@ -135,3 +135,31 @@ fn many_services_are_watched_over_few_connections() {
     let conns = e2e::tcp_connections_to(watcher, consul.http_port());
     assert!((1..=16).contains(&conns), "the watcher holds {conns} connections to Consul for 40 services");
 }
+
+#[test]
+fn several_workers_share_the_port_and_all_follow_a_change() {
+    let consul = Consul::start();
+    let backends: Vec<ServiceWeb> = (0..3).map(|_| ServiceWeb::start(None)).collect();
+    for b in &backends {
+        consul.register("service-web", &format!("web-{}", b.port), b.port);
+    }
+    let gw = Gateway::start(&consul, "service-web", &["--workers", "3"]);
+    gw.proc.wait_for_log("-> 3 instances", 0, Duration::from_secs(5));
+    // The kernel spreads connections over the workers' sockets: several keep-alive clients.
+    let hammers: Vec<Hammer> = (0..6).map(|_| Hammer::start(gw.url("/service-web/getRemoteIp"))).collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let victim = backends[0].port;
+    consul.deregister(&format!("web-{victim}"));
+    let deregistered = Instant::now();
+    gw.proc.wait_for_log(&format!("removed 127.0.0.1:{victim}"), 0, Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(1500));
+    for (i, hammer) in hammers.into_iter().enumerate() {
+        let samples = hammer.finish();
+        assert!(samples.len() > 10, "client {i} got {} answers", samples.len());
+        assert_all_ok(&samples, &format!("client {i}"));
+        let late: Vec<_> = samples.iter().filter(|s| s.at > deregistered + Duration::from_secs(1)).collect();
+        assert!(!late.is_empty(), "client {i} kept getting answers");
+        assert!(late.iter().all(|s| s.port != Some(victim)), "client {i} still reached the removed instance");
+    }
+}
