@@ -14,18 +14,8 @@ cd "$repo"
 export PATH="$HOME/.cargo/bin:$PATH"
 
 # Tools from Debian, installed idempotently (nginx-light has the upstream `random` balancer).
-missing=()
-command -v nginx >/dev/null || missing+=(nginx-light)
-command -v wrk >/dev/null || missing+=(wrk)
-command -v taskset >/dev/null || missing+=(util-linux)
-command -v python3 >/dev/null || missing+=(python3)
-command -v curl >/dev/null || missing+=(curl)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "bench: installing ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 \
-    || { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; }
-fi
+. "$bench/tools.sh"
+install_missing nginx=nginx-light wrk=wrk taskset=util-linux python3=python3 curl=curl
 
 case " $* " in *" --help "*|*" -h "*) exec python3 "$bench/bench.py" "$@" ;; esac
 

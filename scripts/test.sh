@@ -6,7 +6,8 @@
 #   4. the demo script in smoke mode
 #   5. the container end-to-end test on the local Docker engine (skipped without an engine
 #      unless REQUIRE_DOCKER=1, which CI sets)
-#   6. the benchmark in smoke mode (a few seconds; it reports, it asserts no timing)
+#   6. the benchmark and the instruction counter in smoke mode (a few seconds each; they report,
+#      they assert no timing)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -49,6 +50,8 @@ fi
 if [ -x bench/run.sh ]; then
   step "benchmark smoke (bench/run.sh --smoke)"
   bash bench/run.sh --smoke
+  step "instruction-count smoke (bench/callgrind.sh, 2 s per proxy)"
+  BENCH_NO_BUILD=1 bash bench/callgrind.sh --duration 2 --warmup 1
 fi
 # One closing line for the whole suite: cargo's per-binary results plus the container test's.
 read -r passed failed < <(awk '
