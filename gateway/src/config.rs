@@ -40,11 +40,16 @@ pub struct Args {
     /// How long connecting to an instance may take before another one is tried.
     #[arg(long, env = "GATEWAY_CONNECT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
+    /// How long a client may take to send a request's headers; also how long a keep-alive client
+    /// connection may sit idle between requests. Then the gateway closes it.
+    #[arg(long, env = "GATEWAY_CLIENT_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub client_timeout: Duration,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long, env = "GATEWAY_GRACE_PERIOD", default_value = "10s", value_parser = humantime::parse_duration)]
     pub grace_period: Duration,
-    /// Request bodies up to this many bytes are buffered so that a failed connect can be retried
-    /// on another instance; larger ones are streamed and sent once.
+    /// Request bodies up to this many bytes are buffered so that the request can be sent to
+    /// another instance after a failure; larger ones are streamed, and go to another instance
+    /// only if none of the body was sent.
     #[arg(long, env = "GATEWAY_MAX_REPLAY_BODY", default_value_t = 64 * 1024)]
     pub max_replay_body: u64,
     /// Worker threads, each with its own single-threaded event loop and listening socket
@@ -88,7 +93,7 @@ impl Config {
         if args.listen == args.admin_listen {
             return Err("--listen and --admin-listen must differ".into());
         }
-        if args.upstream_timeout.is_zero() || args.connect_timeout.is_zero() {
+        if args.upstream_timeout.is_zero() || args.connect_timeout.is_zero() || args.client_timeout.is_zero() {
             return Err("timeouts must be greater than zero".into());
         }
         if args.workers.is_some_and(|w| w == 0 || w > MAX_WORKERS) {

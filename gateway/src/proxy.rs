@@ -1,12 +1,13 @@
 //! The request path: `/<service>/<rest>?<query>` → a random live instance of `<service>` →
 //! `http://<instance>/<rest>?<query>`, streamed both ways.
 //!
-//! A connection that fails before anything was sent (refused, reset, connect timeout) is retried
-//! on another instance, so a dead instance that Consul still lists costs the client nothing. So
-//! is an idempotent request whose connection closed before any response (a pooled keep-alive
-//! connection to an instance that just died), as nginx does. That
-//! needs the request body again: bodies that are empty or small enough to buffer
-//! ([`Proxy::max_replay_body`]) are replayable; a larger streamed body is sent once.
+//! A request that could not be sent at all (connect refused, reset or timed out; a new connection
+//! closed before the request was written) goes to another instance whatever its method, so a dead
+//! instance that Consul still lists costs the client nothing. So does an idempotent request whose
+//! connection closed after it was sent but before any response (a pooled keep-alive connection to
+//! an instance that just died), as nginx does. Bodies that are empty or small enough to buffer
+//! ([`Proxy::max_replay_body`]) can be sent again; a larger one is streamed, and comes back for
+//! another instance only when none of it was sent.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use tracing::{debug, warn};
 use crate::balancer::pick;
 use crate::error::GatewayError;
 use crate::registry::Registry;
-use crate::upstream::{self, BoxError, PooledBody, RequestBody};
+use crate::upstream::{self, BoxError, Failed, PooledBody, RequestBody};
 
 mod headers;
 pub use headers::{is_hop_by_hop, strip_hop_by_hop, upstream_headers};
@@ -66,6 +67,13 @@ impl Replay {
         match self {
             Replay::Bytes(b) => Some(RequestBody::Full(Full::new(b.clone()))),
             Replay::Stream(s) => s.take().map(RequestBody::Stream),
+        }
+    }
+
+    /// Takes back a body that was not sent at all, so a streamed one can go to another instance.
+    fn put_back(&mut self, body: RequestBody) {
+        if let (Replay::Stream(slot), RequestBody::Stream(b)) = (self, body) {
+            *slot = Some(b);
         }
     }
 }
@@ -139,16 +147,24 @@ impl Proxy {
             match tokio::time::timeout_at(deadline, sent).await {
                 Err(_) => return Err(GatewayError::Timeout { service: service.to_string() }),
                 Ok(Ok(resp)) => return Ok(into_downstream(resp)),
-                Ok(Err(e)) if e.is_connect() || (idempotent && e.closed_before_response()) => {
+                Ok(Err(Failed { error, unsent })) => {
+                    // Nothing sent: any request may go elsewhere. Sent but unanswered: only an
+                    // idempotent one.
+                    let nothing_sent = unsent.is_some();
+                    let may_resend = nothing_sent || (idempotent && error.closed_before_response());
+                    if !may_resend {
+                        return Err(upstream_failed(format!("{}: {}", endpoint.authority, error.detail())));
+                    }
+                    if let Some(req) = unsent {
+                        body.put_back(req.into_body());
+                    }
                     endpoint.eject();
-                    let what = if e.is_connect() { "connect failed" } else { "connection closed before a response" };
-                    let error = error_chain(&e);
-                    warn!(service, instance = %endpoint.authority, error, "{what}; trying another instance");
+                    let (what, detail) = (error.summary(), error.detail());
+                    warn!(service, instance = %endpoint.authority, error = detail, "{what}; trying another instance");
                     if attempts >= MAX_ATTEMPTS.min(set.endpoints.len()) {
-                        return Err(upstream_failed(format!("{what} ({}): {error}", endpoint.authority)));
+                        return Err(upstream_failed(format!("{what} ({}): {detail}", endpoint.authority)));
                     }
                 }
-                Ok(Err(e)) => return Err(upstream_failed(format!("{}: {}", endpoint.authority, error_chain(&e)))),
             }
         }
     }
@@ -184,18 +200,6 @@ fn into_downstream(resp: Response<PooledBody>) -> Response<ResponseBody> {
 fn is_idempotent(m: &http::Method) -> bool {
     use http::Method;
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
-}
-
-/// An error and its causes on one line (hyper's top-level messages alone are vague).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -151,6 +151,11 @@ impl Registry {
         self.routable.iter().map(String::as_str)
     }
 
+    /// Every endpoint of every loaded service.
+    pub fn endpoints(&self) -> Vec<Arc<Endpoint>> {
+        self.cache.iter().flat_map(|(_, set)| set.endpoints.clone()).collect()
+    }
+
     /// The current set of a service, if loaded.
     pub async fn get(&self, service: &str) -> Option<Arc<ServiceSet>> {
         self.cache.get(service).await
@@ -363,6 +368,7 @@ mod tests {
         let set = reg.get("web").await.unwrap();
         assert_eq!((set.endpoints.len(), set.index, set.source), (1, 4, Source::Watcher));
         assert!(Arc::ptr_eq(&set.endpoints[0], &before.endpoints[1]), "an unchanged instance keeps its endpoint");
+        assert_eq!(reg.endpoints().len(), 1);
         reg.apply_snapshot("web", 5, vec![]).await;
         assert!(reg.get_or_fetch("web").await.unwrap().endpoints.is_empty(), "an empty truth is kept, not re-fetched");
     }

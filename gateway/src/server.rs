@@ -36,6 +36,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let admin_listener = TcpListener::bind(cfg.args.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", cfg.args.admin_listen))?;
+    tokio::spawn(close_idle_connections(registry.clone()));
     let socket = Socket::bind().context("cannot create the watcher socket")?;
     let socket_path = socket.path();
     tokio::spawn(socket.serve(registry.clone()));
@@ -61,9 +62,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // One worker: everything on this thread's runtime. More: one thread and runtime each.
     let public_task = if workers == 1 {
         let l = TcpListener::from_std(public.remove(0))?;
-        tokio::spawn(listener::serve(l, proxy, stop_rx.clone()))
+        tokio::spawn(listener::serve(l, proxy, cfg.args.client_timeout, stop_rx.clone()))
     } else {
-        let w = Workers::spawn(public, proxy, stop_rx.clone()).context("cannot start the worker threads")?;
+        let w = Workers::spawn(public, proxy, cfg.args.client_timeout, stop_rx.clone())
+            .context("cannot start the worker threads")?;
         tokio::spawn(w.finished())
     };
     let mut stopping = stop_rx.clone();
@@ -86,6 +88,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = supervisor.await;
     info!("gateway stopped");
     Ok(())
+}
+
+/// Closes connections to instances that sat idle for [`upstream::IDLE_TIMEOUT`], also when no
+/// request comes to reuse (and so expire) them.
+async fn close_idle_connections(registry: Arc<Registry>) {
+    let mut tick = tokio::time::interval(upstream::IDLE_TIMEOUT / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for endpoint in registry.endpoints() {
+            endpoint.pool.expire(upstream::IDLE_TIMEOUT);
+        }
+    }
 }
 
 fn watcher_command(cfg: &Config, socket: &str) -> WatcherCommand {

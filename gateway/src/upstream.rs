@@ -77,8 +77,9 @@ impl Body for RequestBody {
 /// Idle connections older than this are closed rather than reused.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// At most this many idle connections are kept per instance; more are closed when they free up.
-pub const MAX_IDLE: usize = 128;
+/// At most this many idle connections to one instance are kept per worker thread (as nginx's
+/// `keepalive` is per worker process); more are closed when they free up.
+pub const MAX_IDLE_PER_WORKER: usize = 128;
 
 /// Why a request did not get a response from an instance.
 #[derive(Debug, thiserror::Error)]
@@ -87,16 +88,59 @@ pub enum UpstreamError {
     /// Nothing was sent.
     #[error("connect failed: {0}")]
     Connect(String),
+    /// A new connection closed before the request was written. Nothing was sent.
+    #[error("connection closed before the request was sent: {0}")]
+    Closed(#[source] hyper::Error),
     /// The connection failed after the request was (possibly partly) sent and before a response
     /// arrived, or the response was malformed.
     #[error("{0}")]
     Send(#[source] hyper::Error),
 }
 
+/// A request that got no response: why, and the request itself when none of it was sent, so
+/// that it can go to another instance, a streamed body included.
+pub struct Failed {
+    /// What went wrong.
+    pub error: UpstreamError,
+    /// The request, if nothing of it reached the instance.
+    pub unsent: Option<Request<RequestBody>>,
+}
+
+impl std::fmt::Debug for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Failed").field("error", &self.error).field("unsent", &self.unsent.is_some()).finish()
+    }
+}
+
 impl UpstreamError {
-    /// Whether no connection could be made (nothing was sent).
+    /// Whether no connection could be made.
     pub fn is_connect(&self) -> bool {
         matches!(self, UpstreamError::Connect(_))
+    }
+
+    /// What failed, in a few words.
+    pub fn summary(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(_) => "connect failed",
+            UpstreamError::Closed(_) => "connection closed before the request was sent",
+            UpstreamError::Send(_) => "connection closed before a response",
+        }
+    }
+
+    /// The cause on one line, with hyper's sources (its top-level messages alone are vague).
+    pub fn detail(&self) -> String {
+        let e = match self {
+            UpstreamError::Connect(e) => return e.clone(),
+            UpstreamError::Closed(e) | UpstreamError::Send(e) => e,
+        };
+        let mut s = e.to_string();
+        let mut cur = std::error::Error::source(e);
+        while let Some(c) = cur {
+            s.push_str(": ");
+            s.push_str(&c.to_string());
+            cur = c.source();
+        }
+        s
     }
 
     /// Whether the instance may have seen the request but certainly did not answer it: the
@@ -170,31 +214,36 @@ impl Pool {
         self.idle[slot].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The most recently used idle connection that is still open, if any.
+    /// The most recently used idle connection that can take a request now, if any.
     fn take(&self) -> Option<SendRequest<RequestBody>> {
         let mut idle = self.lock();
         while let Some(conn) = idle.pop() {
-            if !conn.sender.is_closed() && conn.since.elapsed() < IDLE_TIMEOUT {
+            if conn.sender.is_ready() && conn.since.elapsed() < IDLE_TIMEOUT {
                 return Some(conn.sender);
             }
         }
         None
     }
 
-    /// Takes back a connection whose last response was read to the end.
+    /// Takes back a connection whose response was read to the end, if it can take the next
+    /// request. It cannot while hyper is still writing the request body, when the instance
+    /// answered before reading it all (a 413 to an upload): such a connection is closed once
+    /// hyper is done with it, rather than making the next request wait behind the upload.
     fn put(&self, sender: SendRequest<RequestBody>) {
-        if sender.is_closed() {
+        if !sender.is_ready() {
             return;
         }
-        let now = Instant::now();
         let mut idle = self.lock();
-        // The oldest connection is at the bottom: one expires per return, so a pool that shrank
-        // after a burst closes its surplus connections over time.
-        if idle.first().is_some_and(|c| now.duration_since(c.since) >= IDLE_TIMEOUT) {
-            idle.remove(0);
+        if idle.len() < MAX_IDLE_PER_WORKER {
+            idle.push(Idle { sender, since: Instant::now() });
         }
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle { sender, since: now });
+    }
+
+    /// Closes the idle connections unused for `max_idle` or more, and those the instance closed.
+    pub fn expire(&self, max_idle: Duration) {
+        for list in self.idle.iter() {
+            let mut idle = list.lock().unwrap_or_else(|e| e.into_inner());
+            idle.retain(|c| c.sender.is_ready() && c.since.elapsed() < max_idle);
         }
     }
 
@@ -229,29 +278,30 @@ impl Pool {
 
 /// Sends `req` (origin-form URI, `Host` set) over one of `pool`'s idle connections or a new one.
 /// The response body gives the connection back to the pool once it has been read to the end.
+/// Pooled connections are ready (see [`Pool::put`]); a new one takes its first request before
+/// its task has run (hyper buffers it).
 pub async fn send(
     pool: &Arc<Pool>,
     mut req: Request<RequestBody>,
     connect_timeout: Duration,
-) -> Result<Response<PooledBody>, UpstreamError> {
+) -> Result<Response<PooledBody>, Failed> {
     loop {
         let (mut sender, fresh) = match pool.take() {
             Some(s) => (s, false),
             // Boxed: connecting is rare, and its future would make every request's larger (moved
             // around by value, it costs copies on the hot path).
-            None => (Box::pin(pool.connect(connect_timeout)).await?, true),
+            None => match Box::pin(pool.connect(connect_timeout)).await {
+                Ok(s) => (s, true),
+                Err(error) => return Err(Failed { error, unsent: Some(req) }),
+            },
         };
-        // A pooled connection may still be finishing the previous response. (A new one takes its
-        // first request before its task has run; hyper buffers it.)
-        if !fresh && sender.ready().await.is_err() {
-            continue;
-        }
         match sender.try_send_request(req).await {
             Ok(resp) => return Ok(resp.map(|inner| PooledBody { inner, conn: Some((sender, pool.clone())) })),
             Err(mut e) => match e.take_message() {
                 // Not sent: the instance had closed this pooled connection. Try the next one.
                 Some(back) if !fresh => req = back,
-                _ => return Err(UpstreamError::Send(e.into_error())),
+                Some(back) => return Err(Failed { error: UpstreamError::Closed(e.into_error()), unsent: Some(back) }),
+                None => return Err(Failed { error: UpstreamError::Send(e.into_error()), unsent: None }),
             },
         }
     }

@@ -11,6 +11,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
@@ -23,8 +24,15 @@ use crate::upstream;
 
 /// Binds `n` listening sockets to `addr`; with more than one, `SO_REUSEPORT` lets them share it.
 /// Port 0 is resolved by the first socket and reused by the others.
+///
+/// `SO_REUSEPORT` would also let these sockets join ones another process (of the same user) holds
+/// on the port, splitting traffic silently; so the address is first bound without it, which fails
+/// with "address in use" as a single socket would.
 pub fn bind(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
     let mut addr = addr;
+    if n > 1 {
+        addr = plain(addr)?.local_addr()?;
+    }
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -42,6 +50,15 @@ pub fn bind(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>
     Ok(out)
 }
 
+/// A listening socket without `SO_REUSEPORT`: it fails if anything listens on `addr`.
+fn plain(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1)?;
+    Ok(socket.into())
+}
+
 /// The worker threads; [`Workers::finished`] resolves when every one has drained.
 pub struct Workers {
     done: Vec<oneshot::Receiver<()>>,
@@ -52,6 +69,7 @@ impl Workers {
     pub fn spawn(
         listeners: Vec<std::net::TcpListener>,
         proxy: Arc<Proxy>,
+        client_timeout: Duration,
         stop: watch::Receiver<bool>,
     ) -> io::Result<Self> {
         let mut done = Vec::with_capacity(listeners.len());
@@ -66,7 +84,7 @@ impl Workers {
                 };
                 rt.block_on(async move {
                     match TcpListener::from_std(l) {
-                        Ok(l) => listener::serve(l, proxy, stop).await,
+                        Ok(l) => listener::serve(l, proxy, client_timeout, stop).await,
                         Err(e) => error!(worker = i, error = %e, "cannot register a worker's listener"),
                     }
                 });
@@ -104,5 +122,13 @@ mod tests {
         let addr = one[0].local_addr().unwrap();
         assert!(bind(addr, 1).is_err(), "a second plain bind to a taken port fails");
         assert!(bind(addr, 2).is_err(), "and so does a shared one: the first socket did not opt in");
+    }
+
+    #[test]
+    fn a_port_another_group_shares_is_refused_too() {
+        let group = bind("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let addr = group[0].local_addr().unwrap();
+        let err = bind(addr, 2).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "not joined silently");
     }
 }

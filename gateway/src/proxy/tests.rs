@@ -156,6 +156,21 @@ async fn a_dead_instance_costs_the_client_nothing_even_with_a_body() {
 }
 
 #[tokio::test]
+async fn a_streamed_body_goes_to_another_instance_when_the_first_refuses_the_connection() {
+    let live = echo_backend().await;
+    let dead = dead_port().await;
+    let app = app(&[dead, live], Duration::from_secs(5)).await;
+    let big = "x".repeat(4096); // over max_replay_body (1024): streamed, not buffered
+    for _ in 0..10 {
+        let req =
+            http::Request::post("/web/up").header("content-length", big.len()).body(Body::from(big.clone())).unwrap();
+        let (status, v) = send(&app, req).await;
+        assert_eq!((status, v["port"].as_u64()), (200, Some(u64::from(live))), "{v}");
+        assert_eq!(v["body"].as_str().map(str::len), Some(4096));
+    }
+}
+
+#[tokio::test]
 async fn errors_are_json_with_the_right_status() {
     let dead = dead_port().await;
     let live = echo_backend().await;

@@ -113,10 +113,64 @@ async fn refused_and_unreachable_are_connect_errors() {
     let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
     let authority = format!("127.0.0.1:{port}");
     let pool = Arc::new(Pool::new(&authority));
-    let err = send(&pool, request("POST", &authority, "x"), Duration::from_secs(1)).await.unwrap_err();
-    assert!(err.is_connect(), "{err}");
-    assert!(!err.closed_before_response());
+    let failed = send(&pool, request("POST", &authority, "x"), Duration::from_secs(1)).await.unwrap_err();
+    assert!(failed.error.is_connect(), "{}", failed.error);
+    assert!(!failed.error.closed_before_response());
+    let back = failed.unsent.expect("nothing was sent: the request comes back");
+    assert_eq!(back.method(), "POST");
     let pool = Arc::new(Pool::new("no-such-host.invalid:80"));
-    let err = send(&pool, request("GET", "x", ""), Duration::from_secs(2)).await.unwrap_err();
-    assert!(err.is_connect(), "{err}");
+    let failed = send(&pool, request("GET", "x", ""), Duration::from_secs(2)).await.unwrap_err();
+    assert!(failed.error.is_connect() && failed.unsent.is_some(), "{}", failed.error);
+}
+
+#[tokio::test]
+async fn idle_connections_expire() {
+    let authority = port_backend().await;
+    let pool = Arc::new(Pool::new(&authority));
+    let resp = send(&pool, request("GET", &authority, ""), Duration::from_secs(1)).await.unwrap();
+    text(resp).await;
+    pool.expire(IDLE_TIMEOUT);
+    assert_eq!(pool.idle_count(), 1, "young enough");
+    pool.expire(Duration::ZERO);
+    assert_eq!(pool.idle_count(), 0, "expired");
+}
+
+/// An instance that answers before reading the request body (a 413 to an upload) and keeps the
+/// connection open while the upload goes on.
+#[tokio::test]
+async fn a_connection_still_sending_an_upload_is_not_reused() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let authority = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let answer: &[u8] = if buf[..n].starts_with(b"POST") {
+                    b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 2\r\n\r\nno"
+                } else {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                };
+                let _ = conn.write_all(answer).await;
+                while conn.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+            });
+        }
+    });
+    let pool = Arc::new(Pool::new(&authority));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    let upload = RequestBody::Stream(UnsyncBoxBody::new(http_body_util::StreamBody::new(chunks)));
+    let req = Request::post("/up").header("host", &authority).body(upload).unwrap();
+    tx.send(Ok(Frame::data(Bytes::from_static(b"part")))).await.unwrap();
+    let resp = send(&pool, req, Duration::from_secs(1)).await.unwrap();
+    assert_eq!((resp.status().as_u16(), text(resp).await.as_str()), (413, "no"));
+    assert_eq!(pool.idle_count(), 0, "the upload still occupies the connection");
+
+    let next = tokio::time::timeout(
+        Duration::from_secs(2),
+        send(&pool, request("GET", &authority, ""), Duration::from_secs(1)),
+    );
+    let resp = next.await.expect("the next request does not wait for the upload").unwrap();
+    assert_eq!(text(resp).await, "ok");
+    drop(tx);
 }
