@@ -27,7 +27,7 @@ use crate::registry::Registry;
 use crate::upstream::{self, BoxError, Failed, PooledBody, RequestBody};
 
 mod headers;
-pub use headers::{is_hop_by_hop, strip_hop_by_hop, upstream_headers};
+use headers::{strip_hop_by_hop, upstream_headers};
 
 /// What the gateway answers with: an instance's response streamed through, or its own (errors).
 pub type ResponseBody = Either<PooledBody, axum::body::Body>;
