@@ -40,6 +40,18 @@ pub struct Args {
     /// How long connecting to an instance may take before another one is tried.
     #[arg(long, env = "GATEWAY_CONNECT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
+    /// How long an idle keep-alive connection to an instance is reused; older ones are closed.
+    /// Shorter than the idle timeouts of common servers (gunicorn 2 s, Node.js, Apache httpd
+    /// and uvicorn 5 s, some 1 s), so that the gateway closes a connection before the instance
+    /// does: reusing one the instance is closing can cost a POST an error. An instance's own
+    /// `Keep-Alive: timeout=N` shortens it further. 0: never reuse a connection.
+    #[arg(
+        long,
+        env = "GATEWAY_UPSTREAM_IDLE_TIMEOUT",
+        default_value = "500ms",
+        value_parser = humantime::parse_duration
+    )]
+    pub upstream_idle_timeout: Duration,
     /// How long a client may take to send a request's headers; also how long a keep-alive client
     /// connection may sit idle between requests. Then the gateway closes it.
     #[arg(long, env = "GATEWAY_CLIENT_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]

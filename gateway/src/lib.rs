@@ -36,3 +36,6 @@ pub mod server;
 pub mod supervisor;
 pub mod upstream;
 pub mod workers;
+
+#[cfg(test)]
+mod test_backends;

@@ -95,7 +95,7 @@ mod tests {
         let registry = Arc::new(Registry::new(["web".to_string()], Arc::new(StaticDiscovery::default())));
         let proxy = Arc::new(Proxy {
             registry,
-            connect_timeout: Duration::from_secs(1),
+            timeouts: crate::upstream::Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) },
             timeout: Duration::from_secs(1),
             max_replay_body: 1024,
         });

@@ -8,6 +8,13 @@
 //! an instance that just died), as nginx does. Bodies that are empty or small enough to buffer
 //! ([`Proxy::max_replay_body`]) can be sent again; a larger one is streamed, and comes back for
 //! another instance only when none of it was sent.
+//!
+//! When such a failure happens on a connection reused from the pool, the instance may simply have
+//! closed that idle connection as the request went out (its keep-alive timeout ran out): the
+//! request first goes again on a new connection to the same instance, which is not ejected, as
+//! Go's `net/http` does. So does an idempotent request answered with something that is not HTTP
+//! on a reused connection: bytes a previous response left behind. Only a failure on a new
+//! connection counts against the instance.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +31,7 @@ use tracing::{debug, warn};
 use crate::balancer::pick;
 use crate::error::GatewayError;
 use crate::registry::Registry;
-use crate::upstream::{self, BoxError, Failed, PooledBody, RequestBody};
+use crate::upstream::{self, BoxError, Failed, PooledBody, RequestBody, Timeouts};
 
 mod headers;
 use headers::{strip_hop_by_hop, upstream_headers};
@@ -39,8 +46,9 @@ const MAX_ATTEMPTS: usize = 5;
 pub struct Proxy {
     /// The services and their instances.
     pub registry: Arc<Registry>,
-    /// How long connecting to an instance may take before another one is tried.
-    pub connect_timeout: Duration,
+    /// How long connecting to an instance may take before another one is tried, and how long
+    /// an idle connection to an instance is reused.
+    pub timeouts: Timeouts,
     /// How long an instance may take to answer (response headers), all attempts included.
     pub timeout: Duration,
     /// Request bodies up to this size are buffered so a failed connect can be retried.
@@ -134,37 +142,46 @@ impl Proxy {
             };
             tried[attempts] = i;
             attempts += 1;
-            let Some(req_body) = body.next() else {
-                return Err(upstream_failed("connection failed and the streamed body cannot be resent".into()));
-            };
-            // Built per attempt from the client's headers: one copy each, and none kept for a
-            // retry that rarely comes.
-            let mut upstream = Request::new(req_body);
-            *upstream.method_mut() = parts.method.clone();
-            *upstream.uri_mut() = uri.clone();
-            *upstream.headers_mut() = upstream_headers(&parts.headers, &parts.uri, peer, &endpoint.host);
-            let sent = upstream::send(&endpoint.pool, upstream, self.connect_timeout);
-            match tokio::time::timeout_at(deadline, sent).await {
-                Err(_) => return Err(GatewayError::Timeout { service: service.to_string() }),
-                Ok(Ok(resp)) => return Ok(into_downstream(resp)),
-                Ok(Err(Failed { error, unsent })) => {
-                    // Nothing sent: any request may go elsewhere. Sent but unanswered: only an
-                    // idempotent one.
-                    let nothing_sent = unsent.is_some();
-                    let may_resend = nothing_sent || (idempotent && error.closed_before_response());
-                    if !may_resend {
-                        return Err(upstream_failed(format!("{}: {}", endpoint.authority, error.detail())));
-                    }
-                    if let Some(req) = unsent {
-                        body.put_back(req.into_body());
-                    }
-                    endpoint.eject();
-                    let (what, detail) = (error.summary(), error.detail());
-                    warn!(service, instance = %endpoint.authority, error = detail, "{what}; trying another instance");
-                    if attempts >= MAX_ATTEMPTS.min(set.endpoints.len()) {
-                        return Err(upstream_failed(format!("{what} ({}): {detail}", endpoint.authority)));
-                    }
+            // A pooled connection first; after a failure on one, a new connection.
+            let mut reuse = true;
+            let error = loop {
+                let Some(req_body) = body.next() else {
+                    return Err(upstream_failed("connection failed and the streamed body cannot be resent".into()));
+                };
+                // Built per attempt from the client's headers: one copy each, and none kept for
+                // a retry that rarely comes.
+                let mut upstream = Request::new(req_body);
+                *upstream.method_mut() = parts.method.clone();
+                *upstream.uri_mut() = uri.clone();
+                *upstream.headers_mut() = upstream_headers(&parts.headers, &parts.uri, peer, &endpoint.host);
+                let sent = upstream::send(&endpoint.pool, upstream, self.timeouts, reuse);
+                let Failed { error, unsent, reused } = match tokio::time::timeout_at(deadline, sent).await {
+                    Err(_) => return Err(GatewayError::Timeout { service: service.to_string() }),
+                    Ok(Ok(resp)) => return Ok(into_downstream(resp)),
+                    Ok(Err(failed)) => failed,
+                };
+                // Nothing sent: any request may go again. Sent but unanswered, or answered with
+                // garbage on a reused connection (bytes a previous response left): only an
+                // idempotent one.
+                let unanswered = error.closed_before_response() || (reused && error.is_malformed_response());
+                let may_resend = unsent.is_some() || (idempotent && unanswered);
+                if !may_resend {
+                    return Err(upstream_failed(format!("{}: {}", endpoint.authority, error.detail())));
                 }
+                if let Some(req) = unsent {
+                    body.put_back(req.into_body());
+                }
+                if !reused {
+                    break error;
+                }
+                debug!(service, instance = %endpoint.authority, error = error.detail(), "reused connection failed; again on a new one");
+                reuse = false;
+            };
+            endpoint.eject();
+            let (what, detail) = (error.summary(), error.detail());
+            warn!(service, instance = %endpoint.authority, error = detail, "{what}; trying another instance");
+            if attempts >= MAX_ATTEMPTS.min(set.endpoints.len()) {
+                return Err(upstream_failed(format!("{what} ({}): {detail}", endpoint.authority)));
             }
         }
     }

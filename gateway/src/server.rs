@@ -36,7 +36,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let admin_listener = TcpListener::bind(cfg.args.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", cfg.args.admin_listen))?;
-    tokio::spawn(close_idle_connections(registry.clone()));
+    tokio::spawn(close_idle_connections(registry.clone(), cfg.args.upstream_idle_timeout));
     let socket = Socket::bind().context("cannot create the watcher socket")?;
     let socket_path = socket.path();
     tokio::spawn(socket.serve(registry.clone()));
@@ -46,7 +46,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let proxy = Arc::new(Proxy {
         registry: registry.clone(),
-        connect_timeout: cfg.args.connect_timeout,
+        timeouts: upstream::Timeouts { connect: cfg.args.connect_timeout, idle: cfg.args.upstream_idle_timeout },
         timeout: cfg.args.upstream_timeout,
         max_replay_body: cfg.args.max_replay_body,
     });
@@ -90,15 +90,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Closes connections to instances that sat idle for [`upstream::IDLE_TIMEOUT`], also when no
-/// request comes to reuse (and so expire) them.
-async fn close_idle_connections(registry: Arc<Registry>) {
-    let mut tick = tokio::time::interval(upstream::IDLE_TIMEOUT / 3);
+/// Closes connections to instances that sat idle for `idle_timeout`, also when no request comes
+/// to reuse (and so expire) them. A request never reuses an expired connection anyway, so this
+/// sweep only frees sockets, and need not run more than once a second.
+async fn close_idle_connections(registry: Arc<Registry>, idle_timeout: std::time::Duration) {
+    use std::time::Duration;
+    let period = idle_timeout.clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         for endpoint in registry.endpoints() {
-            endpoint.pool.expire(upstream::IDLE_TIMEOUT);
+            endpoint.pool.expire(idle_timeout);
         }
     }
 }

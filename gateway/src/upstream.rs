@@ -14,9 +14,20 @@
 //! connections per thread: a connection is driven by a task on the thread that opened it, and
 //! using it from another thread would cost two cross-thread wake-ups per request.
 //!
+//! A pooled connection is reused only when it is still at a clean message boundary: hyper holds
+//! no half-read response on it, and the socket has nothing unread and no end of stream
+//! ([`io::Probe`]). Bytes past the end of a response (a stray body after a `204` or `304`, or
+//! more than `Content-Length` said) or a close by the instance make the connection unusable, and
+//! it is closed instead. A connection is also never reused once it sat idle for the
+//! [`Timeouts::idle`] limit, or for less than the instance's own `Keep-Alive: timeout=N`, so that
+//! it is closed before the instance closes it; and never after a response whose framing is
+//! suspect, such as a `204` that declares a body ([`reuse`]).
+//!
 //! A request that a pooled connection could not even start (the instance closed it while it sat
 //! idle) is handed back by hyper and sent again on another connection, whatever its method:
-//! nothing reached the instance.
+//! nothing reached the instance. A failure on a reused connection is reported as such
+//! ([`Failed::reused`]): it says nothing about the instance, and the caller may send the request
+//! again on a new connection to the same instance.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -35,6 +46,10 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
+
+mod io;
+pub mod reuse;
+use io::{Io, Probe};
 
 /// Boxed errors of request bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -74,8 +89,14 @@ impl Body for RequestBody {
     }
 }
 
-/// Idle connections older than this are closed rather than reused.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How connections to instances are opened and how long they may be reused.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// How long opening a connection may take.
+    pub connect: Duration,
+    /// A connection idle this long is closed rather than reused (zero: never reused).
+    pub idle: Duration,
+}
 
 /// At most this many idle connections to one instance are kept per worker thread (as nginx's
 /// `keepalive` is per worker process); more are closed when they free up.
@@ -104,11 +125,18 @@ pub struct Failed {
     pub error: UpstreamError,
     /// The request, if nothing of it reached the instance.
     pub unsent: Option<Request<RequestBody>>,
+    /// Whether it failed on a connection reused from the pool, which the instance may have been
+    /// closing as the request went out: no sign that the instance is down.
+    pub reused: bool,
 }
 
 impl std::fmt::Debug for Failed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Failed").field("error", &self.error).field("unsent", &self.unsent.is_some()).finish()
+        f.debug_struct("Failed")
+            .field("error", &self.error)
+            .field("unsent", &self.unsent.is_some())
+            .field("reused", &self.reused)
+            .finish()
     }
 }
 
@@ -143,6 +171,12 @@ impl UpstreamError {
         s
     }
 
+    /// Whether what came back was not an HTTP response. On a reused connection that is most
+    /// likely bytes the instance left after its previous response, not its answer to this request.
+    pub fn is_malformed_response(&self) -> bool {
+        matches!(self, UpstreamError::Send(e) if e.is_parse() || e.is_parse_status())
+    }
+
     /// Whether the instance may have seen the request but certainly did not answer it: the
     /// connection closed or reset before a response. An idempotent request can be sent again.
     /// A malformed response is not such a case.
@@ -158,9 +192,28 @@ impl UpstreamError {
     }
 }
 
-struct Idle {
+/// A connection that carried a request: its request handle, its socket probe, and how long it
+/// may sit idle by the instance's `Keep-Alive` header.
+struct Conn {
     sender: SendRequest<RequestBody>,
+    probe: Arc<Probe>,
+    max_idle: Duration,
+}
+
+struct Idle {
+    conn: Conn,
     since: Instant,
+}
+
+impl Idle {
+    /// Whether this connection can take a request now: hyper is ready for one, it has not been
+    /// idle too long by our limit or the instance's, and its socket is clean (checked last: it
+    /// costs a system call).
+    fn is_usable(&self, idle_timeout: Duration) -> bool {
+        self.conn.sender.is_ready()
+            && self.since.elapsed() < idle_timeout.min(self.conn.max_idle)
+            && self.conn.probe.is_clean()
+    }
 }
 
 /// How many worker threads keep idle connections apart; set once at start.
@@ -214,12 +267,13 @@ impl Pool {
         self.idle[slot].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The most recently used idle connection that can take a request now, if any.
-    fn take(&self) -> Option<SendRequest<RequestBody>> {
+    /// The most recently used idle connection that can take a request now, if any; the unusable
+    /// ones met on the way are closed.
+    fn take(&self, idle_timeout: Duration) -> Option<Conn> {
         let mut idle = self.lock();
-        while let Some(conn) = idle.pop() {
-            if conn.sender.is_ready() && conn.since.elapsed() < IDLE_TIMEOUT {
-                return Some(conn.sender);
+        while let Some(entry) = idle.pop() {
+            if entry.is_usable(idle_timeout) {
+                return Some(entry.conn);
             }
         }
         None
@@ -229,25 +283,26 @@ impl Pool {
     /// request. It cannot while hyper is still writing the request body, when the instance
     /// answered before reading it all (a 413 to an upload): such a connection is closed once
     /// hyper is done with it, rather than making the next request wait behind the upload.
-    fn put(&self, sender: SendRequest<RequestBody>) {
-        if !sender.is_ready() {
+    fn put(&self, conn: Conn) {
+        if !conn.sender.is_ready() || conn.max_idle.is_zero() {
             return;
         }
         let mut idle = self.lock();
         if idle.len() < MAX_IDLE_PER_WORKER {
-            idle.push(Idle { sender, since: Instant::now() });
+            idle.push(Idle { conn, since: Instant::now() });
         }
     }
 
-    /// Closes the idle connections unused for `max_idle` or more, and those the instance closed.
-    pub fn expire(&self, max_idle: Duration) {
+    /// Closes the idle connections unused for `idle_timeout` or more (or for less than the
+    /// instance's `Keep-Alive` said), and those the instance closed.
+    pub fn expire(&self, idle_timeout: Duration) {
         for list in self.idle.iter() {
             let mut idle = list.lock().unwrap_or_else(|e| e.into_inner());
-            idle.retain(|c| c.sender.is_ready() && c.since.elapsed() < max_idle);
+            idle.retain(|c| c.conn.sender.is_ready() && c.since.elapsed() < idle_timeout.min(c.conn.max_idle));
         }
     }
 
-    async fn connect(&self, timeout: Duration) -> Result<SendRequest<RequestBody>, UpstreamError> {
+    async fn connect(&self, timeout: Duration) -> Result<(SendRequest<RequestBody>, Arc<Probe>), UpstreamError> {
         let connecting = async {
             match self.addr {
                 Some(addr) => TcpStream::connect(addr).await,
@@ -261,9 +316,10 @@ impl Pool {
         };
         // Requests and responses are written whole; Nagle would only delay them.
         let _ = stream.set_nodelay(true);
+        let (io, probe) = Io::new(stream).map_err(|e| UpstreamError::Connect(e.to_string()))?;
         let (sender, conn) = http1::Builder::new()
             .writev(false)
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|e| UpstreamError::Connect(e.to_string()))?;
         let authority = self.authority.clone();
@@ -272,36 +328,49 @@ impl Pool {
                 debug!(instance = %authority, error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok((sender, probe))
     }
 }
 
-/// Sends `req` (origin-form URI, `Host` set) over one of `pool`'s idle connections or a new one.
-/// The response body gives the connection back to the pool once it has been read to the end.
-/// Pooled connections are ready (see [`Pool::put`]); a new one takes its first request before
-/// its task has run (hyper buffers it).
+/// Sends `req` (origin-form URI, `Host` set) over one of `pool`'s idle connections (unless
+/// `reuse` is false) or a new one. The response body gives the connection back to the pool once
+/// it has been read to the end. Pooled connections are ready (see [`Pool::put`]); a new one
+/// takes its first request before its task has run (hyper buffers it).
+///
+/// # Errors
+/// [`Failed`]: no connection, or no response; with the request when none of it was sent, and
+/// whether the connection was a reused one.
 pub async fn send(
     pool: &Arc<Pool>,
     mut req: Request<RequestBody>,
-    connect_timeout: Duration,
+    timeouts: Timeouts,
+    reuse: bool,
 ) -> Result<Response<PooledBody>, Failed> {
     loop {
-        let (mut sender, fresh) = match pool.take() {
-            Some(s) => (s, false),
+        let (conn, reused) = match reuse.then(|| pool.take(timeouts.idle)).flatten() {
+            Some(c) => (c, true),
             // Boxed: connecting is rare, and its future would make every request's larger (moved
             // around by value, it costs copies on the hot path).
-            None => match Box::pin(pool.connect(connect_timeout)).await {
-                Ok(s) => (s, true),
-                Err(error) => return Err(Failed { error, unsent: Some(req) }),
+            None => match Box::pin(pool.connect(timeouts.connect)).await {
+                Ok((sender, probe)) => (Conn { sender, probe, max_idle: Duration::MAX }, false),
+                Err(error) => return Err(Failed { error, unsent: Some(req), reused: false }),
             },
         };
+        let Conn { mut sender, probe, .. } = conn;
         match sender.try_send_request(req).await {
-            Ok(resp) => return Ok(resp.map(|inner| PooledBody { inner, conn: Some((sender, pool.clone())) })),
+            Ok(resp) => {
+                let max_idle = reuse::max_idle(resp.status(), resp.headers());
+                let conn = Conn { sender, probe, max_idle };
+                return Ok(resp.map(|inner| PooledBody { inner, conn: Some((conn, pool.clone())) }));
+            }
             Err(mut e) => match e.take_message() {
                 // Not sent: the instance had closed this pooled connection. Try the next one.
-                Some(back) if !fresh => req = back,
-                Some(back) => return Err(Failed { error: UpstreamError::Closed(e.into_error()), unsent: Some(back) }),
-                None => return Err(Failed { error: UpstreamError::Send(e.into_error()), unsent: None }),
+                Some(back) if reused => req = back,
+                Some(back) => {
+                    let error = UpstreamError::Closed(e.into_error());
+                    return Err(Failed { error, unsent: Some(back), reused });
+                }
+                None => return Err(Failed { error: UpstreamError::Send(e.into_error()), unsent: None, reused }),
             },
         }
     }
@@ -311,7 +380,7 @@ pub async fn send(
 /// dropped earlier, it closes the connection, which still carries the rest of the response.
 pub struct PooledBody {
     inner: Incoming,
-    conn: Option<(SendRequest<RequestBody>, Arc<Pool>)>,
+    conn: Option<(Conn, Arc<Pool>)>,
 }
 
 impl std::fmt::Debug for PooledBody {
@@ -322,8 +391,8 @@ impl std::fmt::Debug for PooledBody {
 
 impl PooledBody {
     fn release(&mut self) {
-        if let Some((sender, pool)) = self.conn.take() {
-            pool.put(sender);
+        if let Some((conn, pool)) = self.conn.take() {
+            pool.put(conn);
         }
     }
 }

@@ -74,7 +74,8 @@ async fn app(ports: &[u16], timeout: Duration) -> Proxy {
         Arc::new(Registry::new(["web".to_string(), "empty".to_string()], Arc::new(StaticDiscovery::default())));
     registry.apply_snapshot("web", 1, ports.iter().map(|p| inst(*p)).collect()).await;
     registry.apply_snapshot("empty", 1, vec![]).await;
-    Proxy { registry, connect_timeout: Duration::from_secs(1), timeout, max_replay_body: 1024 }
+    let timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
+    Proxy { registry, timeouts, timeout, max_replay_body: 1024 }
 }
 
 async fn send(app: &Proxy, req: http::Request<Body>) -> (u16, serde_json::Value) {
@@ -213,4 +214,72 @@ async fn hangs_up(reset: bool) {
 
 async fn app_one(port: u16) -> Proxy {
     app(&[port], Duration::from_secs(5)).await
+}
+
+async fn send_text(app: &Proxy, req: http::Request<Body>) -> (u16, String) {
+    let resp = app.serve(req, None).await;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).to_string())
+}
+
+fn port_of(authority: &str) -> u16 {
+    authority.rsplit_once(':').unwrap().1.parse().unwrap()
+}
+
+/// One instance that closes each pooled connection as the next request arrives: an idempotent
+/// request goes again on a new connection to the same instance, and the client sees no error; a
+/// POST that reached the instance is never sent twice.
+#[tokio::test]
+async fn a_reused_connection_closed_by_the_only_instance_costs_an_idempotent_request_nothing() {
+    use std::sync::atomic::Ordering;
+    let (authority, seen) = crate::test_backends::second_request_hangs_up().await;
+    let app = app_one(port_of(&authority)).await;
+    for method in ["GET", "PUT", "DELETE", "HEAD", "OPTIONS"] {
+        for i in 0..6 {
+            let req = http::Request::builder().method(method).uri(format!("/web/r{i}")).body(Body::empty()).unwrap();
+            let (status, body) = send_text(&app, req).await;
+            assert_eq!(status, 200, "{method} #{i}: {body}");
+            if method != "HEAD" {
+                assert_eq!(body, format!("{method} /r{i}"), "{method} #{i}");
+            }
+        }
+    }
+    let mut failed = 0;
+    for i in 0..6 {
+        let before = seen.load(Ordering::SeqCst);
+        let req = http::Request::post(format!("/web/p{i}")).body(Body::from("x")).unwrap();
+        let (status, body) = send_text(&app, req).await;
+        assert_eq!(seen.load(Ordering::SeqCst) - before, 1, "POST #{i} reached the instance once: {body}");
+        match status {
+            200 => assert_eq!(body, format!("POST /p{i}")),
+            502 => failed += 1,
+            other => panic!("POST #{i}: {other} {body}"),
+        }
+    }
+    assert_eq!(failed, 3, "every POST on a reused connection fails (it may have been processed), no other");
+}
+
+/// Bytes an instance sends past the end of a response, whenever they arrive, never become the
+/// answer to the next request, for any method after a bodiless status, and for an idempotent
+/// one after any response.
+#[tokio::test]
+async fn bytes_past_the_end_of_a_response_never_answer_the_next_request() {
+    use crate::test_backends::{stray_backend, Stray};
+    for when in [Stray::WithResponse, Stray::Soon, Stray::WithNextAnswer] {
+        for status in ["204", "304", "200"] {
+            let (authority, _) = stray_backend(b"hello", when).await;
+            let app = app_one(port_of(&authority)).await;
+            let methods: &[&str] = if status == "200" { &["GET", "PUT", "DELETE"] } else { &["GET", "POST", "PUT"] };
+            for (i, method) in methods.iter().enumerate() {
+                let (got, _) = send_text(&app, get_req(&format!("/web/odd/{status}"))).await;
+                assert_eq!(got.to_string(), status, "{when:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let req =
+                    http::Request::builder().method(*method).uri(format!("/web/n{i}")).body(Body::empty()).unwrap();
+                let answer = send_text(&app, req).await;
+                assert_eq!(answer, (200, format!("/n{i}")), "{when:?}, {method} after a {status}");
+            }
+        }
+    }
 }

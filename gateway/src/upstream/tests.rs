@@ -7,6 +7,11 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::test_backends::{second_request_hangs_up, stray_backend, Stray};
+
+/// Reuse for up to a minute: the tests that are not about idle limits.
+const T: Timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
+
 /// A backend answering each request with the client's source port, so a test can tell which
 /// connection carried it.
 async fn port_backend() -> String {
@@ -40,20 +45,20 @@ async fn a_connection_is_reused_once_its_response_was_read_to_the_end() {
     let pool = Arc::new(Pool::new(&authority));
     let mut ports = std::collections::HashSet::new();
     for _ in 0..10 {
-        let resp = send(&pool, request("GET", &authority, ""), Duration::from_secs(1)).await.unwrap();
+        let resp = send(&pool, request("GET", &authority, ""), T, true).await.unwrap();
         ports.insert(text(resp).await);
         assert_eq!(pool.idle_count(), 1);
     }
     assert_eq!(ports.len(), 1, "one keep-alive connection for sequential requests");
 
     // A body dropped before its end leaves the rest of the response on the connection: not reused.
-    let resp = send(&pool, request("GET", &authority, ""), Duration::from_secs(1)).await.unwrap();
+    let resp = send(&pool, request("GET", &authority, ""), T, true).await.unwrap();
     assert_eq!(pool.idle_count(), 0, "in use");
     drop(resp);
     assert_eq!(pool.idle_count(), 0, "dropped early: closed, not returned");
 
     // HEAD: no body to read, so the connection is free as soon as the response is dropped.
-    let resp = send(&pool, request("HEAD", &authority, ""), Duration::from_secs(1)).await.unwrap();
+    let resp = send(&pool, request("HEAD", &authority, ""), T, true).await.unwrap();
     assert_eq!(resp.status(), 200);
     drop(resp);
     assert_eq!(pool.idle_count(), 1);
@@ -63,10 +68,8 @@ async fn a_connection_is_reused_once_its_response_was_read_to_the_end() {
 async fn concurrent_requests_open_connections_that_all_return() {
     let authority = port_backend().await;
     let pool = Arc::new(Pool::new(&authority));
-    let responses: Vec<_> = futures_util::future::join_all(
-        (0..4).map(|_| send(&pool, request("GET", &authority, ""), Duration::from_secs(1))),
-    )
-    .await;
+    let responses: Vec<_> =
+        futures_util::future::join_all((0..4).map(|_| send(&pool, request("GET", &authority, ""), T, true))).await;
     let mut ports = std::collections::HashSet::new();
     for r in responses {
         ports.insert(text(r.unwrap()).await);
@@ -101,7 +104,7 @@ async fn a_connection_the_instance_closed_while_idle_is_not_used_even_for_a_post
     let (authority, accepted) = closing_backend(Duration::from_millis(20)).await;
     let pool = Arc::new(Pool::new(&authority));
     for _ in 0..3 {
-        let resp = send(&pool, request("POST", &authority, "hi"), Duration::from_secs(1)).await.unwrap();
+        let resp = send(&pool, request("POST", &authority, "hi"), T, true).await.unwrap();
         assert_eq!(text(resp).await, "ok");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -113,13 +116,13 @@ async fn refused_and_unreachable_are_connect_errors() {
     let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
     let authority = format!("127.0.0.1:{port}");
     let pool = Arc::new(Pool::new(&authority));
-    let failed = send(&pool, request("POST", &authority, "x"), Duration::from_secs(1)).await.unwrap_err();
+    let failed = send(&pool, request("POST", &authority, "x"), T, true).await.unwrap_err();
     assert!(failed.error.is_connect(), "{}", failed.error);
     assert!(!failed.error.closed_before_response());
     let back = failed.unsent.expect("nothing was sent: the request comes back");
     assert_eq!(back.method(), "POST");
     let pool = Arc::new(Pool::new("no-such-host.invalid:80"));
-    let failed = send(&pool, request("GET", "x", ""), Duration::from_secs(2)).await.unwrap_err();
+    let failed = send(&pool, request("GET", "x", ""), T, true).await.unwrap_err();
     assert!(failed.error.is_connect() && failed.unsent.is_some(), "{}", failed.error);
 }
 
@@ -127,9 +130,9 @@ async fn refused_and_unreachable_are_connect_errors() {
 async fn idle_connections_expire() {
     let authority = port_backend().await;
     let pool = Arc::new(Pool::new(&authority));
-    let resp = send(&pool, request("GET", &authority, ""), Duration::from_secs(1)).await.unwrap();
+    let resp = send(&pool, request("GET", &authority, ""), T, true).await.unwrap();
     text(resp).await;
-    pool.expire(IDLE_TIMEOUT);
+    pool.expire(Duration::from_secs(90));
     assert_eq!(pool.idle_count(), 1, "young enough");
     pool.expire(Duration::ZERO);
     assert_eq!(pool.idle_count(), 0, "expired");
@@ -162,15 +165,138 @@ async fn a_connection_still_sending_an_upload_is_not_reused() {
     let upload = RequestBody::Stream(UnsyncBoxBody::new(http_body_util::StreamBody::new(chunks)));
     let req = Request::post("/up").header("host", &authority).body(upload).unwrap();
     tx.send(Ok(Frame::data(Bytes::from_static(b"part")))).await.unwrap();
-    let resp = send(&pool, req, Duration::from_secs(1)).await.unwrap();
+    let resp = send(&pool, req, T, true).await.unwrap();
     assert_eq!((resp.status().as_u16(), text(resp).await.as_str()), (413, "no"));
     assert_eq!(pool.idle_count(), 0, "the upload still occupies the connection");
 
-    let next = tokio::time::timeout(
-        Duration::from_secs(2),
-        send(&pool, request("GET", &authority, ""), Duration::from_secs(1)),
-    );
+    let next = tokio::time::timeout(Duration::from_secs(2), send(&pool, request("GET", &authority, ""), T, true));
     let resp = next.await.expect("the next request does not wait for the upload").unwrap();
     assert_eq!(text(resp).await, "ok");
     drop(tx);
+}
+
+fn get(authority: &str, path: &str) -> Request<RequestBody> {
+    Request::get(path).header("host", authority).body(RequestBody::Full(Full::default())).unwrap()
+}
+
+#[tokio::test]
+async fn bytes_after_a_bodiless_response_never_reach_the_next_request() {
+    for when in [Stray::WithResponse, Stray::Soon, Stray::WithNextAnswer] {
+        for status in ["204", "304"] {
+            let (authority, accepted) = stray_backend(b"hello", when).await;
+            let pool = Arc::new(Pool::new(&authority));
+            for i in 0..3 {
+                let resp = send(&pool, get(&authority, &format!("/odd/{status}")), T, true).await.unwrap();
+                assert_eq!(resp.status().as_str(), status);
+                assert_eq!(text(resp).await, "", "{when:?} {status}: no body after {status}");
+                assert_eq!(pool.idle_count(), 0, "{when:?} {status}: declared a body: not pooled");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let path = format!("/next/{i}");
+                let resp = send(&pool, get(&authority, &path), T, true).await.unwrap();
+                assert_eq!(text(resp).await, path, "{when:?} {status}: the next request gets its own answer");
+            }
+            // Each bodiless response's connection is closed: the first and each next request's
+            // are new ones.
+            assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 4, "{when:?} {status}");
+        }
+    }
+}
+
+/// A 200 followed by more bytes than its `Content-Length`: hyper sees the ones it read with the
+/// response, the probe those that arrived before the connection is reused; those that come only
+/// with the next answer make it malformed, on a connection flagged as reused (the proxy sends
+/// an idempotent request again; see `proxy::tests`).
+#[tokio::test]
+async fn bytes_past_the_end_of_a_response_never_reach_the_next_request() {
+    for when in [Stray::WithResponse, Stray::Soon] {
+        let (authority, _) = stray_backend(b"hello", when).await;
+        let pool = Arc::new(Pool::new(&authority));
+        for i in 0..3 {
+            let resp = send(&pool, get(&authority, "/odd/200"), T, true).await.unwrap();
+            assert_eq!(text(resp).await, "12345");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let path = format!("/next/{i}");
+            let resp = send(&pool, get(&authority, &path), T, true).await;
+            let resp = resp.unwrap_or_else(|e| panic!("{when:?} {i}: {e:?}"));
+            assert_eq!(text(resp).await, path, "{when:?}");
+        }
+    }
+    let (authority, _) = stray_backend(b"junk!", Stray::WithNextAnswer).await;
+    let pool = Arc::new(Pool::new(&authority));
+    text(send(&pool, get(&authority, "/odd/200"), T, true).await.unwrap()).await;
+    let failed = send(&pool, get(&authority, "/next"), T, true).await.unwrap_err();
+    assert!(failed.reused && failed.error.is_malformed_response(), "{failed:?}");
+    let resp = send(&pool, get(&authority, "/next"), T, true).await.unwrap();
+    assert_eq!(text(resp).await, "/next", "a new connection");
+}
+
+/// A backend whose responses carry `keep_alive` as `Keep-Alive`; counts its connections.
+async fn keep_alive_backend(keep_alive: &'static str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while conn.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                    let answer = format!("HTTP/1.1 200 OK\r\nkeep-alive: {keep_alive}\r\ncontent-length: 2\r\n\r\nok");
+                    if conn.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn a_connection_is_not_reused_past_the_instance_keep_alive_timeout_nor_ours() {
+    let (authority, accepted) = keep_alive_backend("timeout=1").await;
+    let pool = Arc::new(Pool::new(&authority));
+    let count = || accepted.load(std::sync::atomic::Ordering::SeqCst);
+    for pause_ms in [100, 300] {
+        text(send(&pool, get(&authority, "/"), T, true).await.unwrap()).await;
+        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+    }
+    text(send(&pool, get(&authority, "/"), T, true).await.unwrap()).await;
+    assert_eq!(count(), 1, "reused well within timeout=1");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    text(send(&pool, get(&authority, "/"), T, true).await.unwrap()).await;
+    assert_eq!(count(), 2, "idle 600 ms: past what timeout=1 leaves (500 ms), a new connection");
+
+    let (authority, accepted) = keep_alive_backend("timeout=60").await;
+    let pool = Arc::new(Pool::new(&authority));
+    let short = Timeouts { idle: Duration::from_millis(100), ..T };
+    text(send(&pool, get(&authority, "/"), short, true).await.unwrap()).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    text(send(&pool, get(&authority, "/"), short, true).await.unwrap()).await;
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "our own limit is shorter");
+    pool.expire(short.idle);
+    assert_eq!(pool.idle_count(), 1, "young");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    pool.expire(short.idle);
+    assert_eq!(pool.idle_count(), 0, "expired by our limit");
+
+    let (authority, accepted) = keep_alive_backend("timeout=0").await;
+    let pool = Arc::new(Pool::new(&authority));
+    for _ in 0..2 {
+        text(send(&pool, get(&authority, "/"), T, true).await.unwrap()).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "timeout=0: no reuse");
+}
+
+#[tokio::test]
+async fn a_failure_on_a_reused_connection_says_so() {
+    let (authority, _) = second_request_hangs_up().await;
+    let pool = Arc::new(Pool::new(&authority));
+    let first = send(&pool, request("POST", &authority, "a"), T, true).await.unwrap();
+    assert_eq!(text(first).await, "POST /x");
+    let failed = send(&pool, request("POST", &authority, "b"), T, true).await.unwrap_err();
+    assert!(failed.reused && failed.error.closed_before_response() && failed.unsent.is_none(), "{failed:?}");
+    let fresh = send(&pool, request("POST", &authority, "c"), T, false).await.unwrap();
+    assert_eq!(text(fresh).await, "POST /x");
 }
