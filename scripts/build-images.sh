@@ -93,7 +93,8 @@ build_consul() {
 }
 
 # A docker CLI that can build with BuildKit: `docker buildx`, or a pre-23 CLI whose built-in
-# BuildKit client DOCKER_BUILDKIT=1 enables (Debian's docker.io 20.10 ships one in /usr/bin).
+# BuildKit client DOCKER_BUILDKIT=1 enables (Debian 12's own Docker package, 20.10, ships one in
+# /usr/bin).
 buildkit_build() {
   if docker buildx version >/dev/null 2>&1; then
     docker buildx build --load "$@"
