@@ -3,7 +3,8 @@
 # `command:`.
 #
 # Where the binaries come from (build-arg BINARIES):
-#   builder   (default) compiled here in ${RUST_IMAGE}; needs a registry and crates.io.
+#   builder   (default) compiled here in ${RUST_IMAGE}; needs a container registry and Rust's
+#             package registry.
 #   prebuilt  copied from ${PREBUILT_DIR} in the build context, i.e. `cargo build --release` on the
 #             host (same glibc as the runtime: Debian 12). The offline path scripts/build-images.sh takes.
 # BuildKit (DOCKER_BUILDKIT=1, docker buildx, Compose v2) builds only the stages the target needs,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds, without any container registry, the images docker-compose.yml runs:
-#   1. base    a minimal Debian 12 rootfs (debootstrap --variant=minbase), `docker import`ed;
+#   1. base    a minimal Debian 12 rootfs (debootstrap --variant=minbase) from the Debian archive
+#              this machine's apt is configured with (scripts/lib/apt-mirror.sh), `docker import`ed;
 #              the rootfs tarball is cached under .cache/ so a pruned image re-imports in seconds.
 #   2. consul  the local stand-in for hashicorp/consul (docker/consul/) with scripts/install-consul.sh's binary.
 #   3. project `cargo build --release` on the host, then the root Dockerfile with BINARIES=prebuilt
@@ -10,7 +11,8 @@
 #
 # Usage: scripts/build-images.sh [all|base|consul|project]      (default: all)
 # Env (with defaults): BASE_IMAGE=consul-gateway-base:bookworm  CONSUL_LOCAL_IMAGE=consul-gateway-consul:local
-#   PROJECT_IMAGE=consul-gateway:local  DEBIAN_MIRROR=http://deb.debian.org/debian  CACHE_DIR=<repo>/.cache
+#   PROJECT_IMAGE=consul-gateway:local  CACHE_DIR=<repo>/.cache
+#   DEBIAN_MIRROR=<the archive URI from /etc/apt> (an explicit archive base URI overrides the lookup)
 #   SKIP_CARGO=1 (use the binaries already in target/release)
 # Prints `export ...` lines for docker-compose.yml's image variables on stdout; logs go to stderr.
 set -euo pipefail
@@ -20,8 +22,9 @@ cache=${CACHE_DIR:-$repo/.cache}
 BASE_IMAGE=${BASE_IMAGE:-consul-gateway-base:bookworm}
 CONSUL_LOCAL_IMAGE=${CONSUL_LOCAL_IMAGE:-consul-gateway-consul:local}
 PROJECT_IMAGE=${PROJECT_IMAGE:-consul-gateway:local}
-DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 BINARIES=(gateway watcher registrator serviceweb)
+# shellcheck source-path=SCRIPTDIR source=lib/apt-mirror.sh
+. "$repo/scripts/lib/apt-mirror.sh"
 
 log() { echo "build-images: $*" >&2; }
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
@@ -53,12 +56,14 @@ build_base() {
   fi
   local tarball=$cache/bookworm-minbase.tar
   if [ ! -s "$tarball" ]; then
+    local mirror
+    mirror=$(debian_mirror) || { log "base: cannot tell which Debian archive to debootstrap from"; exit 1; }
     ensure_debootstrap
     local rootfs=$cache/rootfs.tmp
     rm -rf "$rootfs" "$tarball.tmp"
     mkdir -p "$cache"
-    log "base: debootstrap bookworm (minbase) from $DEBIAN_MIRROR (a few minutes, once)"
-    debootstrap --variant=minbase bookworm "$rootfs" "$DEBIAN_MIRROR" >&2
+    log "base: debootstrap bookworm (minbase) from $mirror (a few minutes, once)"
+    debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >&2
     # An image has no use for the package cache or lists; they are most of the size otherwise.
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/log/*.log
     tar -C "$rootfs" --numeric-owner -cf "$tarball.tmp" .
@@ -88,7 +93,8 @@ build_consul() {
 }
 
 # A docker CLI that can build with BuildKit: `docker buildx`, or a pre-23 CLI whose built-in
-# BuildKit client DOCKER_BUILDKIT=1 enables (Debian's docker.io 20.10 ships one in /usr/bin).
+# BuildKit client DOCKER_BUILDKIT=1 enables (Debian 12's own Docker package, 20.10, ships one in
+# /usr/bin).
 buildkit_build() {
   if docker buildx version >/dev/null 2>&1; then
     docker buildx build --load "$@"

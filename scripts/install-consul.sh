@@ -3,10 +3,12 @@
 # and prints its path on stdout.
 #
 # Debian 12 ships no Consul; Debian 11 (bullseye) shipped consul 1.8.7. We fetch that .deb from
-# Debian's archive through a temporary apt source list (nothing is added to the system's sources)
-# and extract /usr/bin/consul from it. No package is installed.
+# the Debian archive this machine's apt is configured with (scripts/lib/apt-mirror.sh) through a
+# temporary apt source list for bullseye (nothing is added to the system's sources) and extract
+# /usr/bin/consul from it. No package is installed.
 #
-# Env: CONSUL_BIN (use this binary if it exists), CONSUL_INSTALL_DIR (default: <repo>/.tools).
+# Env: CONSUL_BIN (use this binary if it exists), CONSUL_INSTALL_DIR (default: <repo>/.tools),
+#   DEBIAN_MIRROR (the archive's base URI; default: derived from /etc/apt).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,13 +23,16 @@ if [ -x "$dest" ] && "$dest" version >/dev/null 2>&1; then
 fi
 
 log() { echo "install-consul: $*" >&2; }
+# shellcheck source-path=SCRIPTDIR source=lib/apt-mirror.sh
+. "$repo/scripts/lib/apt-mirror.sh"
+mirror=$(debian_mirror) || { log "cannot tell which Debian archive to fetch consul from"; exit 1; }
 mkdir -p "$dest_dir"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 mkdir -p "$work/lists/partial" "$work/archives/partial" "$work/sources.list.d"
 cat >"$work/sources.list" <<LIST
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bullseye main
 LIST
 apt_opts=(
   -o "Dir::Etc::sourcelist=$work/sources.list"
@@ -39,7 +44,7 @@ apt_opts=(
   -o "APT::Sandbox::User=root"
   -o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
 )
-log "fetching the bullseye package index (temporary source list)"
+log "fetching the bullseye package index from $mirror (temporary source list)"
 apt-get "${apt_opts[@]}" -q update >&2
 log "downloading consul from bullseye"
 (cd "$work" && apt-get "${apt_opts[@]}" -q download consul >&2)

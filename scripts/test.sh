@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README), also what CI runs:
-#   1. installs what the tests need (Consul 1.8.7, project-local; idempotent)
+#   1. the scripts' own checks (the Debian archive lookup install-consul.sh relies on), then
+#      installs what the tests need (Consul 1.8.7, project-local; idempotent)
 #   2. formatting and lints
 #   3. unit and end-to-end tests (real Consul agent, real binaries, loopback only)
 #   4. the demo script in smoke mode
@@ -16,6 +17,9 @@ step() { printf '\n== %s ==\n' "$*"; }
 # Every runner's output also goes here, so the last line can give one total.
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
+
+step "scripts: Debian archive lookup (scripts/test-apt-mirror.sh)"
+bash scripts/test-apt-mirror.sh 2>&1 | tee -a "$results"
 
 step "installing test dependencies"
 CONSUL_BIN=$(bash scripts/install-consul.sh)
@@ -53,7 +57,8 @@ if [ -x bench/run.sh ]; then
   step "instruction-count smoke (bench/callgrind.sh, 2 s per proxy)"
   BENCH_NO_BUILD=1 bash bench/callgrind.sh --duration 2 --warmup 1
 fi
-# One closing line for the whole suite: cargo's per-binary results plus the container test's.
+# One closing line for the whole suite: cargo's per-binary results plus the script and container
+# tests' `N passed, N failed` lines.
 read -r passed failed < <(awk '
   /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
   /^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3 }
