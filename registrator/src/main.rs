@@ -15,7 +15,7 @@ use tracing::{info, warn};
 ///
 /// Docker: DOCKER_HOST or /var/run/docker.sock. Consul: --consul / CONSUL_HTTP_ADDR, ACL token
 /// from CONSUL_HTTP_TOKEN (never logged). Per-container settings come from SERVICE_* env vars or
-/// labels, as with gliderlabs/registrator (see docs/containers.md).
+/// labels, as with gliderlabs/registrator (see the README's registrator section).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -27,7 +27,7 @@ struct Args {
     /// Register the container's IP and exposed port instead of the host IP and published port.
     #[arg(long, env = "REGISTRATOR_INTERNAL")]
     internal: bool,
-    /// Host IP to advertise for published ports and host-network containers; default: what the host name resolves to, unless loopback (else those are skipped).
+    /// Host IP to advertise for published ports and host-network containers; default: what the Docker engine's host name resolves to, unless loopback (not looked up with --hostname); without one those are skipped.
     #[arg(long, env = "REGISTRATOR_IP")]
     ip: Option<String>,
     /// Host name used in service IDs (`<hostname>:<container>:<port>`) and as the owner mark; default: the Docker engine's host name.
