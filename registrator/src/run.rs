@@ -100,15 +100,15 @@ async fn settings_for(opts: &Options, engine: &Engine) -> Result<Settings, Error
         (None, Some(name)) => resolve(name).await,
         _ => None,
     };
+    let what = if opts.internal {
+        "host-network containers are"
+    } else {
+        "host-network containers and ports published on all interfaces are"
+    };
     match (&opts.host_ip, &host_name_ip) {
         (Some(_), _) => {}
-        (None, Some(ip)) => info!(
-            host = %hostname,
-            "no --ip: host-network containers and ports published on all interfaces are registered at {ip}, the host name's address"
-        ),
-        (None, None) => {
-            warn!("no --ip: host-network containers and ports published on all interfaces are not registered")
-        }
+        (None, Some(ip)) => info!(host = %hostname, "no --ip: {what} registered at {ip}, the host name's address"),
+        (None, None) => warn!("no --ip: {what} not registered"),
     }
     Ok(Settings {
         hostname,
