@@ -36,10 +36,38 @@ pub struct Container {
     pub env: Vec<String>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
-    /// The container's IP on the network it is reached on, if any.
-    pub ip: Option<String>,
-    /// Exposed and published ports, sorted.
+    /// How the container is connected (for `container:<id>`, the owner's connection once resolved).
+    pub network: Network,
+    /// The container whose network namespace this one shares (`--network container:<id>`), by name.
+    pub via: Option<String>,
+    /// Exposed and published ports, sorted. For `container:<id>`, the host bindings are the owner's.
     pub ports: Vec<Port>,
+}
+
+/// A container's network mode (`HostConfig.NetworkMode`) with the addresses it has there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// Its own namespace on one or more Docker networks (bridge, user-defined, macvlan, ...).
+    Attached {
+        /// The network it was started on (`default` is `bridge`): the default choice of several.
+        primary: String,
+        /// Network name → the container's IP there; networks without an IP are left out.
+        ips: BTreeMap<String, String>,
+    },
+    /// `--network host`: the host's own stack; the ports are listened on at the host's address.
+    Host,
+    /// `--network none`: no interface but loopback, so nothing to register.
+    None,
+    /// `--network container:<id>` not (yet) resolved to that container's network.
+    Joined(String),
+    /// A network that cannot be used, with the reason (e.g. the owner of a shared namespace stopped).
+    Unusable(String),
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network::Attached { primary: "bridge".into(), ips: BTreeMap::new() }
+    }
 }
 
 impl Container {

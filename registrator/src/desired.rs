@@ -1,7 +1,8 @@
 //! Turns one running [`Container`] into the Consul registrations it should have, following
 //! gliderlabs/registrator: one service per port (exposed with `--internal`, published otherwise),
 //! ID `<hostname>:<container-name>:<port>[:udp]`, name from `SERVICE_[<port>_]NAME` or the image
-//! (suffixed `-<port>` when the container has several ports), tags, checks and metadata.
+//! (suffixed `-<port>` when the container has several ports), tags, checks and metadata. Which
+//! address and port number each network mode gets is decided in [`crate::address`].
 //!
 //! Owns the ownership marks ([`META_OWNER`], [`META_CONTAINER`], [`META_SPEC`]) every registration
 //! carries, so [`crate::sync`] only ever touches what this host's registrator created. Pure: no I/O.
@@ -10,6 +11,7 @@ use std::collections::BTreeMap;
 
 use consul::{AgentCheck, AgentRegistration};
 
+use crate::address::{route, Reach, SET_IP};
 use crate::convention::{base_name, metadata, split_tags, Container, Metadata, Port};
 
 /// Meta key naming the registrator (host) that owns a registration.
@@ -30,8 +32,12 @@ pub struct Settings {
     pub hostname: String,
     /// Register container IP + exposed port instead of host IP + published port.
     pub internal: bool,
-    /// The host IP to advertise for published ports (`--ip`).
+    /// The host IP to advertise for published ports and host-network containers (`--ip`).
     pub host_ip: Option<String>,
+    /// Without `--ip`: the address the host name resolves to, if not loopback (see [`crate::address`]).
+    pub host_name_ip: Option<String>,
+    /// With `--internal`: the Docker network whose IP is registered (`--network`).
+    pub network: Option<String>,
     /// Tags added to every service (`--tags`).
     pub force_tags: Vec<String>,
     /// Only register ports that have a `SERVICE_[<port>_]NAME` (`--explicit`).
@@ -43,18 +49,31 @@ pub struct Settings {
 pub struct Desired {
     /// Registrations, each carrying the ownership marks.
     pub services: Vec<AgentRegistration>,
-    /// One line per port that was deliberately not registered.
+    /// Why the container, or one of its ports, was deliberately not registered.
     pub skipped: Vec<String>,
+    /// Choices made without being asked (which network, an ignored `-p`), worth one log line.
+    pub notes: Vec<String>,
 }
 
 /// The registrations `container` should have.
 pub fn registrations(container: &Container, settings: &Settings) -> Desired {
     let mut out = Desired::default();
+    let route = match route(container, settings) {
+        Ok(r) => r,
+        Err(why) => {
+            out.skipped.push(why);
+            return out;
+        }
+    };
+    out.notes = route.notes;
+    if container.ports.is_empty() {
+        out.skipped.push("no exposed or published ports".into());
+    }
     let ports: Vec<&Port> = container
         .ports
         .iter()
         .filter(|p| {
-            let keep = settings.internal || p.host_port.is_some();
+            let keep = route.reach != Reach::Published || p.host_port.is_some();
             if !keep {
                 out.skipped.push(format!("port {}/{} not published on host", p.port, p.proto));
             }
@@ -63,8 +82,14 @@ pub fn registrations(container: &Container, settings: &Settings) -> Desired {
         .collect();
     let is_group = ports.len() > 1;
     for port in ports {
+        if let (Reach::HostStack(_), Some(hp)) = (&route.reach, port.host_port) {
+            if hp != port.port {
+                out.notes
+                    .push(format!("network mode host: Docker ignores -p {hp}:{0}; port {0} is registered", port.port));
+            }
+        }
         let meta = metadata(container, port.port);
-        match service(container, port, &meta, is_group, settings) {
+        match service(container, port, &route.reach, &meta, is_group, settings) {
             Ok(reg) => out.services.push(reg),
             Err(why) => out.skipped.push(format!("port {}/{}: {why}", port.port, port.proto)),
         }
@@ -75,6 +100,7 @@ pub fn registrations(container: &Container, settings: &Settings) -> Desired {
 fn service(
     container: &Container,
     port: &Port,
+    reach: &Reach,
     meta: &Metadata,
     is_group: bool,
     settings: &Settings,
@@ -88,13 +114,14 @@ fn service(
         None => base_name(&container.image),
     };
     let name = if is_group && !meta.is_port_specific("name") { format!("{name}-{}", port.port) } else { name };
-    let (address, svc_port) = if settings.internal {
-        let ip = container.ip.clone().ok_or("container has no IP address")?;
-        (ip, port.port)
-    } else {
-        let bound = port.host_ip.clone().filter(|ip| !matches!(ip.as_str(), "" | "0.0.0.0" | "::"));
-        let ip = settings.host_ip.clone().or(bound).ok_or("no host IP to advertise (set --ip)")?;
-        (ip, port.host_port.ok_or("not published")?)
+    let (address, svc_port) = match reach {
+        Reach::Container(ip) | Reach::HostStack(ip) => (ip.clone(), port.port),
+        Reach::Published => {
+            let bound = port.host_ip.clone().filter(|ip| !matches!(ip.as_str(), "" | "0.0.0.0" | "::"));
+            let ip = settings.host_ip.clone().or(bound).or_else(|| settings.host_name_ip.clone());
+            let ip = ip.ok_or_else(|| format!("no host IP to advertise ({SET_IP})"))?;
+            (ip, port.host_port.ok_or("not published")?)
+        }
     };
     let udp = port.proto == "udp";
     let mut tags = split_tags(meta.get("tags").unwrap_or(""));

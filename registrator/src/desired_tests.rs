@@ -1,13 +1,27 @@
 //! Unit tests of [`super::registrations`]: the gliderlabs conventions end to end, per flag.
 
 use super::*;
+use crate::convention::Network;
 
 fn settings(internal: bool) -> Settings {
-    Settings { hostname: "host1".into(), internal, host_ip: None, force_tags: vec![], explicit: false }
+    Settings {
+        hostname: "host1".into(),
+        internal,
+        host_ip: None,
+        host_name_ip: None,
+        network: None,
+        force_tags: vec![],
+        explicit: false,
+    }
 }
 
 fn port(port: u16, proto: &str, host: Option<(&str, u16)>) -> Port {
     Port { port, proto: proto.into(), host_ip: host.map(|(ip, _)| ip.to_string()), host_port: host.map(|(_, p)| p) }
+}
+
+fn attached(ips: &[(&str, &str)]) -> Network {
+    let ips = ips.iter().map(|(n, ip)| (n.to_string(), ip.to_string())).collect();
+    Network::Attached { primary: "proj_default".into(), ips }
 }
 
 fn web(env: &[&str], ports: Vec<Port>) -> Container {
@@ -17,7 +31,8 @@ fn web(env: &[&str], ports: Vec<Port>) -> Container {
         image: "registry:5000/acme/web:1.0".into(),
         env: env.iter().map(|s| s.to_string()).collect(),
         labels: BTreeMap::new(),
-        ip: Some("172.18.0.5".into()),
+        network: attached(&[("proj_default", "172.18.0.5")]),
+        via: None,
         ports,
     }
 }
@@ -168,7 +183,7 @@ fn check_variants_follow_the_consul_adapter() {
 #[test]
 fn ipv6_check_addresses_are_bracketed() {
     let mut c = web(&["SERVICE_CHECK_HTTP=/h"], vec![port(80, "tcp", None)]);
-    c.ip = Some("fd00::5".into());
+    c.network = attached(&[("proj_default", "fd00::5")]);
     let s = &registrations(&c, &settings(true)).services[0];
     let http = s.check.as_ref().and_then(|c| c.http.clone());
     assert_eq!(http.as_deref(), Some("http://[fd00::5]:80/h"));
@@ -198,10 +213,10 @@ fn other_keys_become_meta_and_reserved_ones_do_not() {
 #[test]
 fn internal_mode_without_ip_is_skipped_not_registered_wrongly() {
     let mut c = web(&[], vec![port(80, "tcp", None)]);
-    c.ip = None;
+    c.network = attached(&[]);
     let d = registrations(&c, &settings(true));
     assert!(d.services.is_empty());
-    assert!(d.skipped[0].contains("no IP"));
+    assert_eq!(d.skipped, ["no IP address on any network"]);
 }
 
 #[test]
@@ -216,7 +231,71 @@ fn spec_hash_is_stable_and_changes_with_content() {
 }
 
 #[test]
-fn no_ports_means_no_services() {
+fn no_ports_means_no_services_and_says_so() {
     let d = registrations(&web(&["SERVICE_NAME=x"], vec![]), &settings(true));
-    assert!(d.services.is_empty() && d.skipped.is_empty());
+    assert!(d.services.is_empty());
+    assert_eq!(d.skipped, ["no exposed or published ports"]);
+}
+
+#[test]
+fn host_network_registers_container_ports_at_the_host_address_in_both_modes() {
+    let mut c = web(&["SERVICE_NAME=hostnet"], vec![port(24120, "tcp", Some(("", 24120))), port(24121, "tcp", None)]);
+    c.network = Network::Host;
+    for internal in [false, true] {
+        let s = Settings { host_ip: Some("192.0.2.1".into()), ..settings(internal) };
+        let d = registrations(&c, &s);
+        let got: Vec<(&str, &str, u16)> =
+            d.services.iter().map(|s| (s.name.as_str(), s.address.as_str(), s.port)).collect();
+        assert_eq!(got, [("hostnet-24120", "192.0.2.1", 24120), ("hostnet-24121", "192.0.2.1", 24121)]);
+        assert!(d.skipped.is_empty(), "{d:?}");
+    }
+    // Without --ip, the host name's address (resolved at start) is used.
+    let s = Settings { host_name_ip: Some("198.51.100.7".into()), ..settings(false) };
+    assert_eq!(registrations(&c, &s).services[0].address, "198.51.100.7");
+}
+
+#[test]
+fn host_network_ignores_the_host_side_of_p_and_says_so() {
+    let mut c = web(&[], vec![port(3000, "tcp", Some(("", 8080)))]);
+    c.network = Network::Host;
+    let d = registrations(&c, &Settings { host_ip: Some("192.0.2.1".into()), ..settings(false) });
+    assert_eq!(d.services[0].port, 3000);
+    assert_eq!(d.notes, ["network mode host: Docker ignores -p 8080:3000; port 3000 is registered"]);
+}
+
+#[test]
+fn host_network_without_a_host_address_is_skipped_with_the_reason() {
+    let mut c = web(&[], vec![port(24120, "tcp", None)]);
+    c.network = Network::Host;
+    let d = registrations(&c, &settings(false));
+    assert!(d.services.is_empty());
+    assert_eq!(d.skipped, ["network mode host: no host address to advertise (set --ip)"]);
+}
+
+#[test]
+fn none_network_is_skipped_once_for_the_container_not_per_port() {
+    let mut c = web(&[], vec![port(1, "tcp", None), port(2, "tcp", None)]);
+    c.network = Network::None;
+    for internal in [false, true] {
+        let d = registrations(&c, &settings(internal));
+        assert!(d.services.is_empty());
+        assert_eq!(d.skipped, ["network mode none: no address to register"]);
+    }
+}
+
+#[test]
+fn joined_container_is_registered_where_its_owner_is() {
+    let mut c = web(&["SERVICE_NAME=side"], vec![port(24130, "tcp", Some(("127.0.0.1", 32770)))]);
+    c.via = Some("owner".into());
+    let d = registrations(&c, &settings(true));
+    assert_eq!((d.services[0].address.as_str(), d.services[0].port), ("172.18.0.5", 24130));
+    assert_eq!(d.services[0].id, "host1:proj_web_1:24130", "the ID stays the joining container's");
+    assert!(d.notes[0].contains("shares the network of container owner"), "{:?}", d.notes);
+    let d = registrations(&c, &settings(false));
+    assert_eq!((d.services[0].address.as_str(), d.services[0].port), ("127.0.0.1", 32770));
+    c.network = Network::Unusable("shares the network of container owner, which is not running".into());
+    assert_eq!(
+        registrations(&c, &settings(true)).skipped,
+        ["shares the network of container owner, which is not running"]
+    );
 }

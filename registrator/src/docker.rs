@@ -2,6 +2,11 @@
 //! API version negotiation, list and inspect containers into the [`Container`] model, and follow
 //! the lifecycle events that change what should be registered.
 //!
+//! Reports each container's network mode with its addresses as facts ([`Network`]); which of
+//! them is registered is [`crate::address`]'s decision. The one exception is `container:<id>`:
+//! the owner of the shared namespace is inspected here and its network and port bindings stand in
+//! for the joining container's ([`join`]).
+//!
 //! Owns every use of bollard. Version negotiation lowers bollard's default API version to the
 //! engine's, so the same binary talks to Docker 20.10 (API 1.41) and to engines that refuse old
 //! versions (Docker 29: minimum 1.44) alike.
@@ -13,7 +18,7 @@ use bollard::query_parameters::{EventsOptions, InspectContainerOptions, ListCont
 use bollard::Docker;
 use futures_util::{Stream, StreamExt};
 
-use crate::convention::{Container, Port};
+use crate::convention::{Container, Network, Port};
 use crate::Error;
 
 /// The container actions that can change what should be registered.
@@ -36,16 +41,17 @@ pub enum State {
 #[derive(Clone, Debug)]
 pub struct Engine {
     docker: Docker,
-    network: Option<String>,
 }
 
 impl Engine {
-    /// Connects and negotiates the API version. `network` picks which network's IP a container is
-    /// registered with (`--network`); without it the container's own network mode decides.
-    pub async fn connect(network: Option<String>) -> Result<Self, Error> {
+    /// Connects and negotiates the API version.
+    ///
+    /// # Errors
+    /// [`Error::Docker`] when the engine cannot be reached.
+    pub async fn connect() -> Result<Self, Error> {
         let docker = Docker::connect_with_defaults().map_err(|e| Error::docker("connect", e))?;
         let docker = docker.negotiate_version().await.map_err(|e| Error::docker("negotiate API version", e))?;
-        Ok(Self { docker, network })
+        Ok(Self { docker })
     }
 
     /// The negotiated API version, e.g. `1.41`.
@@ -83,11 +89,28 @@ impl Engine {
         Ok(list.into_iter().filter_map(|c| c.id).collect())
     }
 
-    /// The current state of one container.
+    /// The current state of one container; `container:<id>` networking is resolved through `<id>`.
+    ///
+    /// # Errors
+    /// [`Error::Docker`] when an inspect fails for another reason than "no such container".
     pub async fn state(&self, id: &str) -> Result<State, Error> {
+        let Some(resp) = self.inspect(id).await? else {
+            return Ok(State::Gone);
+        };
+        let mut state = state_of(resp);
+        if let State::Serving(c) = &mut state {
+            if let Network::Joined(owner) = &c.network {
+                let owner = owner.clone();
+                join(c, &owner, self.inspect(&owner).await?);
+            }
+        }
+        Ok(state)
+    }
+
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInspectResponse>, Error> {
         match self.docker.inspect_container(id, None::<InspectContainerOptions>).await {
-            Ok(resp) => Ok(state_of(resp, self.network.as_deref())),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(State::Gone),
+            Ok(resp) => Ok(Some(resp)),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
             Err(e) => Err(Error::docker(format!("inspect {}", short(id)), e)),
         }
     }
@@ -104,8 +127,9 @@ pub fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
-/// Converts an inspect response into a [`State`].
-pub fn state_of(resp: ContainerInspectResponse, network: Option<&str>) -> State {
+/// Converts an inspect response into a [`State`]. A `container:<id>` network is left
+/// [`Network::Joined`] for [`join`].
+pub fn state_of(resp: ContainerInspectResponse) -> State {
     let st = resp.state.clone().unwrap_or_default();
     if st.paused == Some(true) {
         return State::Paused;
@@ -113,32 +137,74 @@ pub fn state_of(resp: ContainerInspectResponse, network: Option<&str>) -> State 
     if st.running != Some(true) {
         return State::Exited(st.exit_code.unwrap_or(0));
     }
-    State::Serving(Box::new(container_of(resp, network)))
+    State::Serving(Box::new(container_of(resp)))
 }
 
-fn container_of(resp: ContainerInspectResponse, network: Option<&str>) -> Container {
+/// Gives `joiner` (in `container:<owner_ref>` mode) the network of the namespace's owner, as
+/// inspected (`None`: gone): the owner's network mode and addresses, and for each of the joiner's
+/// ports the owner's host binding of that port, since only the owner can publish ports.
+pub fn join(joiner: &mut Container, owner_ref: &str, owner: Option<ContainerInspectResponse>) {
+    let Some(resp) = owner else {
+        let why = format!("shares the network of container {}, which no longer exists", short(owner_ref));
+        joiner.network = Network::Unusable(why);
+        return;
+    };
+    let running = resp.state.as_ref().and_then(|s| s.running) == Some(true);
+    let owner = container_of(resp);
+    joiner.network = match owner.network {
+        _ if !running => {
+            Network::Unusable(format!("shares the network of container {}, which is not running", owner.name))
+        }
+        Network::Joined(_) => {
+            Network::Unusable(format!("shares the network of container {}, which shares another's", owner.name))
+        }
+        network => network,
+    };
+    for port in &mut joiner.ports {
+        let bound = owner.ports.iter().find(|o| o.port == port.port && o.proto == port.proto);
+        port.host_ip = bound.and_then(|o| o.host_ip.clone());
+        port.host_port = bound.and_then(|o| o.host_port);
+    }
+    joiner.via = Some(owner.name);
+}
+
+fn container_of(resp: ContainerInspectResponse) -> Container {
     let config = resp.config.unwrap_or_default();
     let settings = resp.network_settings.unwrap_or_default();
-    let mode = resp.host_config.and_then(|h| h.network_mode).unwrap_or_default();
-    let networks = settings.networks.unwrap_or_default();
-    let ip_on = |name: &str| networks.get(name).and_then(|n| n.ip_address.clone()).filter(|ip| !ip.is_empty());
-    let ip = match network {
-        Some(net) => ip_on(net),
-        None => settings.ip_address.filter(|ip| !ip.is_empty()).or_else(|| ip_on(&mode)).or_else(|| {
-            let mut names: Vec<&String> = networks.keys().collect();
-            names.sort();
-            names.into_iter().find_map(|n| ip_on(n))
-        }),
+    let host = resp.host_config.unwrap_or_default();
+    let mode = host.network_mode.unwrap_or_default();
+    let network = match mode.as_str() {
+        "host" => Network::Host,
+        "none" => Network::None,
+        m => match m.strip_prefix("container:") {
+            Some(owner) => Network::Joined(owner.to_string()),
+            None => {
+                let mut ips: BTreeMap<String, String> = settings
+                    .networks
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|(name, n)| Some((name, n.ip_address.filter(|ip| !ip.is_empty())?)))
+                    .collect();
+                // Engines that predate per-network settings report the default bridge only here.
+                if let Some(ip) = settings.ip_address.filter(|ip| !ip.is_empty()) {
+                    ips.entry("bridge".into()).or_insert(ip);
+                }
+                let primary = if matches!(m, "" | "default") { "bridge" } else { m };
+                Network::Attached { primary: primary.to_string(), ips }
+            }
+        },
     };
-    // Exposed ports, then the runtime port map (which adds host bindings).
+    // Exposed ports; then the configured bindings, which are all a host-network container has
+    // (Docker ignores them there but keeps them); then the runtime port map, which is the truth
+    // for a container with its own namespace.
     let mut ports: BTreeMap<(u16, String), Port> = BTreeMap::new();
-    let keys = config.exposed_ports.unwrap_or_default().into_keys();
-    for key in keys {
+    for key in config.exposed_ports.unwrap_or_default().into_keys() {
         if let Some((port, proto)) = parse_port_key(&key) {
             ports.insert((port, proto.clone()), Port { port, proto, host_ip: None, host_port: None });
         }
     }
-    for (key, bindings) in settings.ports.unwrap_or_default() {
+    let configured = host.port_bindings.unwrap_or_default();
+    for (key, bindings) in configured.into_iter().chain(settings.ports.unwrap_or_default()) {
         let Some((port, proto)) = parse_port_key(&key) else {
             continue;
         };
@@ -157,7 +223,8 @@ fn container_of(resp: ContainerInspectResponse, network: Option<&str>) -> Contai
         image: config.image.unwrap_or_default(),
         env: config.env.unwrap_or_default(),
         labels: config.labels.unwrap_or_default().into_iter().collect(),
-        ip,
+        network,
+        via: None,
         ports: ports.into_values().collect(),
     }
 }

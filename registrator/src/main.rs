@@ -15,7 +15,7 @@ use tracing::{info, warn};
 ///
 /// Docker: DOCKER_HOST or /var/run/docker.sock. Consul: --consul / CONSUL_HTTP_ADDR, ACL token
 /// from CONSUL_HTTP_TOKEN (never logged). Per-container settings come from SERVICE_* env vars or
-/// labels, as with gliderlabs/registrator (see docs/containers.md).
+/// labels, as with gliderlabs/registrator (see the README's registrator section).
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -27,7 +27,7 @@ struct Args {
     /// Register the container's IP and exposed port instead of the host IP and published port.
     #[arg(long, env = "REGISTRATOR_INTERNAL")]
     internal: bool,
-    /// Host IP to advertise for published ports (without it, ports published on all interfaces are skipped).
+    /// Host IP to advertise for published ports and host-network containers; default: what the Docker engine's host name resolves to, unless loopback (not looked up with --hostname); without one those are skipped.
     #[arg(long, env = "REGISTRATOR_IP")]
     ip: Option<String>,
     /// Host name used in service IDs (`<hostname>:<container>:<port>`) and as the owner mark; default: the Docker engine's host name.
@@ -39,7 +39,7 @@ struct Args {
     /// Only register ports that have SERVICE_NAME or SERVICE_<port>_NAME.
     #[arg(long, env = "REGISTRATOR_EXPLICIT")]
     explicit: bool,
-    /// With --internal: use the container's IP on this Docker network and skip containers not on it.
+    /// With --internal: use the container's IP on this Docker network and skip containers not on it (default: the network a container was started on).
     #[arg(long, env = "REGISTRATOR_NETWORK")]
     network: Option<String>,
     /// Resync interval: `30s`, `2m`, or plain seconds; 0 turns the periodic resync off.
@@ -78,9 +78,6 @@ async fn main() -> anyhow::Result<()> {
     let token = Token::from_env();
     if args.network.is_some() && !args.internal {
         warn!("--network only matters with --internal");
-    }
-    if !args.internal && args.ip.is_none() {
-        warn!("without --ip, ports published on all interfaces are not registered");
     }
     info!(consul = %addr, token = token.is_set(), internal = args.internal, "registrator starting");
     let opts = Options {

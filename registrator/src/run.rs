@@ -13,8 +13,11 @@ use futures_util::StreamExt;
 use tokio::time::sleep_until;
 use tracing::{debug, info, warn};
 
-use crate::desired::{registrations, Settings};
+use crate::address::pick_host_ip;
+use crate::convention::Container;
+use crate::desired::{registrations, Desired, Settings};
 use crate::docker::{short, Engine, State};
+use crate::report::Reported;
 use crate::sync::{Deregister, Scope, Syncer};
 use crate::Error;
 use common::backoff::Backoff;
@@ -53,10 +56,11 @@ pub async fn run(opts: Options, consul: consul::Client, shutdown: impl Future<Ou
     tokio::pin!(shutdown);
     let mut reconnect = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let mut settings: Option<Settings> = None;
+    let mut reported = Reported::default();
     loop {
         let started = Instant::now();
         let attempt = async {
-            let engine = Engine::connect(opts.network.clone()).await?;
+            let engine = Engine::connect().await?;
             let settings = match &settings {
                 Some(s) => s.clone(),
                 None => {
@@ -67,7 +71,7 @@ pub async fn run(opts: Options, consul: consul::Client, shutdown: impl Future<Ou
             };
             info!(api = %engine.api_version(), "connected to Docker");
             let syncer = Syncer::new(consul.clone(), settings.hostname.clone());
-            Err::<(), _>(session(&engine, &settings, &syncer, &opts).await)
+            Err::<(), _>(session(&engine, &settings, &syncer, &opts, &mut reported).await)
         };
         let err = tokio::select! {
             _ = &mut shutdown => return,
@@ -86,22 +90,62 @@ pub async fn run(opts: Options, consul: consul::Client, shutdown: impl Future<Ou
 }
 
 async fn settings_for(opts: &Options, engine: &Engine) -> Result<Settings, Error> {
-    let hostname = match &opts.hostname {
-        Some(h) => h.clone(),
-        // An engine that reports no name still needs a stable, non-empty owner.
-        None => Some(engine.host_name().await?).filter(|n| !n.is_empty()).unwrap_or_else(|| "docker-host".into()),
+    let engine_name = match &opts.hostname {
+        Some(_) => None,
+        None => Some(engine.host_name().await?).filter(|n| !n.is_empty()),
     };
+    // An engine that reports no name still needs a stable, non-empty owner.
+    let hostname = opts.hostname.clone().or(engine_name.clone()).unwrap_or_else(|| "docker-host".into());
+    let host_name_ip = match (&opts.host_ip, &engine_name) {
+        (None, Some(name)) => resolve(name).await,
+        _ => None,
+    };
+    let what = if opts.internal {
+        "host-network containers are"
+    } else {
+        "host-network containers and ports published on all interfaces are"
+    };
+    match (&opts.host_ip, &host_name_ip) {
+        (Some(_), _) => {}
+        (None, Some(ip)) => info!(host = %hostname, "no --ip: {what} registered at {ip}, the host name's address"),
+        (None, None) => warn!("no --ip: {what} not registered"),
+    }
     Ok(Settings {
         hostname,
         internal: opts.internal,
         host_ip: opts.host_ip.clone(),
+        host_name_ip,
+        network: opts.network.clone(),
         force_tags: opts.force_tags.clone(),
         explicit: opts.explicit,
     })
 }
 
+/// gliderlabs' fallback for the host's address: what the Docker host's name resolves to, unless
+/// that is loopback. Only the engine's own name is looked up: a `--hostname` is a label for
+/// service IDs, not necessarily a name any resolver knows.
+async fn resolve(name: &str) -> Option<String> {
+    let addrs = tokio::net::lookup_host((name, 0)).await.ok()?;
+    pick_host_ip(addrs.map(|a| a.ip())).map(|ip| ip.to_string())
+}
+
+/// Logs at INFO, once per container, why it (or a port of it) is not registered and which
+/// choices were made for it.
+fn explain(reported: &mut Reported, c: &Container, d: &Desired) {
+    let lines = d.skipped.iter().map(|why| format!("not registered: {why}")).chain(d.notes.iter().cloned()).collect();
+    for line in reported.fresh(&c.id, lines) {
+        info!(container = c.short_id(), name = %c.name, "{line}");
+    }
+}
+
 /// One connection to Docker: events plus timed resyncs, until Docker fails (the returned error).
-async fn session(engine: &Engine, settings: &Settings, syncer: &Syncer, opts: &Options) -> Error {
+async fn session(
+    engine: &Engine,
+    settings: &Settings,
+    syncer: &Syncer,
+    opts: &Options,
+    reported: &mut Reported,
+) -> Error {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     // Replaying from `since` covers the gap between subscribing and the first listing.
     let mut events = engine.events(since);
@@ -110,7 +154,7 @@ async fn session(engine: &Engine, settings: &Settings, syncer: &Syncer, opts: &O
     let mut next = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            _ = sleep_until(next) => match resync(engine, settings, syncer, opts).await {
+            _ = sleep_until(next) => match resync(engine, settings, syncer, opts, reported).await {
                 Ok(()) => {
                     retry.reset();
                     next = tokio::time::Instant::now() + period;
@@ -125,7 +169,7 @@ async fn session(engine: &Engine, settings: &Settings, syncer: &Syncer, opts: &O
             ev = events.next() => match ev {
                 Some(Ok((id, action))) => {
                     debug!(container = short(&id), %action, "Docker event");
-                    match refresh(engine, settings, syncer, opts, &id).await {
+                    match refresh(engine, settings, syncer, opts, reported, &id).await {
                         Ok(()) => {}
                         Err(e @ Error::Docker { .. }) => return e,
                         Err(e) => {
@@ -145,15 +189,23 @@ async fn session(engine: &Engine, settings: &Settings, syncer: &Syncer, opts: &O
 }
 
 /// Brings one container's registrations up to date after an event about it.
-async fn refresh(engine: &Engine, settings: &Settings, syncer: &Syncer, opts: &Options, id: &str) -> Result<(), Error> {
+async fn refresh(
+    engine: &Engine,
+    settings: &Settings,
+    syncer: &Syncer,
+    opts: &Options,
+    reported: &mut Reported,
+    id: &str,
+) -> Result<(), Error> {
     let state = engine.state(id).await?;
+    if !matches!(state, State::Serving(_)) {
+        reported.forget(id);
+    }
     let mut keep = BTreeSet::new();
     let desired = match state {
         State::Serving(c) => {
             let d = registrations(&c, settings);
-            for why in &d.skipped {
-                info!(container = c.short_id(), name = %c.name, "not registered: {why}");
-            }
+            explain(reported, &c, &d);
             d.services
         }
         State::Exited(code) if opts.deregister.keeps(code) => {
@@ -168,20 +220,25 @@ async fn refresh(engine: &Engine, settings: &Settings, syncer: &Syncer, opts: &O
 }
 
 /// Reconciles every running container with everything we own on the agent.
-async fn resync(engine: &Engine, settings: &Settings, syncer: &Syncer, opts: &Options) -> Result<(), Error> {
+async fn resync(
+    engine: &Engine,
+    settings: &Settings,
+    syncer: &Syncer,
+    opts: &Options,
+    reported: &mut Reported,
+) -> Result<(), Error> {
     let ids = engine.running_ids().await?;
     let mut desired = Vec::new();
     let mut serving = BTreeSet::new();
     for id in &ids {
         if let State::Serving(c) = engine.state(id).await? {
             let d = registrations(&c, settings);
-            for why in &d.skipped {
-                debug!(container = c.short_id(), name = %c.name, "not registered: {why}");
-            }
+            explain(reported, &c, &d);
             desired.extend(d.services);
             serving.insert(id.clone());
         }
     }
+    reported.retain(&serving);
     let owned = syncer.owned().await?;
     let mut keep = BTreeSet::new();
     for o in owned.iter().filter(|o| !serving.contains(&o.container)) {
