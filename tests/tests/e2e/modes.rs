@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use e2e::{bin, Consul};
+use e2e::{bin, get_json, http, wait_for, Consul, Gateway, ServiceWeb};
 use serde_json::Value;
 
 /// The route every step is about, as configured.
@@ -204,4 +204,33 @@ fn both_modes_agree(health_status: &str) {
     s.expect("Consul restarted empty", &[]);
     consul.register_ttl("Web", "again-1", 1005, "passing");
     s.expect("register Web after the restart", &["again-1:1005"]);
+}
+
+/// The input through the gateway: `web` among 13 services (so its watcher multiplexes),
+/// the instance registered as `Web`. Its failing check stops its traffic at once, and a new
+/// `Web` instance gets traffic at once, not after the 5-minute resync.
+#[test]
+fn the_gateway_follows_a_case_variant_instance_among_13_services() {
+    let consul = Consul::start();
+    let (a, b) = (ServiceWeb::start(None), ServiceWeb::start(None));
+    consul.register_ttl("Web", "first", a.port, "passing");
+    let services: Vec<String> = std::iter::once(ROUTE.to_string()).chain((0..12).map(|i| format!("svc-{i}"))).collect();
+    let gw = Gateway::start(&consul, &services.join(","), &[]);
+    gw.proc.wait_for_log("multiplexed mode", 0, Duration::from_secs(10));
+    let client = http();
+    let url = gw.url("/web/getRemoteIp");
+    let port_of = || match get_json(&client, &url) {
+        Ok((200, v)) => v["port"].as_u64(),
+        _ => None,
+    };
+    wait_for(Duration::from_secs(5), "traffic to Web", || (port_of() == Some(u64::from(a.port))).then_some(()));
+    consul.set_check("service:first", "fail");
+    wait_for(Duration::from_secs(5), "no traffic once Web's check fails", || {
+        matches!(get_json(&client, &url), Ok((503, _))).then_some(())
+    });
+    consul.register_ttl("Web", "second", b.port, "passing");
+    wait_for(Duration::from_secs(5), "traffic to the new Web", || (port_of() == Some(u64::from(b.port))).then_some(()));
+    for _ in 0..10 {
+        assert_eq!(port_of(), Some(u64::from(b.port)), "only the new instance is routable");
+    }
 }
