@@ -223,13 +223,15 @@ fn the_gateway_follows_a_case_variant_instance_among_13_services() {
         Ok((200, v)) => v["port"].as_u64(),
         _ => None,
     };
-    wait_for(Duration::from_secs(5), "traffic to Web", || (port_of() == Some(u64::from(a.port))).then_some(()));
+    wait_for(Duration::from_secs(10), "traffic to Web", || (port_of() == Some(u64::from(a.port))).then_some(()));
     consul.set_check("service:first", "fail");
-    wait_for(Duration::from_secs(5), "no traffic once Web's check fails", || {
+    wait_for(Duration::from_secs(10), "no traffic once Web's check fails", || {
         matches!(get_json(&client, &url), Ok((503, _))).then_some(())
     });
     consul.register_ttl("Web", "second", b.port, "passing");
-    wait_for(Duration::from_secs(5), "traffic to the new Web", || (port_of() == Some(u64::from(b.port))).then_some(()));
+    wait_for(Duration::from_secs(10), "traffic to the new Web", || {
+        (port_of() == Some(u64::from(b.port))).then_some(())
+    });
     for _ in 0..10 {
         assert_eq!(port_of(), Some(u64::from(b.port)), "only the new instance is routable");
     }
