@@ -11,7 +11,7 @@ use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::de::DeserializeOwned;
 
 use crate::model::{canonical, AgentRegistration, AgentService, CatalogEntry, HealthEntry, Instance};
-use crate::{index, ConsulAddr, Error, Token};
+use crate::{index, ConsulAddr, Error, HealthStatuses, Token};
 
 /// How long a non-blocking call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,13 +21,19 @@ pub const MAX_IDLE_CONNECTIONS: usize = 6;
 const MAX_ERROR_BODY: usize = 512;
 
 /// Which view of a service's instances to read.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
-    /// `/v1/health/service/<name>?passing`: only instances whose checks all pass (the default).
-    #[default]
-    Health,
+    /// `/v1/health/service/<name>`: only instances whose checks (the node's and their own) all
+    /// have an allowed status (the default: `passing` only).
+    Health(HealthStatuses),
     /// `/v1/catalog/service/<name>`: every registered instance regardless of health.
     Catalog,
+}
+
+impl Default for View {
+    fn default() -> Self {
+        View::Health(HealthStatuses::PASSING)
+    }
 }
 
 /// The answer to a read: the data and the `X-Consul-Index` it was read at.
@@ -85,10 +91,18 @@ impl Client {
 
     /// Reads a service's instances. With `index > 0` this is a blocking query that returns when
     /// Consul's index moves past `index` or after `wait` (plus Consul's jitter).
+    ///
+    /// Consul matches `service` without regard to case: instances registered as `Web` are
+    /// instances of `web`. The health view keeps the instances whose every check is allowed
+    /// ([`HealthStatuses`]); with `passing` only, Consul filters the same way (`?passing`) before
+    /// sending, which saves sending failing instances.
+    ///
+    /// # Errors
+    /// An invalid name, Consul unreachable, a non-success answer, or an undecodable body.
     pub async fn instances(&self, view: View, service: &str, index: u64, wait: Duration) -> Result<QueryResult, Error> {
         validate_name(service)?;
         let (prefix, passing) = match view {
-            View::Health => ("health/service", true),
+            View::Health(allowed) => ("health/service", !allowed.warning()),
             View::Catalog => ("catalog/service", false),
         };
         let endpoint = format!("/v1/{prefix}/{service}");
@@ -107,10 +121,10 @@ impl Client {
         let resp = self.send(&endpoint, self.request(Method::GET, url).timeout(timeout)).await?;
         let index = consul_index(&resp);
         let (instances, checkless): (Vec<Instance>, bool) = match view {
-            View::Health => {
+            View::Health(allowed) => {
                 let entries = decode::<Vec<HealthEntry>>(&endpoint, resp).await?;
                 let checkless = entries.is_empty() || entries.iter().any(|e| !e.has_service_check());
-                (entries.into_iter().map(Instance::from).collect(), checkless)
+                (entries.into_iter().filter(|e| e.routable(allowed)).map(Instance::from).collect(), checkless)
             }
             View::Catalog => {
                 let entries = decode::<Vec<CatalogEntry>>(&endpoint, resp).await?;

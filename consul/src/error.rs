@@ -14,6 +14,14 @@ pub enum Error {
     /// A service or check name that cannot be put in a URL path safely.
     #[error("invalid name {0:?}: use letters, digits, '-', '_' and '.' only")]
     InvalidName(String),
+    /// A `--health-status` list that cannot be used (see [`crate::health`]).
+    #[error("invalid --health-status {value:?}: {why} (use passing, or passing,warning)")]
+    InvalidHealthStatus {
+        /// What was given.
+        value: String,
+        /// Why it was refused.
+        why: String,
+    },
     /// Consul could not be reached, or the request timed out.
     #[error("Consul request to {endpoint} failed: {}", chain(source))]
     Transport {

@@ -6,6 +6,8 @@
 //! ## Layout
 //! - [`addr`]: `CONSUL_HTTP_ADDR`-style addresses and the ACL token (which never prints).
 //! - [`model`]: [`Instance`], the normalised view of one service instance, and the raw response shapes.
+//! - [`name`]: service names compared as Consul compares them (without regard to case).
+//! - [`health`]: [`HealthStatuses`], which check statuses make an instance routable.
 //! - [`index`]: the blocking-query index rules from Consul's docs, as pure functions.
 //! - [`client`]: [`Client`], reads (blocking and not) and the agent endpoints used to register services.
 //! - [`error`]: [`Error`], what can go wrong talking to Consul.
@@ -14,10 +16,13 @@ pub mod addr;
 pub mod client;
 pub mod cluster;
 pub mod error;
+pub mod health;
 pub mod index;
 pub mod model;
+pub mod name;
 
 pub use addr::{ConsulAddr, Token};
 pub use client::{Client, QueryResult, View};
 pub use error::Error;
+pub use health::HealthStatuses;
 pub use model::{AgentCheck, AgentRegistration, Instance};

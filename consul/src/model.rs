@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::HealthStatuses;
+
 /// One instance of a service, as routed to: where it listens plus what identifies it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Instance {
@@ -122,13 +124,21 @@ impl HealthEntry {
     pub fn has_service_check(&self) -> bool {
         self.checks.iter().flatten().any(|c| !c.service_id.is_empty() && c.service_id == self.service.id)
     }
+
+    /// Whether every check on the instance (its node's and its own) is in `allowed`.
+    pub fn routable(&self, allowed: HealthStatuses) -> bool {
+        allowed.routable(self.checks.iter().flatten().map(|c| c.status.as_str()))
+    }
 }
 
+/// One check of a health entry: the node's checks and the instance's own.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct EntryCheck {
     #[serde(rename = "ServiceID", default)]
     pub service_id: String,
+    #[serde(default)]
+    pub status: String,
 }
 
 /// One check of `/v1/health/state/any`: every check in the datacenter, node- or service-level.
@@ -270,6 +280,27 @@ mod tests {
         assert_eq!(got[0].tags, vec!["a", "b"]);
         assert_eq!(got[1].authority(), "10.0.0.2:3002");
         assert_eq!(got[1].meta.get("v").map(String::as_str), Some("2"));
+    }
+
+    // Shaped like `consul agent -dev` 1.8.7's `/v1/health/service/web` (no `?passing`): a
+    // service in warning, one in service maintenance, one on a node in maintenance.
+    const CHECKED: &str = r#"[
+      {"Node":{"Node":"a","Address":"10.0.0.1"},"Service":{"ID":"w","Service":"Web","Port":1},
+       "Checks":[{"CheckID":"serfHealth","Status":"passing","ServiceID":""},{"CheckID":"service:w","Status":"warning","ServiceID":"w"}]},
+      {"Node":{"Node":"a","Address":"10.0.0.1"},"Service":{"ID":"m","Service":"web","Port":2},
+       "Checks":[{"CheckID":"serfHealth","Status":"passing","ServiceID":""},{"CheckID":"_service_maintenance:m","Status":"critical","ServiceID":"m"}]},
+      {"Node":{"Node":"b","Address":"10.0.0.2"},"Service":{"ID":"n","Service":"web","Port":3},
+       "Checks":[{"CheckID":"_node_maintenance","Status":"critical","ServiceID":""},{"CheckID":"service:n","Status":"passing","ServiceID":"n"}]},
+      {"Node":{"Node":"b","Address":"10.0.0.2"},"Service":{"ID":"p","Service":"WEB","Port":4},"Checks":[]}]"#;
+
+    #[test]
+    fn every_check_of_node_and_instance_decides_routability() {
+        let entries: Vec<HealthEntry> = serde_json::from_str(CHECKED).unwrap();
+        let ids = |allowed: HealthStatuses| -> Vec<&str> {
+            entries.iter().filter(|e| e.routable(allowed)).map(|e| e.service.id.as_str()).collect()
+        };
+        assert_eq!(ids(HealthStatuses::PASSING), ["p"]);
+        assert_eq!(ids(HealthStatuses::PASSING_WARNING), ["w", "p"]);
     }
 
     #[test]

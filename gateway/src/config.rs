@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::LogFormat;
-use consul::ConsulAddr;
+use consul::{ConsulAddr, HealthStatuses, View};
 
 /// Routes /<service>/* to a random live instance of <service>, as Consul knows it.
 ///
@@ -31,9 +31,15 @@ pub struct Args {
     #[arg(long, env = "GATEWAY_WATCHER_BIN")]
     pub watcher_bin: Option<PathBuf>,
     /// Route on Consul's catalog (every registered instance) instead of the health view
-    /// (only instances whose checks pass).
+    /// (only instances whose checks all have a --health-status).
     #[arg(long, env = "GATEWAY_CATALOG")]
     pub catalog: bool,
+    /// The check statuses that make an instance routable: `passing` or `passing,warning`. Every
+    /// check counts, the node's (serfHealth, node maintenance) and the instance's own (service
+    /// maintenance included). Applies to the watcher and to the gateway's own direct reads alike;
+    /// ignored with --catalog.
+    #[arg(long, env = "GATEWAY_HEALTH_STATUS", default_value = "passing", value_name = "LIST")]
+    pub health_status: HealthStatuses,
     /// How long an instance may take to start answering before the client gets a 504.
     #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
@@ -80,6 +86,8 @@ pub struct Config {
     pub args: Args,
     /// The services, deduplicated.
     pub services: Vec<String>,
+    /// How instances are read from Consul, by the watcher and by direct reads alike.
+    pub view: View,
     /// The watcher executable.
     pub watcher_bin: PathBuf,
     /// Worker threads serving the public listener.
@@ -118,7 +126,8 @@ impl Config {
             Some(p) => p.clone(),
             None => default_watcher_bin()?,
         };
-        Ok(Self { args, services, watcher_bin, workers })
+        let view = if args.catalog { View::Catalog } else { View::Health(args.health_status) };
+        Ok(Self { args, services, view, watcher_bin, workers })
     }
 }
 
@@ -156,5 +165,18 @@ mod tests {
         assert!(parse(&["--workers", "0", "--watcher-bin", "w"]).is_err());
         assert!(parse(&["--workers", "100000", "--watcher-bin", "w"]).is_err());
         assert_eq!(parse(&["--workers", "3", "--watcher-bin", "w"]).unwrap().workers, 3);
+    }
+
+    #[test]
+    fn health_status_is_validated_once_and_makes_the_view() {
+        assert_eq!(parse(&["--watcher-bin", "w"]).unwrap().view, View::Health(HealthStatuses::PASSING));
+        let c = parse(&["--health-status", "passing,warning", "--watcher-bin", "w"]).unwrap();
+        assert_eq!(c.view, View::Health(HealthStatuses::PASSING_WARNING));
+        let c = parse(&["--health-status", "passing,warning", "--catalog", "--watcher-bin", "w"]).unwrap();
+        assert_eq!(c.view, View::Catalog);
+        for bad in ["warning", "passing,critical", "passing,bogus", ""] {
+            let e = parse(&["--health-status", bad, "--watcher-bin", "w"]).unwrap_err();
+            assert!(e.contains("--health-status"), "{bad}: {e}");
+        }
     }
 }

@@ -39,7 +39,8 @@ pub trait Discovery: Send + Sync + 'static {
 pub struct ConsulDiscovery {
     /// The client.
     pub client: consul::Client,
-    /// The view the watcher also uses.
+    /// The view the watcher also uses (with the same health statuses), so a direct read and a
+    /// watcher snapshot agree.
     pub view: consul::View,
 }
 

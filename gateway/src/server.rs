@@ -25,7 +25,10 @@ use crate::workers::{self, Workers};
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Before any endpoint (and its connection pool) exists.
     upstream::set_thread_slots(cfg.workers);
-    let view = if cfg.args.catalog { consul::View::Catalog } else { consul::View::Health };
+    let view = cfg.view;
+    if cfg.args.catalog && cfg.args.health_status != consul::HealthStatuses::PASSING {
+        warn!(health_status = %cfg.args.health_status, "--health-status has no effect with --catalog (every registered instance is routed)");
+    }
     let client = consul::Client::new(cfg.args.consul.clone(), consul::Token::from_env());
     let registry = Arc::new(Registry::new(cfg.services.clone(), Arc::new(ConsulDiscovery { client, view })));
 
@@ -112,8 +115,9 @@ fn watcher_command(cfg: &Config, socket: &str) -> WatcherCommand {
     for s in &cfg.services {
         args.extend(["--service".to_string(), s.clone()]);
     }
-    if cfg.args.catalog {
-        args.push("--catalog".into());
+    match cfg.view {
+        consul::View::Catalog => args.push("--catalog".into()),
+        consul::View::Health(statuses) => args.extend(["--health-status".to_string(), statuses.to_string()]),
     }
     let format = match cfg.args.log_format {
         common::LogFormat::Text => "text",

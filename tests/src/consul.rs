@@ -133,13 +133,45 @@ impl Consul {
         self.put(&format!("/v1/agent/service/deregister/{id}"), serde_json::Value::Null);
     }
 
+    /// Registers a service instance with a TTL check (`service:<id>`) in `status` and `tags`.
+    pub fn register_tagged(&self, name: &str, id: &str, port: u16, status: &str, tags: &[&str]) {
+        self.put(
+            "/v1/agent/service/register",
+            serde_json::json!({"ID": id, "Name": name, "Address": "127.0.0.1", "Port": port, "Tags": tags,
+                                "Check": {"TTL": "600s", "Status": status}}),
+        );
+    }
+
+    /// Registers a node-level TTL check `id` (no service) on the agent's node, in `status`.
+    pub fn register_node_check(&self, id: &str, status: &str) {
+        self.put(
+            "/v1/agent/check/register",
+            serde_json::json!({"ID": id, "Name": id, "TTL": "600s", "Status": status}),
+        );
+    }
+
+    /// Puts one service instance (`Some(id)`) or the agent's whole node (`None`) in or out of
+    /// maintenance (a critical `_service_maintenance:<id>` or `_node_maintenance` check).
+    pub fn maintenance(&self, id: Option<&str>, enable: bool) {
+        let path = match id {
+            Some(id) => format!("/v1/agent/service/maintenance/{id}"),
+            None => "/v1/agent/maintenance".to_string(),
+        };
+        self.put(&format!("{path}?enable={enable}&reason=e2e"), serde_json::Value::Null);
+    }
+
     /// Registers an instance on catalog node `node` (created if new; no agent owns it), without a
     /// check, as an external registration would.
     pub fn catalog_register(&self, node: &str, name: &str, id: &str, port: u16) {
+        self.catalog_register_tagged(node, name, id, port, &[]);
+    }
+
+    /// [`Consul::catalog_register`] with tags.
+    pub fn catalog_register_tagged(&self, node: &str, name: &str, id: &str, port: u16, tags: &[&str]) {
         self.put(
             "/v1/catalog/register",
             serde_json::json!({"Node": node, "Address": "127.0.0.1",
-                                "Service": {"ID": id, "Service": name, "Address": "127.0.0.1", "Port": port}}),
+                                "Service": {"ID": id, "Service": name, "Address": "127.0.0.1", "Port": port, "Tags": tags}}),
         );
     }
 

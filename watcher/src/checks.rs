@@ -2,13 +2,17 @@
 //!
 //! The multiplexed watcher ([`crate::mux`]) blocks on every check in the datacenter; comparing
 //! per-service fingerprints of two answers names the services to re-read. A node-level check
-//! (a node failing) touches every service on it, so its change makes everything dirty.
+//! (a node failing, a node in maintenance) touches every service on it, so its change makes
+//! everything dirty. Checks report the service name as registered (`Web`); it is matched to the
+//! configured names as Consul matches names, without regard to case ([`crate::names`]).
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 
 use consul::model::CheckState;
+
+use crate::names::Watched;
 
 /// Per-service fingerprints of `/v1/health/state/any`, plus one for node-level checks.
 #[derive(Default, PartialEq, Eq, Debug)]
@@ -18,15 +22,17 @@ pub struct CheckPrints {
 }
 
 impl CheckPrints {
-    /// Fingerprints the checks of the watched services.
-    pub fn of(checks: &[CheckState], watched: &BTreeSet<&str>) -> Self {
+    /// Fingerprints the checks of the watched services, per configured name.
+    pub fn of(checks: &[CheckState], watched: &Watched) -> Self {
         let mut per: BTreeMap<&str, Vec<&CheckState>> = BTreeMap::new();
         let mut nodes: Vec<(&str, &str, &str)> = Vec::new();
         for c in checks {
             if c.service_id.is_empty() {
                 nodes.push((&c.node, &c.check_id, &c.status));
-            } else if watched.contains(c.service_name.as_str()) {
-                per.entry(&c.service_name).or_default().push(c);
+            } else {
+                for name in watched.lookup(&c.service_name) {
+                    per.entry(name).or_default().push(c);
+                }
             }
         }
         let services = per
@@ -35,7 +41,7 @@ impl CheckPrints {
                 cs.sort_by(|a, b| (&a.node, &a.check_id).cmp(&(&b.node, &b.check_id)));
                 let mut h = DefaultHasher::new();
                 for c in cs {
-                    (&c.node, &c.check_id, &c.service_id, &c.status, c.modify_index).hash(&mut h);
+                    (&c.node, &c.check_id, &c.service_id, &c.service_name, &c.status, c.modify_index).hash(&mut h);
                 }
                 (name.to_string(), h.finish())
             })
@@ -74,7 +80,7 @@ mod tests {
 
     #[test]
     fn only_services_whose_checks_moved_are_dirty() {
-        let watched: BTreeSet<&str> = ["a", "b"].into();
+        let watched = Watched::new(["a", "b"].map(String::from));
         let before = CheckPrints::of(
             &[
                 check("n", "serfHealth", "", "passing", 1),
@@ -102,7 +108,7 @@ mod tests {
 
     #[test]
     fn unwatched_services_and_order_do_not_matter() {
-        let watched: BTreeSet<&str> = ["a"].into();
+        let watched = Watched::new(["a"].map(String::from));
         let x = CheckPrints::of(&[check("n", "c1", "a", "passing", 5), check("m", "c2", "a", "passing", 7)], &watched);
         let y = CheckPrints::of(
             &[
@@ -116,8 +122,33 @@ mod tests {
     }
 
     #[test]
+    fn checks_of_case_variant_names_count_for_the_configured_name() {
+        let watched = Watched::new(["web", "api"].map(String::from));
+        let x =
+            CheckPrints::of(&[check("n", "c1", "Web", "passing", 5), check("n", "c2", "API", "passing", 6)], &watched);
+        let y =
+            CheckPrints::of(&[check("n", "c1", "Web", "critical", 7), check("n", "c2", "API", "passing", 6)], &watched);
+        assert_eq!(x.changed(&y), Some(BTreeSet::from(["web".to_string()])));
+        // A new instance under yet another spelling; a service maintenance check.
+        let z = CheckPrints::of(
+            &[
+                check("n", "c1", "Web", "critical", 7),
+                check("n", "c2", "API", "passing", 6),
+                check("n", "c3", "WEB", "passing", 8),
+            ],
+            &watched,
+        );
+        assert_eq!(y.changed(&z), Some(BTreeSet::from(["web".to_string()])));
+        let m = CheckPrints::of(
+            &[check("n", "c2", "API", "passing", 6), check("n", "_service_maintenance:api-1", "api", "critical", 9)],
+            &watched,
+        );
+        assert_eq!(z.changed(&m), Some(BTreeSet::from(["api".to_string(), "web".to_string()])));
+    }
+
+    #[test]
     fn a_node_check_flip_makes_everything_dirty() {
-        let watched: BTreeSet<&str> = ["a"].into();
+        let watched = Watched::new(["a"].map(String::from));
         let x = CheckPrints::of(&[check("n", "serfHealth", "", "passing", 1)], &watched);
         let y = CheckPrints::of(&[check("n", "serfHealth", "", "critical", 2)], &watched);
         assert_eq!(x.changed(&y), None);

@@ -11,6 +11,7 @@
 //! - [`watch`]: one blocking-query loop per service (index rules, rate limit, backoff, change
 //!   detection).
 //! - [`mux`]: many services over two blocking queries plus targeted re-reads (for scale).
+//! - [`names`]: the watched services, found by the names Consul reports (case-insensitively).
 //! - [`checks`]: which services' checks changed, from two answers of `/v1/health/state/any`.
 //! - [`scan`]: which services changed, from a node-by-node read of the catalog.
 //! - [`nodes`]: one blocking query per catalog node on small clusters, so a change costs one
@@ -21,6 +22,7 @@
 
 pub mod checks;
 pub mod mux;
+pub mod names;
 pub mod nodes;
 pub mod output;
 pub mod protocol;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::LogFormat;
-use consul::{Client, ConsulAddr, Token, View};
+use consul::{Client, ConsulAddr, HealthStatuses, Token, View};
 use tokio::io::AsyncReadExt;
 use tracing::{error, info};
 use watcher::state::State;
@@ -26,9 +26,14 @@ struct Args {
     #[arg(long = "service", required = true, value_delimiter = ',', value_name = "NAME")]
     services: Vec<String>,
     /// Read /v1/catalog/service/<name> (every registered instance) instead of the health view
-    /// (/v1/health/service/<name>?passing, only instances whose checks pass).
+    /// (/v1/health/service/<name>, only instances whose checks all have a --health-status).
     #[arg(long)]
     catalog: bool,
+    /// The check statuses that make an instance routable on the health view: `passing`, or
+    /// `passing,warning`. Every check counts: the node's (serfHealth, node maintenance) and the
+    /// instance's own (service maintenance included). Ignored with --catalog.
+    #[arg(long, default_value = "passing", value_name = "LIST")]
+    health_status: HealthStatuses,
     /// Send changes to the gateway's Unix socket instead of stdout.
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
@@ -94,7 +99,7 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> ExitCode {
     let client = Client::new(args.consul.clone(), Token::from_env());
-    let view = if args.catalog { View::Catalog } else { View::Health };
+    let view = if args.catalog { View::Catalog } else { View::Health(args.health_status) };
     let cfg = WatchConfig { view, wait: args.wait, rate: args.rate, ..WatchConfig::default() };
     info!(consul = %args.consul, services = ?args.services, ?view, "watching");
     let state = State::new();

@@ -18,6 +18,10 @@
 //! only if their set really changed. After any failed read, or an index going backwards, every
 //! service is re-read. A full re-read also runs every `resync` as a safety net for changes no
 //! index shows (an instance re-registered under the same ID with the same check).
+//!
+//! The cluster-wide answers name services as registered (`Web`), while the re-reads, like the
+//! per-service mode, get every spelling Consul takes for the same service: names are matched
+//! through [`Watched`], so both modes publish the same sets.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,6 +34,7 @@ use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::checks::CheckPrints;
+use crate::names::Watched;
 use crate::nodes::{Mark, NodeWatches};
 use crate::scan::CatalogScan;
 use crate::state::State;
@@ -77,7 +82,7 @@ impl Dirty {
 /// What the watcher knows between reads.
 struct Shared {
     services: Vec<String>,
-    watched: Arc<BTreeSet<String>>,
+    watched: Arc<Watched>,
     dirty: Dirty,
     /// Services with an instance that has no check of its own, or with no instance.
     checkless: Mutex<BTreeSet<String>>,
@@ -116,7 +121,7 @@ pub async fn watch_many(client: Client, services: Vec<String>, cfg: WatchConfig,
         checkless: Mutex::new(services.iter().cloned().collect()),
         baselines_missing: AtomicUsize::new(2),
         reads: Arc::new(Semaphore::new(READ_CONCURRENCY)),
-        watched: Arc::new(services.iter().cloned().collect()),
+        watched: Arc::new(Watched::new(services.iter().cloned())),
         services,
     });
     info!(services = shared.services.len(), "watching in multiplexed mode (2 blocking queries + targeted reads)");
@@ -144,7 +149,7 @@ async fn resync_loop(every: Duration, shared: &Shared) {
 }
 
 async fn checks_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &State) {
-    let watched: BTreeSet<&str> = shared.services.iter().map(String::as_str).collect();
+    let watched = &shared.watched;
     let mut cursor = Cursor::default();
     let mut first = true;
     let mut prints: Option<CheckPrints> = None;
@@ -156,7 +161,7 @@ async fn checks_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state:
             Ok(r) => {
                 backoff.reset();
                 let everything = cursor.advance("health/state/any", r.index);
-                let now = CheckPrints::of(&r.value, &watched);
+                let now = CheckPrints::of(&r.value, watched);
                 match prints.as_ref().map(|p| p.changed(&now)) {
                     Some(Some(changed)) if !everything => shared.dirty.mark(&changed),
                     _ => shared.everything(&mut first),
@@ -175,7 +180,7 @@ async fn catalog_loop(client: &Client, cfg: &WatchConfig, shared: &Arc<Shared>, 
     let watched = &shared.watched;
     let mut cursor = Cursor::default();
     let mut first = true;
-    let mut tags: Option<BTreeMap<String, Vec<String>>> = None;
+    let mut tags: Option<Tags> = None;
     let mut scan = CatalogScan::default();
     let mark: Mark = {
         let shared = shared.clone();
@@ -191,8 +196,7 @@ async fn catalog_loop(client: &Client, cfg: &WatchConfig, shared: &Arc<Shared>, 
             Ok(r) => {
                 backoff.reset();
                 let everything = cursor.advance("catalog/services", r.index);
-                let now: BTreeMap<String, Vec<String>> =
-                    r.value.into_iter().filter(|(name, _)| watched.contains(name)).collect();
+                let now = tags_by_configured_name(r.value, watched);
                 if everything || tags.is_none() {
                     // First answer, or after a reset or failure: everything may have changed.
                     // Take a fresh catalog baseline for the check-less services' next changes.
@@ -233,6 +237,20 @@ async fn catalog_loop(client: &Client, cfg: &WatchConfig, shared: &Arc<Shared>, 
     }
 }
 
+/// Per configured name, every spelling of it in `/v1/catalog/services` with its tags.
+type Tags = BTreeMap<String, Vec<(String, Vec<String>)>>;
+
+fn tags_by_configured_name(services: BTreeMap<String, Vec<String>>, watched: &Watched) -> Tags {
+    let mut out = Tags::new();
+    // In name order, so two answers with the same services compare equal.
+    for (name, tags) in services {
+        for configured in watched.lookup(&name) {
+            out.entry(configured.clone()).or_default().push((name.clone(), tags.clone()));
+        }
+    }
+    out
+}
+
 /// Starts a watch per node from the last scan, if there are few enough nodes. Each watch's first
 /// blocking query is at the index its node was scanned at: a change made since then on that node
 /// makes it answer at once, and the answer is compared with the scanned view.
@@ -262,7 +280,7 @@ async fn follow_nodes(client: &Client, nodes: &mut NodeWatches) -> bool {
 /// requests than re-reading them all (see [`crate::scan`]), else all of them.
 async fn checkless_changes(
     client: &Client,
-    watched: &Arc<BTreeSet<String>>,
+    watched: &Arc<Watched>,
     scan: &mut CatalogScan,
     budget: &Arc<Semaphore>,
     checkless: BTreeSet<String>,
@@ -345,5 +363,27 @@ async fn reader(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &Sta
             shared.dirty.mark(&failed);
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_of_every_spelling_count_for_the_configured_name() {
+        let watched = Watched::new(["web".to_string()]);
+        let answer = |web_tags: &[&str]| {
+            BTreeMap::from([
+                ("Web".to_string(), web_tags.iter().map(|t| t.to_string()).collect()),
+                ("web".to_string(), vec![]),
+                ("other".to_string(), vec!["x".to_string()]),
+            ])
+        };
+        let a = tags_by_configured_name(answer(&["a"]), &watched);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a["web"].len(), 2);
+        assert_eq!(a, tags_by_configured_name(answer(&["a"]), &watched));
+        assert_ne!(a, tags_by_configured_name(answer(&["a", "b"]), &watched));
     }
 }

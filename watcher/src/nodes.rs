@@ -17,6 +17,7 @@ use consul::Client;
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, info};
 
+use crate::names::Watched;
 use crate::watch::{Cursor, WatchConfig};
 use common::backoff::{Backoff, TokenBucket};
 
@@ -32,12 +33,14 @@ pub struct NodeView {
 }
 
 impl NodeView {
-    /// From one node answer: `(service, fingerprint)` per registration; unwatched ones dropped.
-    pub fn new(index: u64, prints: Vec<(String, u64)>, watched: &BTreeSet<String>) -> Self {
+    /// From one node answer: `(service, fingerprint)` per registration, filed under the
+    /// configured names the service (as registered, in any case) stands for; unwatched ones
+    /// dropped.
+    pub fn new(index: u64, prints: Vec<(String, u64)>, watched: &Watched) -> Self {
         let mut services: HashMap<String, Vec<u64>> = HashMap::new();
         for (service, print) in prints {
-            if watched.contains(&service) {
-                services.entry(service).or_default().push(print);
+            for name in watched.lookup(&service) {
+                services.entry(name.clone()).or_default().push(print);
             }
         }
         for prints in services.values_mut() {
@@ -65,7 +68,7 @@ pub type Mark = Arc<dyn Fn(&BTreeSet<String>) + Send + Sync>;
 pub struct NodeWatches {
     client: Client,
     cfg: WatchConfig,
-    watched: Arc<BTreeSet<String>>,
+    watched: Arc<Watched>,
     mark: Mark,
     tasks: HashMap<String, AbortHandle>,
     set: JoinSet<()>,
@@ -75,7 +78,7 @@ pub struct NodeWatches {
 
 impl NodeWatches {
     /// No watches yet.
-    pub fn new(client: Client, cfg: WatchConfig, watched: Arc<BTreeSet<String>>, mark: Mark) -> Self {
+    pub fn new(client: Client, cfg: WatchConfig, watched: Arc<Watched>, mark: Mark) -> Self {
         Self { client, cfg, watched, mark, tasks: HashMap::new(), set: JoinSet::new(), views: Arc::default() }
     }
 
@@ -147,7 +150,7 @@ impl NodeWatches {
 async fn watch_node(
     client: Client,
     cfg: WatchConfig,
-    watched: Arc<BTreeSet<String>>,
+    watched: Arc<Watched>,
     mark: Mark,
     views: Arc<Mutex<HashMap<String, NodeView>>>,
     node: String,
@@ -187,8 +190,8 @@ async fn watch_node(
 mod tests {
     use super::*;
 
-    fn watched() -> BTreeSet<String> {
-        ["web", "api"].iter().map(|s| s.to_string()).collect()
+    fn watched() -> Watched {
+        Watched::new(["web", "api"].map(String::from))
     }
 
     fn view(regs: &[(&str, u64)]) -> NodeView {
@@ -205,5 +208,13 @@ mod tests {
         assert_eq!(a.changed(&view(&[("web", 1), ("api", 3)])), BTreeSet::from(["web".to_string()]));
         assert_eq!(a.changed(&view(&[("web", 1), ("web", 2), ("api", 9)])), BTreeSet::from(["api".to_string()]));
         assert_eq!(a.changed(&NodeView::default()), BTreeSet::from(["web".to_string(), "api".to_string()]));
+    }
+
+    #[test]
+    fn registrations_under_any_case_count_for_the_configured_name() {
+        let a = view(&[("web", 1), ("Web", 2)]);
+        assert_eq!(a.services().count(), 1);
+        assert!(a.changed(&view(&[("Web", 2), ("web", 1)])).is_empty());
+        assert_eq!(a.changed(&view(&[("web", 1), ("Web", 2), ("WEB", 3)])), BTreeSet::from(["web".to_string()]));
     }
 }

@@ -20,6 +20,7 @@ use tokio::sync::Semaphore;
 use tracing::debug;
 
 use crate::mux::budgeted;
+use crate::names::Watched;
 use crate::nodes::NodeView;
 
 /// Node reads queued at once; how many are actually in flight is bounded by the caller's budget.
@@ -54,7 +55,7 @@ impl CatalogScan {
     pub async fn changed(
         &mut self,
         client: &Client,
-        watched: &Arc<BTreeSet<String>>,
+        watched: &Arc<Watched>,
         budget: &Arc<Semaphore>,
     ) -> Result<Option<BTreeSet<String>>, consul::Error> {
         let started = Instant::now();
@@ -107,7 +108,7 @@ mod tests {
     use super::*;
 
     fn nodes(list: &[(&str, &[(&str, u64)])]) -> BTreeMap<String, NodeView> {
-        let watched: BTreeSet<String> = ["web", "api", "new"].iter().map(|s| s.to_string()).collect();
+        let watched = Watched::new(["web", "api", "new"].map(String::from));
         list.iter()
             .map(|(node, regs)| {
                 let prints = regs.iter().map(|(s, p)| (s.to_string(), *p)).collect();

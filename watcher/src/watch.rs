@@ -15,7 +15,8 @@ use common::backoff::{Backoff, TokenBucket};
 /// How a service is watched.
 #[derive(Clone, Debug)]
 pub struct WatchConfig {
-    /// Health (passing only) or catalog (everything registered).
+    /// Health (instances whose checks all have an allowed status) or catalog (everything
+    /// registered).
     pub view: View,
     /// The `wait` of each blocking query.
     pub wait: Duration,
@@ -32,7 +33,7 @@ pub struct WatchConfig {
 impl Default for WatchConfig {
     fn default() -> Self {
         Self {
-            view: View::Health,
+            view: View::default(),
             wait: Duration::from_secs(300),
             rate: 10.0,
             burst: 5,

@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod failures;
+mod health_status;
 mod lifecycle;
+mod modes;
 mod routing;
 mod watcher;
