@@ -152,6 +152,7 @@ mod tests {
         assert_eq!(c.services, vec!["service-web"]);
         assert_eq!(c.args.listen.port(), 3000);
         assert!(c.args.admin_listen.ip().is_loopback());
+        assert_eq!(c.args.upstream_idle_timeout, Duration::from_millis(500));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! them first (`cargo build --workspace --bins`, which `scripts/test.sh` does). Consul is found
 //! through `CONSUL_BIN`, then `<repo>/.tools/consul` (`scripts/install-consul.sh`), then `PATH`.
 
+pub mod backend;
 pub mod consul;
 pub mod procs;
 pub mod traffic;
@@ -16,6 +17,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+pub use backend::Backend;
 pub use consul::Consul;
 pub use procs::{Gateway, Proc, ServiceWeb};
 pub use traffic::{assert_all_ok, Hammer, Sample};

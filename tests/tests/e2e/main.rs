@@ -9,4 +9,5 @@ mod health_status;
 mod lifecycle;
 mod modes;
 mod routing;
+mod upstream;
 mod watcher;
