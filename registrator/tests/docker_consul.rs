@@ -2,14 +2,14 @@
 //! registration from events, deregistration on kill, pause/unpause, and a registrator restart
 //! that must neither leave a stale entry nor miss a container started while it was down.
 //!
-//! Skipped when no Docker engine answers, unless `REQUIRE_DOCKER` is set.
+//! Needs a Docker engine: without one the test fails (it never passes without running).
 
 mod support;
 
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{docker_or_skip, test_image, wait_for, Consul, Container};
+use support::{require_docker, test_image, wait_for, Consul, Container};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -30,9 +30,7 @@ fn wait_gone(consul: &Consul, id: &str, within: Duration) {
 
 #[test]
 fn registers_follows_events_and_repairs_after_restart() {
-    if !docker_or_skip("registers_follows_events_and_repairs_after_restart") {
-        return;
-    }
+    require_docker();
     let image = test_image();
     let consul = Consul::start();
     // A unique owner per run: service IDs are `<hostname>:<container>:<port>`.

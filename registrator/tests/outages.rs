@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{docker_or_skip, free_port, test_image, wait_for, Consul, Container};
+use support::{free_port, require_docker, test_image, wait_for, Consul, Container};
 
 #[test]
 fn unreachable_docker_is_retried_with_backoff_not_spun_on() {
@@ -29,9 +29,7 @@ fn unreachable_docker_is_retried_with_backoff_not_spun_on() {
 
 #[test]
 fn consul_down_at_start_then_up_gets_everything_registered() {
-    if !docker_or_skip("consul_down_at_start_then_up_gets_everything_registered") {
-        return;
-    }
+    require_docker();
     let image = test_image();
     let pid = std::process::id();
     let host = format!("outage{pid}");

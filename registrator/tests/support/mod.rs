@@ -27,21 +27,6 @@ pub fn docker(args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// Whether a Docker engine answers. Without one the test is skipped, unless `REQUIRE_DOCKER` is
-/// set, in which case a missing engine is a failure.
-pub fn docker_or_skip(test: &str) -> bool {
-    match docker(&["version", "--format", "{{.Server.Version}}"]) {
-        Ok(_) => true,
-        Err(e) if std::env::var_os("REQUIRE_DOCKER").is_some() => {
-            panic!("REQUIRE_DOCKER is set but no Docker engine answers: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipping {test}: no Docker engine ({e}); set REQUIRE_DOCKER=1 to make this fail");
-            false
-        }
-    }
-}
-
 /// An image with `sleep`: `REGISTRATOR_TEST_IMAGE`, else the project's base image, built with
 /// `scripts/build-images.sh base` (debootstrap, no registry) when it is missing.
 pub fn test_image() -> String {
