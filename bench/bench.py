@@ -62,6 +62,9 @@ def parse_args(argv):
     p.add_argument("--backend-cpus", help="taskset CPU list for the nginx backends (overrides --pin)")
     p.add_argument("--only", default=",".join(PHASES), help=f"comma list of phases to run (default all: {','.join(PHASES)})")
     p.add_argument("--bin-dir", default=None, help="where gateway and watcher are (default: <target>/release)")
+    p.add_argument("--baseline-bin-dir", default=None,
+                   help="another build's gateway and watcher (e.g. the previous commit's target/release): the "
+                        "throughput phase also runs it, as 'baseline --workers N', in the same alternating rounds")
     p.add_argument("--results", default=None,
                    help="also write the Markdown report here (default: bench/RESULTS.md for a full run of all phases, "
                         "nothing for --smoke)")

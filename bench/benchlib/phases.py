@@ -53,6 +53,13 @@ def throughput(env, backends):
         if ready_s is None:
             raise HarnessError(f"gateway --workers {w} not ready within 30 s; see {gw.log_path}")
         gateways.append((f"gateway --workers {w}", gw))
+    # The previous build, side by side with this one in the same rounds (per-request cost budgets).
+    for w in (o.workers if o.baseline_bin_dir else []):
+        gw, ready_s = start_gateway(env.procs, o.baseline_bin_dir, f"baseline-w{w}", env.consul, [SERVICE],
+                                    ["--workers", str(w)], cpus=env.proxy_cpus)
+        if ready_s is None:
+            raise HarnessError(f"baseline gateway --workers {w} not ready within 30 s; see {gw.log_path}")
+        gateways.append((f"baseline --workers {w}", gw))
     # Within a round nginx runs between the gateways; every other round runs in reverse order.
     order = gateways[:1] + [("nginx", ref)] + gateways[1:]
     for name, proc in order:
