@@ -5,8 +5,30 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Binds a free loopback port and runs `serve` on each connection accepted there, in a task of
+/// its own. Returns the address and the number of connections accepted so far.
+pub async fn listen<F, Fut>(serve: F) -> (String, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve(conn));
+        }
+    });
+    (addr, accepted)
+}
 
 /// When a misbehaving backend sends the bytes past the end of its response.
 #[derive(Clone, Copy, Debug)]
@@ -24,88 +46,76 @@ pub enum Stray {
 /// (and, for a `200`, those 5 bytes: `12345`), then `extra` sent as `when` says; any other path
 /// is answered `200` with the path as the body.
 pub async fn stray_backend(extra: &'static [u8], when: Stray) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            // No Nagle: `Soon` really is soon (with it, the kernel holds the stray bytes back
-            // until the next request acknowledges the response, which is `WithNextAnswer`).
-            conn.set_nodelay(true).unwrap();
-            tokio::spawn(async move {
-                let (mut buf, mut chunk, mut pending) = (Vec::new(), [0u8; 4096], None);
-                loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                    buf.drain(..end + 4);
-                    let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
-                    if let Some(bytes) = pending.take() {
-                        let _ = conn.write_all(bytes).await;
-                    }
-                    let mut answer = match path.strip_prefix("/odd/") {
-                        Some(status) => {
-                            let body = if status == "200" { "12345" } else { "" };
-                            format!("HTTP/1.1 {status} X\r\ncontent-length: 5\r\n\r\n{body}").into_bytes()
-                        }
-                        None => format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}", path.len()).into_bytes(),
-                    };
-                    if path.starts_with("/odd/") {
-                        match when {
-                            Stray::WithResponse => answer.extend_from_slice(extra),
-                            Stray::Soon => {
-                                let _ = conn.write_all(&answer).await;
-                                tokio::time::sleep(Duration::from_millis(5)).await;
-                                answer = extra.to_vec();
-                            }
-                            Stray::WithNextAnswer => pending = Some(extra),
-                        }
-                    }
-                    if conn.write_all(&answer).await.is_err() {
-                        return;
-                    }
+    listen(move |mut conn| async move {
+        // No Nagle: `Soon` really is soon (with it, the kernel holds the stray bytes back until
+        // the next request acknowledges the response, which is `WithNextAnswer`).
+        conn.set_nodelay(true).unwrap();
+        let (mut buf, mut chunk, mut pending) = (Vec::new(), [0u8; 4096], None);
+        loop {
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                match conn.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 }
-            });
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            buf.drain(..end + 4);
+            let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+            if let Some(bytes) = pending.take() {
+                let _ = conn.write_all(bytes).await;
+            }
+            let mut answer = match path.strip_prefix("/odd/") {
+                Some(status) => {
+                    let body = if status == "200" { "12345" } else { "" };
+                    format!("HTTP/1.1 {status} X\r\ncontent-length: 5\r\n\r\n{body}").into_bytes()
+                }
+                None => format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{path}", path.len()).into_bytes(),
+            };
+            if path.starts_with("/odd/") {
+                match when {
+                    Stray::WithResponse => answer.extend_from_slice(extra),
+                    Stray::Soon => {
+                        let _ = conn.write_all(&answer).await;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        answer = extra.to_vec();
+                    }
+                    Stray::WithNextAnswer => pending = Some(extra),
+                }
+            }
+            if conn.write_all(&answer).await.is_err() {
+                return;
+            }
         }
-    });
-    (addr, accepted)
+    })
+    .await
 }
 
 /// A backend that answers the first request on each connection (`<method> <path>` as the body),
 /// then reads the second and hangs up without answering: an instance that closed an idle
 /// connection just as a request came. Returns its address and how many requests reached it.
 pub async fn second_request_hangs_up() -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let seen = Arc::new(AtomicUsize::new(0));
     let count = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let count = count.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let n = conn.read(&mut buf).await.unwrap_or(0);
-                if n == 0 {
-                    return;
-                }
+    let (addr, _) = listen(move |mut conn| {
+        let count = count.clone();
+        async move {
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            count.fetch_add(1, Ordering::SeqCst);
+            let head = String::from_utf8_lossy(&buf[..n]).to_string();
+            let line: Vec<&str> = head.split_whitespace().take(2).collect();
+            let body = line.join(" ");
+            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            let _ = conn.write_all(answer.as_bytes()).await;
+            if conn.read(&mut buf).await.is_ok_and(|n| n > 0) {
                 count.fetch_add(1, Ordering::SeqCst);
-                let head = String::from_utf8_lossy(&buf[..n]).to_string();
-                let line: Vec<&str> = head.split_whitespace().take(2).collect();
-                let body = line.join(" ");
-                let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
-                let _ = conn.write_all(answer.as_bytes()).await;
-                if conn.read(&mut buf).await.is_ok_and(|n| n > 0) {
-                    count.fetch_add(1, Ordering::SeqCst);
-                }
-            });
+            }
         }
-    });
+    })
+    .await;
     (addr, seen)
 }

@@ -7,7 +7,7 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::test_backends::{second_request_hangs_up, stray_backend, Stray};
+use crate::test_backends::{listen, second_request_hangs_up, stray_backend, Stray};
 
 /// Reuse for up to a minute: the tests that are not about idle limits.
 const T: Timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
@@ -81,22 +81,13 @@ async fn concurrent_requests_open_connections_that_all_return() {
 /// connection after `idle`, as a server with a short keep-alive timeout does. Returns its address
 /// and a counter of accepted connections.
 async fn closing_backend(idle: Duration) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = conn.read(&mut buf).await;
-                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
-                tokio::time::sleep(idle).await;
-            });
-        }
-    });
-    (addr, accepted)
+    listen(move |mut conn| async move {
+        let mut buf = [0u8; 4096];
+        let _ = conn.read(&mut buf).await;
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+        tokio::time::sleep(idle).await;
+    })
+    .await
 }
 
 #[tokio::test]
@@ -232,25 +223,16 @@ async fn bytes_past_the_end_of_a_response_never_reach_the_next_request() {
 
 /// A backend whose responses carry `keep_alive` as `Keep-Alive`; counts its connections.
 async fn keep_alive_backend(keep_alive: &'static str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while conn.read(&mut buf).await.is_ok_and(|n| n > 0) {
-                    let answer = format!("HTTP/1.1 200 OK\r\nkeep-alive: {keep_alive}\r\ncontent-length: 2\r\n\r\nok");
-                    if conn.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    listen(move |mut conn| async move {
+        let mut buf = [0u8; 4096];
+        while conn.read(&mut buf).await.is_ok_and(|n| n > 0) {
+            let answer = format!("HTTP/1.1 200 OK\r\nkeep-alive: {keep_alive}\r\ncontent-length: 2\r\n\r\nok");
+            if conn.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
         }
-    });
-    (addr, accepted)
+    })
+    .await
 }
 
 #[tokio::test]
