@@ -212,12 +212,35 @@ d=$(fixture empty)
 expect_none "no sources at all: fails" "$d" "files read: none"
 expect_none "missing directory: fails" "$tmp/does-not-exist" "files read: none"
 
+# --- apt's other false words, and CRLF line ends ---------------------------------------------------
+d=$(fixture false-words)
+for word in false off 0 Disable; do
+  printf 'Types: deb\nURIs: http://%s.invalid/debian\nSuites: bookworm\nComponents: main\nEnabled: %s\n\n' "$word" "$word" \
+    >>"$d/sources.list.d/a.sources"
+done
+printf 'Types: deb\nURIs: http://enabled.invalid/debian\nSuites: bookworm\nComponents: main\nEnabled: yes\n' \
+  >>"$d/sources.list.d/a.sources"
+expect "deb822: Enabled: false, off, 0 and disable are skipped too" "$d" "http://enabled.invalid/debian"
+d=$(fixture crlf)
+printf 'Types: deb\r\nURIs: http://crlf.invalid/debian\r\nSuites: bookworm\r\nComponents: main\r\n' >"$d/sources.list.d/c.sources"
+expect "deb822 with CRLF line ends" "$d" "http://crlf.invalid/debian"
+d=$(fixture crlf-list)
+printf 'deb http://crlf-list.invalid/debian bookworm main\r\n' >"$d/sources.list"
+expect "one-line with CRLF line ends" "$d" "http://crlf-list.invalid/debian"
+
 # --- the override ------------------------------------------------------------------------------
 got=$(DEBIAN_MIRROR=http://override.invalid/debian/ debian_mirror "$tmp/empty" 2>&1); rc=$?
 if [ "$rc" = 0 ] && [ "$got" = "http://override.invalid/debian" ]; then
   ok "DEBIAN_MIRROR overrides (no apt config needed)"
 else
   not_ok "DEBIAN_MIRROR overrides" "got: '$got' (exit $rc)"
+fi
+
+got=$(DEBIAN_MIRROR=' ' debian_mirror "$tmp/crlf" 2>&1); rc=$?
+if [ "$rc" = 0 ] && [ "$got" = "http://crlf.invalid/debian" ]; then
+  ok "a blank DEBIAN_MIRROR counts as unset"
+else
+  not_ok "a blank DEBIAN_MIRROR counts as unset" "got: '$got' (exit $rc)"
 fi
 
 # --- run as a command ----------------------------------------------------------------------------

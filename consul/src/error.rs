@@ -15,7 +15,8 @@ pub enum Error {
     #[error("invalid name {0:?}: use letters, digits, '-', '_' and '.' only")]
     InvalidName(String),
     /// A `--health-status` list that cannot be used (see [`crate::health`]).
-    #[error("invalid --health-status {value:?}: {why} (use passing, or passing,warning)")]
+    /// (The message leaves out the value: clap, which reports it, names it already.)
+    #[error("{why}; use passing, or passing,warning")]
     InvalidHealthStatus {
         /// What was given.
         value: String,

@@ -60,7 +60,10 @@ impl FromStr for HealthStatuses {
             match part.as_str() {
                 "passing" => passing = true,
                 "warning" => warning = true,
-                "critical" | "maintenance" => {
+                "maintenance" => {
+                    return Err(bad("maintenance is a critical check: instances in maintenance are never routed"))
+                }
+                "critical" => {
                     return Err(bad(
                         "critical instances are never routed on the health view; use --catalog to ignore health",
                     ))
@@ -94,7 +97,7 @@ mod tests {
         }
         for s in ["", "warning", "passing,critical", "passing,", "passing,ok", "maintenance,passing"] {
             let e = s.parse::<HealthStatuses>().unwrap_err().to_string();
-            assert!(e.contains("--health-status"), "{s}: {e}");
+            assert!(e.contains("use passing, or passing,warning"), "{s}: {e}");
         }
         assert!("warning".parse::<HealthStatuses>().unwrap_err().to_string().contains("must include passing"));
         assert_eq!(

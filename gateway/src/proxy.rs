@@ -78,6 +78,11 @@ impl Replay {
         }
     }
 
+    /// Whether there is a body to send again (a streamed one can go once).
+    fn can_resend(&self) -> bool {
+        !matches!(self, Replay::Stream(None))
+    }
+
     /// Takes back a body that was not sent at all, so a streamed one can go to another instance.
     fn put_back(&mut self, body: RequestBody) {
         if let (Replay::Stream(slot), RequestBody::Stream(b)) = (self, body) {
@@ -173,6 +178,11 @@ impl Proxy {
                 }
                 if !reused {
                     break error;
+                }
+                if !body.can_resend() {
+                    let detail = error.detail();
+                    let why = "on a reused connection, and the streamed body cannot be sent again";
+                    return Err(upstream_failed(format!("{}: {detail} ({why})", endpoint.authority)));
                 }
                 debug!(service, instance = %endpoint.authority, error = error.detail(), "reused connection failed; again on a new one");
                 reuse = false;

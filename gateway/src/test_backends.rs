@@ -38,8 +38,11 @@ pub enum Stray {
     /// In a write of its own, a moment later (before the next request comes).
     Soon,
     /// Only when the next request arrives, before its answer: what Nagle's algorithm does to a
-    /// small second write.
+    /// small second write when the response is not acknowledged before the next request.
     WithNextAnswer,
+    /// In a write of its own right after the response, with Nagle's algorithm on (as most
+    /// servers have it): the kernel sends it once the response is acknowledged.
+    Separately,
 }
 
 /// A raw HTTP/1.1 backend. `/odd/<status>` is answered with `<status>` and `content-length: 5`
@@ -47,9 +50,9 @@ pub enum Stray {
 /// is answered `200` with the path as the body.
 pub async fn stray_backend(extra: &'static [u8], when: Stray) -> (String, Arc<AtomicUsize>) {
     listen(move |mut conn| async move {
-        // No Nagle: `Soon` really is soon (with it, the kernel holds the stray bytes back until
-        // the next request acknowledges the response, which is `WithNextAnswer`).
-        conn.set_nodelay(true).unwrap();
+        // No Nagle but for `Separately`: `Soon` really is soon (with Nagle, the kernel holds the
+        // stray bytes back until the response is acknowledged).
+        conn.set_nodelay(!matches!(when, Stray::Separately)).unwrap();
         let (mut buf, mut chunk, mut pending) = (Vec::new(), [0u8; 4096], None);
         loop {
             let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
@@ -81,6 +84,10 @@ pub async fn stray_backend(extra: &'static [u8], when: Stray) -> (String, Arc<At
                         answer = extra.to_vec();
                     }
                     Stray::WithNextAnswer => pending = Some(extra),
+                    Stray::Separately => {
+                        let _ = conn.write_all(&answer).await;
+                        answer = extra.to_vec();
+                    }
                 }
             }
             if conn.write_all(&answer).await.is_err() {

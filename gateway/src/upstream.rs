@@ -21,7 +21,7 @@
 //! it is closed instead. A connection is also never reused once it sat idle for the
 //! [`Timeouts::idle`] limit, or for less than the instance's own `Keep-Alive: timeout=N`, so that
 //! it is closed before the instance closes it; and never after a response whose framing is
-//! suspect, such as a `204` that declares a body ([`reuse`]).
+//! suspect, such as a `204` that declares a body, nor after a `HEAD` ([`reuse`]).
 //!
 //! A request that a pooled connection could not even start (the instance closed it while it sat
 //! idle) is handed back by hyper and sent again on another connection, whatever its method:
@@ -357,9 +357,10 @@ pub async fn send(
             },
         };
         let Conn { mut sender, probe, .. } = conn;
+        let head = req.method() == http::Method::HEAD;
         match sender.try_send_request(req).await {
             Ok(resp) => {
-                let max_idle = reuse::max_idle(resp.status(), resp.headers());
+                let max_idle = reuse::max_idle(head, resp.status(), resp.headers());
                 let conn = Conn { sender, probe, max_idle };
                 return Ok(resp.map(|inner| PooledBody { inner, conn: Some((conn, pool.clone())) }));
             }
@@ -392,6 +393,9 @@ impl std::fmt::Debug for PooledBody {
 impl PooledBody {
     fn release(&mut self) {
         if let Some((conn, pool)) = self.conn.take() {
+            if !conn.max_idle.is_zero() {
+                conn.probe.ack_now();
+            }
             pool.put(conn);
         }
     }

@@ -14,7 +14,7 @@
 # *.sources sorted by name. Other names there (*.disabled*, *.save, ...) are ignored, as apt does.
 #   - one-line format: `deb [opt=val ...] URI SUITE [COMPONENT...]`, `#` starts a comment;
 #   - deb822 format: stanzas separated by blank lines with Types:, URIs:, Suites:, Components:
-#     (several URIs and suites per stanza allowed); `Enabled: no` stanzas are skipped.
+#     (several URIs and suites per stanza allowed); `Enabled: no` (or false, off, 0) stanzas are skipped; CRLF line ends are read too.
 # An entry counts as the Debian archive when its type is `deb`, one of its suites is a Debian
 # release (a codename such as bookworm or bullseye, or stable/testing/...; optionally with
 # -updates, -backports or -proposed-updates) and its components include `main`. That leaves out
@@ -48,13 +48,16 @@ function consider(types, uris, suites, comps,   nt, t, ns, s, nc, c, nu, u, i, d
   }
   return 0
 }
+# apt reads a boolean as false from no, false, without, off, disable or 0.
+function is_false(v) { v = tolower(v); return v == "no" || v == "false" || v == "without" || v == "off" || v == "disable" || v == "0" }
 function end_stanza() {
-  if (in_stanza && tolower(f["enabled"]) != "no" && consider(f["types"], f["uris"], f["suites"], f["components"])) {
+  if (in_stanza && !is_false(f["enabled"]) && consider(f["types"], f["uris"], f["suites"], f["components"])) {
     found = 1; exit 0
   }
   in_stanza = 0; key = ""
   split("", f)
 }
+{ sub(/\r$/, "") }                            # files saved with CRLF line ends
 FNR == 1 {
   if (deb822) end_stanza()
   deb822 = (FILENAME ~ /\.sources$/)
@@ -95,8 +98,10 @@ END { if (!found && deb822) end_stanza() }
 '
 
 debian_mirror() {
-  if [ -n "${DEBIAN_MIRROR:-}" ]; then
-    printf '%s\n' "${DEBIAN_MIRROR%/}"
+  local override=${DEBIAN_MIRROR:-}
+  override=${override//[[:space:]]/}           # blank counts as unset
+  if [ -n "$override" ]; then
+    printf '%s\n' "${override%/}"
     return 0
   fi
   local etc=${1:-/etc/apt}

@@ -12,6 +12,13 @@
 //! cached connection): anything to read, an end of stream or an error means the connection is
 //! not at a clean message boundary, and it is closed instead of reused.
 //!
+//! That check cannot see bytes that have not arrived yet. A server that writes bytes past the
+//! end of its response in a write of its own has them held back by Nagle's algorithm until the
+//! gateway acknowledges the response, which Linux delays by up to 40 ms, or does with the next
+//! request: then they come just ahead of the next answer and take its place. So when a response
+//! ends, [`Probe::ack_now`] acknowledges it at once (`TCP_QUICKACK`), and the stray bytes arrive
+//! a round trip later, in time for the probe.
+//!
 //! The probe holds a duplicate of the socket's descriptor. [`Io`] gives it up when hyper drops
 //! the connection, so the socket closes when hyper closes it, not when the pool lets go.
 
@@ -37,6 +44,19 @@ impl Probe {
         let mut byte = [MaybeUninit::<u8>::uninit(); 1];
         // The socket is non-blocking (tokio set it so): nothing to read is `WouldBlock`.
         matches!(socket.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Acknowledges what the instance sent at once, instead of after the delayed-ACK timer
+    /// (up to 40 ms on Linux). Called when a response has been read to its end: an instance that
+    /// wrote bytes past that end in a write of its own, held back by Nagle's algorithm until its
+    /// response is acknowledged, then sends them right away, so they are on this socket for
+    /// [`Probe::is_clean`] to see before the connection is reused, instead of arriving with the
+    /// next request's answer. Best effort: errors are ignored (the probe still decides).
+    pub fn ack_now(&self) {
+        let guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(socket) = guard.as_ref() {
+            let _ = socket.set_tcp_quickack(true);
+        }
     }
 
     fn close(&self) {

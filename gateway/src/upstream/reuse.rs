@@ -9,6 +9,10 @@
 //! acknowledges the previous one), so no check before reuse can see them: such a connection is
 //! never reused.
 //!
+//! **`HEAD`.** The answer to a `HEAD` has no body but usually declares one (the length a `GET`
+//! would get), so a server that wrongly sends the body cannot be told from one that does not;
+//! `HEAD` is rare on the request path, so its connection is simply not reused.
+//!
 //! **The instance's `Keep-Alive: timeout=N` header**: how long it keeps an idle connection
 //! open, so that the gateway stops reusing the connection before the instance closes it.
 //!
@@ -31,11 +35,12 @@ use http::StatusCode;
 /// The `Keep-Alive` header name (not among `http`'s constants).
 const KEEP_ALIVE: &str = "keep-alive";
 
-/// How long a connection whose last response had `status` and `headers` may sit idle before it
-/// is no longer reused: zero (never) after a framing anomaly, else what `Keep-Alive` allows, else
-/// `Duration::MAX` (the gateway's own limit applies; so it does when the header is malformed).
-pub fn max_idle(status: StatusCode, headers: &HeaderMap) -> Duration {
-    if declares_a_body_it_cannot_have(status, headers) {
+/// How long a connection whose last response had `status` and `headers` (to a `HEAD` request if
+/// `head`) may sit idle before it is no longer reused: zero (never) after a `HEAD` or a framing
+/// anomaly, else what `Keep-Alive` allows, else `Duration::MAX` (the gateway's own limit applies;
+/// so it does when the header is malformed).
+pub fn max_idle(head: bool, status: StatusCode, headers: &HeaderMap) -> Duration {
+    if head || declares_a_body_it_cannot_have(status, headers) {
         return Duration::ZERO;
     }
     keep_alive(headers)
@@ -74,7 +79,7 @@ mod tests {
     fn idle(value: &str) -> Duration {
         let mut h = HeaderMap::new();
         h.insert(KEEP_ALIVE, value.parse().unwrap());
-        max_idle(StatusCode::OK, &h)
+        max_idle(false, StatusCode::OK, &h)
     }
 
     fn after(status: u16, headers: &[(&str, &str)]) -> Duration {
@@ -82,7 +87,7 @@ mod tests {
         for (k, v) in headers {
             h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
         }
-        max_idle(StatusCode::from_u16(status).unwrap(), &h)
+        max_idle(false, StatusCode::from_u16(status).unwrap(), &h)
     }
 
     #[test]
@@ -110,7 +115,8 @@ mod tests {
 
     #[test]
     fn nothing_or_nonsense_leaves_the_gateway_limit() {
-        assert_eq!(max_idle(StatusCode::OK, &HeaderMap::new()), Duration::MAX);
+        assert_eq!(max_idle(false, StatusCode::OK, &HeaderMap::new()), Duration::MAX);
+        assert_eq!(max_idle(true, StatusCode::OK, &HeaderMap::new()), Duration::ZERO, "HEAD");
         for bad in ["", "max=5", "timeout=", "timeout=-1", "timeout=1.5", "timeout=abc", "timeouts=3"] {
             assert_eq!(idle(bad), Duration::MAX, "{bad:?}");
         }

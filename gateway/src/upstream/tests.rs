@@ -57,11 +57,15 @@ async fn a_connection_is_reused_once_its_response_was_read_to_the_end() {
     drop(resp);
     assert_eq!(pool.idle_count(), 0, "dropped early: closed, not returned");
 
-    // HEAD: no body to read, so the connection is free as soon as the response is dropped.
+    // HEAD: its answer declares a body it does not carry, and a server that sends it anyway
+    // cannot be told apart: the connection is not reused.
+    let resp = send(&pool, request("GET", &authority, ""), T, true).await.unwrap();
+    text(resp).await;
+    assert_eq!(pool.idle_count(), 1);
     let resp = send(&pool, request("HEAD", &authority, ""), T, true).await.unwrap();
     assert_eq!(resp.status(), 200);
     drop(resp);
-    assert_eq!(pool.idle_count(), 1);
+    assert_eq!(pool.idle_count(), 0);
 }
 
 #[tokio::test]
@@ -281,4 +285,29 @@ async fn a_failure_on_a_reused_connection_says_so() {
     assert!(failed.reused && failed.error.closed_before_response() && failed.unsent.is_none(), "{failed:?}");
     let fresh = send(&pool, request("POST", &authority, "c"), T, false).await.unwrap();
     assert_eq!(text(fresh).await, "POST /x");
+}
+
+/// The reviewer's case: on a reused connection, a `200` followed, in a write of its own, by what
+/// looks like a whole response. The server's Nagle holds that write back until the gateway
+/// acknowledges the `200`; acknowledged at once when the body ends, it arrives in time for the
+/// probe, and the next request, sent 2 ms later (the delayed ACK would take up to 40 ms), gets
+/// its own answer, never the fake one.
+#[tokio::test]
+async fn a_fake_response_written_after_a_response_never_answers_the_next_request() {
+    let fake: &'static [u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nWRONG";
+    let (authority, _) = stray_backend(fake, Stray::Separately).await;
+    let pool = Arc::new(Pool::new(&authority));
+    for i in 0..20 {
+        // A first exchange, so that the odd one is on a reused connection.
+        text(send(&pool, get(&authority, &format!("/warm/{i}")), T, true).await.unwrap()).await;
+        let resp = send(&pool, get(&authority, "/odd/200"), T, true).await.unwrap();
+        assert_eq!(text(resp).await, "12345");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let path = format!("/next/{i}");
+        let method = if i % 2 == 0 { "GET" } else { "POST" };
+        let req = Request::builder().method(method).uri(&path).header("host", &authority);
+        let resp = send(&pool, req.body(RequestBody::Full(Full::default())).unwrap(), T, true).await;
+        let resp = resp.unwrap_or_else(|e| panic!("#{i} {method}: {e:?}"));
+        assert_eq!(text(resp).await, path, "#{i} {method}");
+    }
 }
