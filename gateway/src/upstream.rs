@@ -49,7 +49,9 @@ use tracing::debug;
 
 mod io;
 pub mod reuse;
-use io::{Io, Probe};
+pub mod suspect;
+use io::{Io, Look, Probe};
+use suspect::Suspect;
 
 /// Boxed errors of request bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -209,10 +211,11 @@ impl Idle {
     /// Whether this connection can take a request now: hyper is ready for one, it has not been
     /// idle too long by our limit or the instance's, and its socket is clean (checked last: it
     /// costs a system call).
-    fn is_usable(&self, idle_timeout: Duration) -> bool {
-        self.conn.sender.is_ready()
-            && self.since.elapsed() < idle_timeout.min(self.conn.max_idle)
-            && self.conn.probe.is_clean()
+    fn is_usable(&self, idle_timeout: Duration) -> Look {
+        if !self.conn.sender.is_ready() || self.since.elapsed() >= idle_timeout.min(self.conn.max_idle) {
+            return Look::Closed;
+        }
+        self.conn.probe.look()
     }
 }
 
@@ -241,6 +244,8 @@ pub struct Pool {
     addr: Option<SocketAddr>,
     /// Idle connections, one list per worker thread.
     idle: Box<[Mutex<Vec<Idle>>]>,
+    /// Whether the instance was caught sending bytes past a response: then nothing is reused.
+    pub suspect: Suspect,
 }
 
 impl std::fmt::Debug for Pool {
@@ -253,7 +258,7 @@ impl Pool {
     /// An empty pool of connections to `authority` (`address:port`).
     pub fn new(authority: &str) -> Self {
         let idle = (0..THREAD_SLOTS.load(Ordering::Relaxed)).map(|_| Mutex::default()).collect();
-        Self { authority: authority.to_string(), addr: authority.parse().ok(), idle }
+        Self { authority: authority.to_string(), addr: authority.parse().ok(), idle, suspect: Suspect::default() }
     }
 
     /// How many idle connections are kept, over all threads.
@@ -272,8 +277,13 @@ impl Pool {
     fn take(&self, idle_timeout: Duration) -> Option<Conn> {
         let mut idle = self.lock();
         while let Some(entry) = idle.pop() {
-            if entry.is_usable(idle_timeout) {
-                return Some(entry.conn);
+            match entry.is_usable(idle_timeout) {
+                Look::Clean => return Some(entry.conn),
+                Look::Closed => {}
+                Look::Unread => {
+                    self.suspect.caught(&self.authority, "unread bytes on an idle connection");
+                    idle.clear();
+                }
             }
         }
         None
@@ -284,7 +294,7 @@ impl Pool {
     /// answered before reading it all (a 413 to an upload): such a connection is closed once
     /// hyper is done with it, rather than making the next request wait behind the upload.
     fn put(&self, conn: Conn) {
-        if !conn.sender.is_ready() || conn.max_idle.is_zero() {
+        if !conn.sender.is_ready() || conn.max_idle.is_zero() || self.suspect.is_suspect() {
             return;
         }
         let mut idle = self.lock();
@@ -347,6 +357,7 @@ pub async fn send(
     reuse: bool,
 ) -> Result<Response<PooledBody>, Failed> {
     loop {
+        let reuse = reuse && !pool.suspect.is_suspect();
         let (conn, reused) = match reuse.then(|| pool.take(timeouts.idle)).flatten() {
             Some(c) => (c, true),
             // Boxed: connecting is rare, and its future would make every request's larger (moved

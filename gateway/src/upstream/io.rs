@@ -7,7 +7,7 @@
 //! `204`/`304` (or any bytes past the end of a response), or the FIN of an instance that closed
 //! the idle connection, sits unread in the kernel, and the next request sent on that connection
 //! gets garbage (`invalid HTTP version parsed`) or a close (`connection closed before message
-//! completed`). So before a pooled connection is reused, [`Probe::is_clean`] peeks at the socket
+//! completed`). So before a pooled connection is reused, [`Probe::look`] peeks at the socket
 //! (one non-blocking `recv(MSG_PEEK)`, as nginx's keepalive module does on read events of a
 //! cached connection): anything to read, an end of stream or an error means the connection is
 //! not at a clean message boundary, and it is closed instead of reused.
@@ -15,9 +15,12 @@
 //! That check cannot see bytes that have not arrived yet. A server that writes bytes past the
 //! end of its response in a write of its own has them held back by Nagle's algorithm until the
 //! gateway acknowledges the response, which Linux delays by up to 40 ms, or does with the next
-//! request: then they come just ahead of the next answer and take its place. So when a response
-//! ends, [`Probe::ack_now`] acknowledges it at once (`TCP_QUICKACK`), and the stray bytes arrive
-//! a round trip later, in time for the probe.
+//! request: they would then come just ahead of the next answer and take its place, and the real
+//! answer, held back the same way, would take the place of the one after (a desync that goes
+//! on while requests keep coming). So when a response ends, [`Probe::ack_now`] acknowledges it
+//! at once (`TCP_QUICKACK`): the stray bytes arrive a round trip later, in time for the probe,
+//! and the pool stops reusing that instance's connections ([`super::suspect`]). The price is one
+//! more TCP segment per request (see bench/RESULTS.md).
 //!
 //! The probe holds a duplicate of the socket's descriptor. [`Io`] gives it up when hyper drops
 //! the connection, so the socket closes when hyper closes it, not when the pool lets go.
@@ -31,27 +34,39 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// A second handle on an upstream connection's socket, for [`Probe::is_clean`].
+/// What a look at an idle connection's socket found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// Open, nothing unread: the connection can take a request.
+    Clean,
+    /// Closed or reset by the instance (or by hyper): it just goes.
+    Closed,
+    /// Bytes the instance sent after its last response: a fault of the instance.
+    Unread,
+}
+
+/// A second handle on an upstream connection's socket, for [`Probe::look`].
 #[derive(Debug)]
 pub struct Probe(Mutex<Option<socket2::Socket>>);
 
 impl Probe {
-    /// Whether the connection is open, with nothing unread on it: the instance sent nothing
-    /// after its last response and did not close. `false` once hyper dropped the connection.
-    pub fn is_clean(&self) -> bool {
+    /// Looks at the socket without reading from it: whether it is open with nothing unread on
+    /// it, closed, or holding bytes the instance sent after its last response.
+    pub fn look(&self) -> Look {
         let guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(socket) = guard.as_ref() else { return false };
+        let Some(socket) = guard.as_ref() else { return Look::Closed };
         let mut byte = [MaybeUninit::<u8>::uninit(); 1];
         // The socket is non-blocking (tokio set it so): nothing to read is `WouldBlock`.
-        matches!(socket.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        match socket.peek(&mut byte) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Look::Clean,
+            Ok(n) if n > 0 => Look::Unread,
+            _ => Look::Closed,
+        }
     }
 
-    /// Acknowledges what the instance sent at once, instead of after the delayed-ACK timer
-    /// (up to 40 ms on Linux). Called when a response has been read to its end: an instance that
-    /// wrote bytes past that end in a write of its own, held back by Nagle's algorithm until its
-    /// response is acknowledged, then sends them right away, so they are on this socket for
-    /// [`Probe::is_clean`] to see before the connection is reused, instead of arriving with the
-    /// next request's answer. Best effort: errors are ignored (the probe still decides).
+    /// Acknowledges what the instance sent at once, instead of after the delayed-ACK timer or
+    /// with the next request (see the module docs). Best effort: an error is ignored, the probe
+    /// still decides.
     pub fn ack_now(&self) {
         let guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(socket) = guard.as_ref() {
@@ -142,7 +157,7 @@ mod tests {
     #[tokio::test]
     async fn a_quiet_open_connection_is_clean() {
         let (_io, probe, _server) = pair().await;
-        assert!(probe.is_clean());
+        assert_eq!(probe.look(), Look::Clean);
     }
 
     #[tokio::test]
@@ -150,25 +165,25 @@ mod tests {
         let (_io, probe, mut server) = pair().await;
         server.write_all(b"hello").await.unwrap();
         settle().await;
-        assert!(!probe.is_clean(), "stray bytes");
+        assert_eq!(probe.look(), Look::Unread, "stray bytes");
 
         let (_io, probe, server) = pair().await;
         drop(server);
         settle().await;
-        assert!(!probe.is_clean(), "closed by the peer");
+        assert_eq!(probe.look(), Look::Closed, "closed by the peer");
 
         let (_io, probe, server) = pair().await;
         socket2::SockRef::from(&server).set_linger(Some(std::time::Duration::ZERO)).unwrap();
         drop(server);
         settle().await;
-        assert!(!probe.is_clean(), "reset by the peer");
+        assert_eq!(probe.look(), Look::Closed, "reset by the peer");
     }
 
     #[tokio::test]
     async fn dropping_the_connection_closes_the_socket_and_the_probe() {
         let (io, probe, mut server) = pair().await;
         drop(io);
-        assert!(!probe.is_clean());
+        assert_eq!(probe.look(), Look::Closed);
         let mut buf = [0u8; 1];
         let read = tokio::io::AsyncReadExt::read(&mut server, &mut buf);
         let n = tokio::time::timeout(std::time::Duration::from_secs(2), read)
