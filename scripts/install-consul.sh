@@ -51,5 +51,5 @@ log "downloading consul from bullseye"
 deb=$(ls "$work"/consul_*.deb | head -n1)
 dpkg-deb -x "$deb" "$work/root"
 install -m 0755 "$work/root/usr/bin/consul" "$dest"
-log "installed $("$dest" version | head -n1) at $dest"
+log "installed $("$dest" version | sed -n 1p) at $dest"
 echo "$dest"

@@ -24,7 +24,8 @@ bash scripts/test-apt-mirror.sh 2>&1 | tee -a "$results"
 step "installing test dependencies"
 CONSUL_BIN=$(bash scripts/install-consul.sh)
 export CONSUL_BIN
-"$CONSUL_BIN" version | head -n1
+# sed reads to the end: with head, consul may die of SIGPIPE, which pipefail turns into a failure.
+"$CONSUL_BIN" version | sed -n 1p
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
