@@ -29,29 +29,23 @@
 //! ([`Failed::reused`]): it says nothing about the instance, and the caller may send the request
 //! again on a new connection to the same instance.
 
-use std::cell::Cell;
-use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
-use tracing::debug;
 
 mod io;
+mod pool;
 pub mod reuse;
 pub mod suspect;
-use io::{Io, Look, Probe};
-use suspect::Suspect;
+use pool::Conn;
+pub use pool::{set_thread_slot, set_thread_slots, Pool, MAX_IDLE_PER_WORKER};
 
 /// Boxed errors of request bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -99,10 +93,6 @@ pub struct Timeouts {
     /// A connection idle this long is closed rather than reused (zero: never reused).
     pub idle: Duration,
 }
-
-/// At most this many idle connections to one instance are kept per worker thread (as nginx's
-/// `keepalive` is per worker process); more are closed when they free up.
-pub const MAX_IDLE_PER_WORKER: usize = 128;
 
 /// Why a request did not get a response from an instance.
 #[derive(Debug, thiserror::Error)]
@@ -191,154 +181,6 @@ impl UpstreamError {
             || e.is_canceled()
             || e.is_closed()
             || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
-    }
-}
-
-/// A connection that carried a request: its request handle, its socket probe, and how long it
-/// may sit idle by the instance's `Keep-Alive` header.
-struct Conn {
-    sender: SendRequest<RequestBody>,
-    probe: Arc<Probe>,
-    max_idle: Duration,
-}
-
-struct Idle {
-    conn: Conn,
-    since: Instant,
-}
-
-impl Idle {
-    /// Whether this connection can take a request now: hyper is ready for one, it has not been
-    /// idle too long by our limit or the instance's, and its socket is clean (checked last: it
-    /// costs a system call).
-    fn is_usable(&self, idle_timeout: Duration) -> Look {
-        if !self.conn.sender.is_ready() || self.since.elapsed() >= idle_timeout.min(self.conn.max_idle) {
-            return Look::Closed;
-        }
-        self.conn.probe.look()
-    }
-}
-
-/// How many worker threads keep idle connections apart; set once at start.
-static THREAD_SLOTS: AtomicUsize = AtomicUsize::new(1);
-
-thread_local! {
-    static THREAD_SLOT: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Sets how many worker threads there are, before any pool is made.
-pub fn set_thread_slots(n: usize) {
-    THREAD_SLOTS.store(n.max(1), Ordering::Relaxed);
-}
-
-/// Marks the calling thread as worker `i`: its requests use and refill the `i`-th idle lists.
-pub fn set_thread_slot(i: usize) {
-    THREAD_SLOT.with(|s| s.set(i));
-}
-
-/// One endpoint's address and its idle connections.
-pub struct Pool {
-    /// `address:port`, resolved by the system when the address is a name.
-    authority: String,
-    /// The same, parsed once when the address is an IP.
-    addr: Option<SocketAddr>,
-    /// Idle connections, one list per worker thread.
-    idle: Box<[Mutex<Vec<Idle>>]>,
-    /// Whether the instance was caught sending bytes past a response: then nothing is reused.
-    pub suspect: Suspect,
-}
-
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("authority", &self.authority).field("idle", &self.idle_count()).finish()
-    }
-}
-
-impl Pool {
-    /// An empty pool of connections to `authority` (`address:port`).
-    pub fn new(authority: &str) -> Self {
-        let idle = (0..THREAD_SLOTS.load(Ordering::Relaxed)).map(|_| Mutex::default()).collect();
-        Self { authority: authority.to_string(), addr: authority.parse().ok(), idle, suspect: Suspect::default() }
-    }
-
-    /// How many idle connections are kept, over all threads.
-    pub fn idle_count(&self) -> usize {
-        self.idle.iter().map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
-    }
-
-    /// The calling thread's idle list.
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        let slot = THREAD_SLOT.with(Cell::get) % self.idle.len();
-        self.idle[slot].lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The most recently used idle connection that can take a request now, if any; the unusable
-    /// ones met on the way are closed.
-    fn take(&self, idle_timeout: Duration) -> Option<Conn> {
-        let mut idle = self.lock();
-        while let Some(entry) = idle.pop() {
-            match entry.is_usable(idle_timeout) {
-                Look::Clean => return Some(entry.conn),
-                Look::Closed => {}
-                Look::Unread => {
-                    self.suspect.caught(&self.authority, "unread bytes on an idle connection");
-                    idle.clear();
-                }
-            }
-        }
-        None
-    }
-
-    /// Takes back a connection whose response was read to the end, if it can take the next
-    /// request. It cannot while hyper is still writing the request body, when the instance
-    /// answered before reading it all (a 413 to an upload): such a connection is closed once
-    /// hyper is done with it, rather than making the next request wait behind the upload.
-    fn put(&self, conn: Conn) {
-        if !conn.sender.is_ready() || conn.max_idle.is_zero() || self.suspect.is_suspect() {
-            return;
-        }
-        let mut idle = self.lock();
-        if idle.len() < MAX_IDLE_PER_WORKER {
-            idle.push(Idle { conn, since: Instant::now() });
-        }
-    }
-
-    /// Closes the idle connections unused for `idle_timeout` or more (or for less than the
-    /// instance's `Keep-Alive` said), and those the instance closed.
-    pub fn expire(&self, idle_timeout: Duration) {
-        for list in self.idle.iter() {
-            let mut idle = list.lock().unwrap_or_else(|e| e.into_inner());
-            idle.retain(|c| c.conn.sender.is_ready() && c.since.elapsed() < idle_timeout.min(c.conn.max_idle));
-        }
-    }
-
-    async fn connect(&self, timeout: Duration) -> Result<(SendRequest<RequestBody>, Arc<Probe>), UpstreamError> {
-        let connecting = async {
-            match self.addr {
-                Some(addr) => TcpStream::connect(addr).await,
-                None => TcpStream::connect(self.authority.as_str()).await,
-            }
-        };
-        let stream = match tokio::time::timeout(timeout, connecting).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(UpstreamError::Connect(e.to_string())),
-            Err(_) => return Err(UpstreamError::Connect(format!("no connection within {timeout:?}"))),
-        };
-        // Requests and responses are written whole; Nagle would only delay them.
-        let _ = stream.set_nodelay(true);
-        let (io, probe) = Io::new(stream).map_err(|e| UpstreamError::Connect(e.to_string()))?;
-        let (sender, conn) = http1::Builder::new()
-            .writev(false)
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-        let authority = self.authority.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(instance = %authority, error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok((sender, probe))
     }
 }
 

@@ -4,6 +4,7 @@ use super::*;
 use axum::extract::ConnectInfo;
 use axum::routing::any;
 use http_body_util::BodyExt;
+use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
