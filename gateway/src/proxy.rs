@@ -165,14 +165,11 @@ impl Proxy {
                     Ok(Ok(resp)) => return Ok(into_downstream(resp)),
                     Ok(Err(failed)) => failed,
                 };
-                // Most likely bytes the instance left after its previous response on it.
-                if reused && error.is_malformed_response() {
-                    endpoint.pool.suspect.caught(endpoint.authority.as_str(), "an answer that is not HTTP");
-                }
                 // Nothing sent: any request may go again. Sent but unanswered, or answered with
                 // garbage on a reused connection (bytes a previous response left): only an
                 // idempotent one.
-                let unanswered = error.closed_before_response() || (reused && error.is_malformed_response());
+                let leftovers = reused && error.is_malformed_response();
+                let unanswered = error.closed_before_response() || leftovers;
                 let may_resend = unsent.is_some() || (idempotent && unanswered);
                 if !may_resend {
                     return Err(upstream_failed(format!("{}: {}", endpoint.authority, error.detail())));

@@ -199,17 +199,15 @@ pub async fn send(
     reuse: bool,
 ) -> Result<Response<PooledBody>, Failed> {
     loop {
-        let reuse = reuse && !pool.suspect.is_suspect();
-        let (conn, reused) = match reuse.then(|| pool.take(timeouts.idle)).flatten() {
+        let (Conn { mut sender, probe, .. }, reused) = match reuse.then(|| pool.take(timeouts.idle)).flatten() {
             Some(c) => (c, true),
             // Boxed: connecting is rare, and its future would make every request's larger (moved
             // around by value, it costs copies on the hot path).
             None => match Box::pin(pool.connect(timeouts.connect)).await {
-                Ok((sender, probe)) => (Conn { sender, probe, max_idle: Duration::MAX }, false),
+                Ok(c) => (c, false),
                 Err(error) => return Err(Failed { error, unsent: Some(req), reused: false }),
             },
         };
-        let Conn { mut sender, probe, .. } = conn;
         let head = req.method() == http::Method::HEAD;
         match sender.try_send_request(req).await {
             Ok(resp) => {
@@ -224,7 +222,14 @@ pub async fn send(
                     let error = UpstreamError::Closed(e.into_error());
                     return Err(Failed { error, unsent: Some(back), reused });
                 }
-                None => return Err(Failed { error: UpstreamError::Send(e.into_error()), unsent: None, reused }),
+                None => {
+                    let error = UpstreamError::Send(e.into_error());
+                    // On a reused connection, most likely bytes the previous response left.
+                    if reused && error.is_malformed_response() {
+                        pool.caught("an answer that is not HTTP");
+                    }
+                    return Err(Failed { error, unsent: None, reused });
+                }
             },
         }
     }

@@ -35,14 +35,20 @@ struct Idle {
 }
 
 impl Idle {
-    /// Whether this connection can take a request now: hyper is ready for one, it has not been
-    /// idle too long by our limit or the instance's, and its socket is clean (checked last: it
-    /// costs a system call).
-    fn is_usable(&self, idle_timeout: Duration) -> Look {
-        if !self.conn.sender.is_ready() || self.since.elapsed() >= idle_timeout.min(self.conn.max_idle) {
-            return Look::Closed;
+    /// Whether hyper is ready for a request on it and it has not been idle too long, by our
+    /// limit or the instance's.
+    fn is_fresh(&self, idle_timeout: Duration) -> bool {
+        self.conn.sender.is_ready() && self.since.elapsed() < idle_timeout.min(self.conn.max_idle)
+    }
+
+    /// Whether this connection can take a request now: fresh, and its socket clean (looked at
+    /// last: it costs a system call).
+    fn look(&self, idle_timeout: Duration) -> Look {
+        if self.is_fresh(idle_timeout) {
+            self.conn.probe.look()
+        } else {
+            Look::Closed
         }
-        self.conn.probe.look()
     }
 }
 
@@ -72,7 +78,7 @@ pub struct Pool {
     /// Idle connections, one list per worker thread.
     idle: Box<[Mutex<Vec<Idle>>]>,
     /// Whether the instance was caught sending bytes past a response: then nothing is reused.
-    pub suspect: Suspect,
+    pub(super) suspect: Suspect,
 }
 
 impl std::fmt::Debug for Pool {
@@ -99,21 +105,29 @@ impl Pool {
         self.idle[slot].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The most recently used idle connection that can take a request now, if any; the unusable
-    /// ones met on the way are closed.
+    /// The most recently used idle connection that can take a request now, if any (none while
+    /// the instance is suspect); the unusable ones met on the way are closed.
     pub(super) fn take(&self, idle_timeout: Duration) -> Option<Conn> {
+        if self.suspect.is_suspect() {
+            return None;
+        }
         let mut idle = self.lock();
         while let Some(entry) = idle.pop() {
-            match entry.is_usable(idle_timeout) {
+            match entry.look(idle_timeout) {
                 Look::Clean => return Some(entry.conn),
                 Look::Closed => {}
                 Look::Unread => {
-                    self.suspect.caught(&self.authority, "unread bytes on an idle connection");
+                    self.caught("unread bytes on an idle connection");
                     idle.clear();
                 }
             }
         }
         None
+    }
+
+    /// Records that the instance sent bytes past the end of a response (see [`super::suspect`]).
+    pub(super) fn caught(&self, what: &str) {
+        self.suspect.caught(&self.authority, what);
     }
 
     /// Takes back a connection whose response was read to the end, if it can take the next
@@ -135,14 +149,13 @@ impl Pool {
     pub fn expire(&self, idle_timeout: Duration) {
         for list in self.idle.iter() {
             let mut idle = list.lock().unwrap_or_else(|e| e.into_inner());
-            idle.retain(|c| c.conn.sender.is_ready() && c.since.elapsed() < idle_timeout.min(c.conn.max_idle));
+            idle.retain(|c| c.is_fresh(idle_timeout));
         }
     }
 
-    pub(super) async fn connect(
-        &self,
-        timeout: Duration,
-    ) -> Result<(SendRequest<RequestBody>, Arc<Probe>), UpstreamError> {
+    /// A new connection; it may be reused for as long as the gateway's limit allows until a
+    /// response says otherwise.
+    pub(super) async fn connect(&self, timeout: Duration) -> Result<Conn, UpstreamError> {
         let connecting = async {
             match self.addr {
                 Some(addr) => TcpStream::connect(addr).await,
@@ -168,6 +181,6 @@ impl Pool {
                 debug!(instance = %authority, error = %e, "upstream connection ended with an error");
             }
         });
-        Ok((sender, probe))
+        Ok(Conn { sender, probe, max_idle: Duration::MAX })
     }
 }
