@@ -53,13 +53,14 @@ impl Probe {
     /// Looks at the socket without reading from it: whether it is open with nothing unread on
     /// it, closed, or holding bytes the instance sent after its last response.
     pub fn look(&self) -> Look {
-        let guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(socket) = guard.as_ref() else { return Look::Closed };
-        let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+        let peeked = self.with_socket(|socket| {
+            let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+            socket.peek(&mut byte)
+        });
         // The socket is non-blocking (tokio set it so): nothing to read is `WouldBlock`.
-        match socket.peek(&mut byte) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Look::Clean,
-            Ok(n) if n > 0 => Look::Unread,
+        match peeked {
+            Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => Look::Clean,
+            Some(Ok(n)) if n > 0 => Look::Unread,
             _ => Look::Closed,
         }
     }
@@ -68,10 +69,12 @@ impl Probe {
     /// with the next request (see the module docs). Best effort: an error is ignored, the probe
     /// still decides.
     pub fn ack_now(&self) {
-        let guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(socket) = guard.as_ref() {
-            let _ = socket.set_tcp_quickack(true);
-        }
+        let _ = self.with_socket(|socket| socket.set_tcp_quickack(true));
+    }
+
+    /// Runs `f` on the socket, unless hyper has dropped the connection.
+    fn with_socket<T>(&self, f: impl FnOnce(&socket2::Socket) -> T) -> Option<T> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(f)
     }
 
     fn close(&self) {

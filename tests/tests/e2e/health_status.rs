@@ -28,15 +28,14 @@ fn warning_instances_are_routed_only_when_the_setting_allows_it() {
     let (s, l) = (strict.url("/web/health"), lenient.url("/web/health"));
     settles_on(&s, 503, "warning, passing only");
     settles_on(&l, 200, "warning, passing,warning");
-    consul.set_check("service:w-1", "pass");
-    settles_on(&s, 200, "passing, passing only");
-    settles_on(&l, 200, "passing, passing,warning");
-    consul.set_check("service:w-1", "warn");
-    settles_on(&s, 503, "warning again, passing only");
-    settles_on(&l, 200, "warning again, passing,warning");
-    consul.set_check("service:w-1", "fail");
-    settles_on(&s, 503, "critical, passing only");
-    settles_on(&l, 503, "critical, passing,warning");
+    // The check's next status, and what each gateway then answers.
+    for (verb, strict_status, lenient_status, what) in
+        [("pass", 200, 200, "passing"), ("warn", 503, 200, "warning again"), ("fail", 503, 503, "critical")]
+    {
+        consul.set_check("service:w-1", verb);
+        settles_on(&s, strict_status, &format!("{what}, passing only"));
+        settles_on(&l, lenient_status, &format!("{what}, passing,warning"));
+    }
     // A node in maintenance: its instances are not routable under either setting.
     consul.set_check("service:w-1", "warn");
     settles_on(&l, 200, "warning before node maintenance, passing,warning");
