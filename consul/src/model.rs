@@ -26,12 +26,19 @@ pub struct Instance {
     /// The service metadata.
     #[serde(default)]
     pub meta: BTreeMap<String, String>,
+    /// TEMPORARY (the watcher branch brings the real one): the effective weight.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Instance {
     /// An instance with no tags or metadata.
     pub fn new(id: impl Into<String>, node: impl Into<String>, address: impl Into<String>, port: u16) -> Self {
-        Self { id: id.into(), node: node.into(), address: address.into(), port, tags: vec![], meta: BTreeMap::new() }
+        Self { id: id.into(), node: node.into(), address: address.into(), port, tags: vec![], meta: BTreeMap::new(), weight: 1 }
     }
 
     /// `address:port`, with IPv6 addresses in brackets, as used in URLs and logs.
@@ -195,6 +202,7 @@ impl From<HealthEntry> for Instance {
             port: e.service.port,
             tags: e.service.tags.unwrap_or_default(),
             meta: e.service.meta.unwrap_or_default(),
+            weight: 1,
         }
     }
 }
@@ -227,6 +235,7 @@ impl From<CatalogEntry> for Instance {
             port: e.service_port,
             tags: e.service_tags.unwrap_or_default(),
             meta: e.service_meta.unwrap_or_default(),
+            weight: 1,
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The admin listener: `GET /healthz` (the process is alive), `GET /readyz` (every routable
-//! service is loaded and fresh, else 503 with the reasons) and `GET /services` (what the gateway
-//! knows: each service's instances, Consul index, last change, and whether the data is stale).
+//! The admin listener: `GET /healthz` (the process is alive), `GET /readyz` (every static service
+//! is loaded and fresh, and the watcher has listed the tagged services, else 503 with the
+//! reasons), `GET /services` (each followed service's instances, Consul index, last change, and
+//! whether the data is stale) and `GET /routes` (the route table in match order).
 
 use std::sync::Arc;
 
@@ -11,25 +12,33 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::registry::Registry;
+use crate::discovery::services::Services;
+use crate::discovery::tag::Host;
 
 /// The admin routes.
-pub fn router(registry: Arc<Registry>) -> Router {
+pub fn router(services: Arc<Services>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
-        .route("/services", get(services))
-        .with_state(registry)
+        .route("/services", get(list_services))
+        .route("/routes", get(routes))
+        .with_state(services)
 }
 
-async fn readyz(State(registry): State<Arc<Registry>>) -> Response {
+async fn readyz(State(services): State<Arc<Services>>) -> Response {
     let mut reasons = Vec::new();
-    for service in registry.routable() {
-        if registry.get(service).await.is_none() {
-            reasons.push(format!("{service}: not loaded yet"));
-        } else if let Some(why) = registry.stale_reason(service) {
+    for slot in services.slots() {
+        let service = slot.service.as_str();
+        if slot.set().is_none() {
+            if slot.is_static {
+                reasons.push(format!("{service}: not loaded yet"));
+            }
+        } else if let Some(why) = services.stale_reason(service) {
             reasons.push(format!("{service}: stale ({why})"));
         }
+    }
+    if let Some(why) = services.unlisted_reason() {
+        reasons.push(why.to_string());
     }
     if reasons.is_empty() {
         (StatusCode::OK, Json(json!({"ready": true}))).into_response()
@@ -38,34 +47,80 @@ async fn readyz(State(registry): State<Arc<Registry>>) -> Response {
     }
 }
 
-async fn services(State(registry): State<Arc<Registry>>) -> Json<Value> {
+async fn list_services(State(services): State<Arc<Services>>) -> Json<Value> {
     let mut out = Vec::new();
-    for service in registry.routable() {
-        let stale = registry.stale_reason(service);
-        let entry = match registry.get(service).await {
+    for slot in services.slots() {
+        let service = slot.service.as_str();
+        let stale = services.stale_reason(service);
+        let entry = match slot.set() {
             Some(set) => json!({
                 "service": service,
+                "static": slot.is_static,
                 "loaded": true,
-                "source": set.source,
+                "source": set.origin,
                 "index": set.index,
+                "tags": set.tags,
                 "last_change": humantime::format_rfc3339_millis(set.changed_at).to_string(),
                 "stale": stale.is_some(),
                 "stale_reason": stale,
                 "instances": set.endpoints.iter().map(|e| &e.instance).collect::<Vec<_>>(),
             }),
-            None => {
-                json!({ "service": service, "loaded": false, "stale": true, "stale_reason": stale, "instances": [] })
-            }
+            None => json!({
+                "service": service, "static": slot.is_static, "loaded": false, "stale": true,
+                "stale_reason": stale, "instances": [],
+            }),
         };
         out.push(entry);
     }
     Json(json!({ "services": out }))
 }
 
+/// The route table in match order: each route's host, path, service, declaring tag and options,
+/// and the instances it sends to with their weights.
+async fn routes(State(services): State<Arc<Services>>) -> Json<Value> {
+    let table = services.table();
+    let out: Vec<Value> = table
+        .routes()
+        .iter()
+        .map(|r| {
+            let set = r.slot.set();
+            let choice = set.as_ref().and_then(|s| s.candidates(r.tag.as_deref()));
+            let weights = |c: &crate::proxy::balancer::Candidates| -> Vec<Value> {
+                c.endpoints().iter().map(|e| json!({"instance": e.instance.authority(), "id": e.instance.id, "weight": e.weight()})).collect()
+            };
+            let (host, host_kind) = match &r.host {
+                Host::Any => (None, "any"),
+                Host::Exact(h) => (Some(h.clone()), "exact"),
+                Host::Wildcard(d) => (Some(format!("*.{d}")), "wildcard"),
+            };
+            json!({
+                "route": r.shown(),
+                "host": host,
+                "host_match": host_kind,
+                "path": r.path,
+                "service": r.service,
+                "kind": if r.tag.is_some() { "declared" } else { "name" },
+                "tag": r.tag,
+                "options": r.spec.as_ref().map(|s| s.to_string()),
+                "strip": r.strip,
+                "instances": choice.map_or(0, |c| c.count()),
+                "weights": choice.map(|c| weights(&c.main)).unwrap_or_default(),
+                "split": choice.and_then(|c| c.split.as_ref()).map(|s| json!({
+                    "percent": s.percent,
+                    "sticky": format!("{:?}", s.sticky).to_lowercase(),
+                    "canary_instances": weights(&s.canary),
+                })),
+            })
+        })
+        .collect();
+    Json(json!({ "routes": out }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::StaticDiscovery;
+    use crate::discovery::direct::StaticRead;
+    use crate::discovery::tag::TagRules;
     use axum::body::Body;
     use axum::http::Request;
     use http_body_util::BodyExt;
@@ -80,18 +135,23 @@ mod tests {
 
     #[tokio::test]
     async fn readiness_needs_loaded_fresh_services() {
-        let registry = Arc::new(Registry::new(["web".to_string()], Arc::new(StaticDiscovery::default())));
-        let app = router(registry.clone());
+        let rules = TagRules { route_tag: "gateway".into(), prefix: "urlprefix-".into() };
+        let services = Arc::new(Services::new(["web".to_string()], rules, Arc::new(StaticRead::default())));
+        let app = router(services.clone());
         assert_eq!(get_json(app.clone(), "/healthz").await.0, 200);
         let (status, body) = get_json(app.clone(), "/readyz").await;
         assert_eq!(status, 503);
         assert!(body["reasons"][0].as_str().unwrap().contains("not loaded"));
 
-        registry.set_watcher_connected(true);
-        registry.apply_snapshot("web", 9, vec![]).await;
+        services.set_watcher_connected(true);
+        services.apply_snapshot("web", 9, vec![], vec![]);
+        let (status, body) = get_json(app.clone(), "/readyz").await;
+        assert_eq!(status, 503, "tagged services not listed yet");
+        assert!(body["reasons"][0].as_str().unwrap().contains("listed"));
+        services.apply_list(&["web".to_string()]);
         assert_eq!(get_json(app.clone(), "/readyz").await.0, 200);
 
-        registry.set_readable("web", Some("connection refused".into()));
+        services.set_readable("web", Some("connection refused".into()));
         let (status, body) = get_json(app.clone(), "/readyz").await;
         assert_eq!(status, 503);
         assert!(body["reasons"][0].as_str().unwrap().contains("stale"));

@@ -8,7 +8,12 @@ use clap::Parser;
 use common::LogFormat;
 use consul::{ConsulAddr, HealthStatuses, View};
 
-/// Routes /<service>/* to a random live instance of <service>, as Consul knows it.
+use crate::discovery::tag::TagRules;
+use crate::proxy::upstream::Timeouts;
+
+/// Routes requests to the live instances of Consul services: by the routes services declare in
+/// their tags (`urlprefix-[host]/path [options]`), and /<service>/* for services tagged `gateway`
+/// or named in --services.
 ///
 /// The Consul ACL token is read from CONSUL_HTTP_TOKEN (passed to the watcher through its
 /// environment, never on a command line, never logged).
@@ -24,9 +29,19 @@ pub struct Args {
     /// Consul HTTP address, with or without http://.
     #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = consul::addr::DEFAULT_ADDR)]
     pub consul: ConsulAddr,
-    /// Comma list of the services routable through the gateway; nothing else is reachable.
-    #[arg(long, env = "GATEWAY_SERVICES", default_value = "service-web", value_delimiter = ',')]
+    /// Comma list of services routable at /<service>/* whatever their tags (static routes).
+    /// Services that carry --route-tag or a --route-prefix-tag tag are routable too; nothing
+    /// else is reachable.
+    #[arg(long, env = "GATEWAY_SERVICES", value_delimiter = ',')]
     pub services: Vec<String>,
+    /// A service carrying this tag is routable at /<service>/* (its name stripped), found and
+    /// followed while it carries it. Empty: off.
+    #[arg(long, env = "GATEWAY_ROUTE_TAG", default_value = "gateway", value_name = "TAG")]
+    pub route_tag: String,
+    /// Tags starting with this declare routes in Fabio's grammar: `<prefix>[host]/path [options]`
+    /// (README, "Routing"). Empty: off.
+    #[arg(long, env = "GATEWAY_ROUTE_PREFIX_TAG", default_value = "urlprefix-", value_name = "PREFIX")]
+    pub route_prefix_tag: String,
     /// The watcher executable (default: `watcher` next to the gateway executable).
     #[arg(long, env = "GATEWAY_WATCHER_BIN")]
     pub watcher_bin: Option<PathBuf>,
@@ -79,19 +94,68 @@ pub struct Args {
     pub log_format: LogFormat,
 }
 
-/// A validated configuration.
+/// A validated configuration: only checked values.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The parsed arguments.
-    pub args: Args,
-    /// The services, deduplicated.
+    /// Address of the public listener.
+    pub listen: SocketAddr,
+    /// Address of the admin listener.
+    pub admin_listen: SocketAddr,
+    /// Consul's HTTP address.
+    pub consul: ConsulAddr,
+    /// The static services, valid Consul names, sorted and deduplicated (maybe none).
     pub services: Vec<String>,
+    /// Which tags make routes.
+    pub rules: TagRules,
     /// How instances are read from Consul, by the watcher and by direct reads alike.
     pub view: View,
     /// The watcher executable.
     pub watcher_bin: PathBuf,
     /// Worker threads serving the public listener.
     pub workers: usize,
+    /// Upstream connect timeout and idle-connection lifetime.
+    pub timeouts: Timeouts,
+    /// How long an instance may take to answer (response headers).
+    pub upstream_timeout: Duration,
+    /// How long a client may take to send a request head, or sit idle.
+    pub client_timeout: Duration,
+    /// How long in-flight requests may take at shutdown.
+    pub grace_period: Duration,
+    /// Request bodies up to this many bytes can be sent again.
+    pub max_replay_body: u64,
+    /// Log format (the watcher's too).
+    pub log_format: LogFormat,
+}
+
+/// Why a configuration is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A `--services` entry is not a valid Consul service name.
+    #[error("--services: {0}")]
+    ServiceName(#[source] consul::Error),
+    /// Nothing could ever be routed.
+    #[error("nothing to route: name services in --services, or keep --route-tag or --route-prefix-tag")]
+    NothingToRoute,
+    /// A route tag setting is unusable.
+    #[error("{flag}: {why}")]
+    RouteTag {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// Both listeners on one address.
+    #[error("--listen and --admin-listen must differ")]
+    SameListeners,
+    /// A timeout of zero.
+    #[error("timeouts must be greater than zero")]
+    ZeroTimeout,
+    /// A worker count out of range.
+    #[error("--workers must be between 1 and {MAX_WORKERS}")]
+    Workers,
+    /// The watcher executable cannot be located.
+    #[error("cannot locate the gateway executable (to find the watcher next to it): {0}")]
+    WatcherBin(#[source] std::io::Error),
 }
 
 /// More worker threads than this is a typo, not a machine.
@@ -99,41 +163,73 @@ pub const MAX_WORKERS: usize = 1024;
 
 impl Config {
     /// Validates the arguments.
-    pub fn from_args(args: Args) -> Result<Self, String> {
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the flag and what is wrong with it.
+    pub fn from_args(args: Args) -> Result<Self, ConfigError> {
         let mut services: Vec<String> =
             args.services.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
         services.sort();
         services.dedup();
-        if services.is_empty() {
-            return Err("--services names no service".into());
-        }
         for s in &services {
-            consul::client::validate_name(s).map_err(|e| format!("--services: {e}"))?;
+            consul::client::validate_name(s).map_err(ConfigError::ServiceName)?;
+        }
+        let rules = TagRules { route_tag: args.route_tag.trim().to_string(), prefix: args.route_prefix_tag.clone() };
+        if rules.route_tag.chars().any(char::is_whitespace) {
+            return Err(ConfigError::RouteTag { flag: "--route-tag", why: "a tag without spaces, or empty for none" });
+        }
+        if rules.prefix.chars().any(|c| c.is_whitespace() || c == '/') {
+            return Err(ConfigError::RouteTag {
+                flag: "--route-prefix-tag",
+                why: "a prefix without spaces or '/', or empty for none",
+            });
+        }
+        if !rules.route_tag.is_empty() && !rules.prefix.is_empty() && rules.route_tag.starts_with(&rules.prefix) {
+            return Err(ConfigError::RouteTag {
+                flag: "--route-tag",
+                why: "must not start with --route-prefix-tag (it would be read as a declared route)",
+            });
+        }
+        if services.is_empty() && rules.route_tag.is_empty() && rules.prefix.is_empty() {
+            return Err(ConfigError::NothingToRoute);
         }
         if args.listen == args.admin_listen {
-            return Err("--listen and --admin-listen must differ".into());
+            return Err(ConfigError::SameListeners);
         }
         if args.upstream_timeout.is_zero() || args.connect_timeout.is_zero() || args.client_timeout.is_zero() {
-            return Err("timeouts must be greater than zero".into());
+            return Err(ConfigError::ZeroTimeout);
         }
         if args.workers.is_some_and(|w| w == 0 || w > MAX_WORKERS) {
-            return Err(format!("--workers must be between 1 and {MAX_WORKERS}"));
+            return Err(ConfigError::Workers);
         }
         // By default one worker per CPU this process may use (its affinity mask and cgroup quota
         // count).
         let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let watcher_bin = match &args.watcher_bin {
             Some(p) => p.clone(),
-            None => default_watcher_bin()?,
+            None => std::env::current_exe().map_err(ConfigError::WatcherBin)?.with_file_name("watcher"),
         };
         let view = if args.catalog { View::Catalog } else { View::Health(args.health_status) };
-        Ok(Self { args, services, view, watcher_bin, workers })
+        if args.catalog && args.health_status != HealthStatuses::PASSING {
+            tracing::warn!(health_status = %args.health_status, "--health-status has no effect with --catalog (every registered instance is routed)");
+        }
+        Ok(Self {
+            listen: args.listen,
+            admin_listen: args.admin_listen,
+            consul: args.consul,
+            services,
+            rules,
+            view,
+            watcher_bin,
+            workers,
+            timeouts: Timeouts { connect: args.connect_timeout, idle: args.upstream_idle_timeout },
+            upstream_timeout: args.upstream_timeout,
+            client_timeout: args.client_timeout,
+            grace_period: args.grace_period,
+            max_replay_body: args.max_replay_body,
+            log_format: args.log_format,
+        })
     }
-}
-
-fn default_watcher_bin() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot locate the gateway executable: {e}"))?;
-    Ok(exe.with_file_name("watcher"))
 }
 
 #[cfg(test)]
@@ -143,16 +239,17 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Config, String> {
         let args =
             Args::try_parse_from(std::iter::once("gateway").chain(args.iter().copied())).map_err(|e| e.to_string())?;
-        Config::from_args(args)
+        Config::from_args(args).map_err(|e| e.to_string())
     }
 
     #[test]
     fn defaults_are_sane() {
         let c = parse(&["--watcher-bin", "/bin/true"]).unwrap();
-        assert_eq!(c.services, vec!["service-web"]);
-        assert_eq!(c.args.listen.port(), 3000);
-        assert!(c.args.admin_listen.ip().is_loopback());
-        assert_eq!(c.args.upstream_idle_timeout, Duration::from_millis(500));
+        assert!(c.services.is_empty(), "services opt in by tag");
+        assert_eq!((c.rules.route_tag.as_str(), c.rules.prefix.as_str()), ("gateway", "urlprefix-"));
+        assert_eq!(c.listen.port(), 3000);
+        assert!(c.admin_listen.ip().is_loopback());
+        assert_eq!(c.timeouts.idle, Duration::from_millis(500));
     }
 
     #[test]
@@ -160,12 +257,26 @@ mod tests {
         let c = parse(&["--services", "b, a,b", "--watcher-bin", "w"]).unwrap();
         assert_eq!(c.services, vec!["a", "b"]);
         assert!(parse(&["--services", "a/b"]).is_err());
-        assert!(parse(&["--services", ","]).is_err());
+        assert_eq!(parse(&["--services", ",", "--watcher-bin", "w"]).unwrap().services, Vec::<String>::new());
         assert!(parse(&["--listen", "127.0.0.1:1", "--admin-listen", "127.0.0.1:1"]).is_err());
         assert!(parse(&["--consul", "https://x"]).is_err());
         assert!(parse(&["--workers", "0", "--watcher-bin", "w"]).is_err());
         assert!(parse(&["--workers", "100000", "--watcher-bin", "w"]).is_err());
         assert_eq!(parse(&["--workers", "3", "--watcher-bin", "w"]).unwrap().workers, 3);
+    }
+
+    #[test]
+    fn route_tags_are_checked() {
+        let e = parse(&["--route-tag", "", "--route-prefix-tag", "", "--watcher-bin", "w"]).unwrap_err();
+        assert!(e.contains("nothing to route"), "{e}");
+        let c = parse(&["--route-tag", "", "--route-prefix-tag", "", "--services", "a", "--watcher-bin", "w"]).unwrap();
+        assert_eq!((c.rules.route_tag.as_str(), c.rules.prefix.as_str(), c.services.len()), ("", "", 1));
+        for bad in [&["--route-tag", "a b"][..], &["--route-prefix-tag", "x/"], &["--route-tag", "urlprefix-x"]] {
+            let mut args = bad.to_vec();
+            args.extend(["--watcher-bin", "w"]);
+            let e = parse(&args).unwrap_err();
+            assert!(e.contains("--route"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

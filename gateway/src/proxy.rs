@@ -1,5 +1,10 @@
-//! The request path: `/<service>/<rest>?<query>` → a random live instance of `<service>` →
-//! `http://<instance>/<rest>?<query>`, streamed both ways.
+//! The request path: host and path → a route ([`crate::discovery::routes`]) → one of its
+//! service's live instances (weighted, [`balancer`]; a split route's side, [`split`]) → the
+//! request, rewritten for the route ([`rewrite`]), streamed there and back. A name route sends
+//! `/<service>/<rest>?<query>` to `http://<instance>/<rest>?<query>`.
+//!
+//! A route whose service has no routable instance answers 503: it never falls through to another
+//! route. No route at all answers 404.
 //!
 //! A request that could not be sent at all (connect refused, reset or timed out; a new connection
 //! closed before the request was written) goes to another instance whatever its method, so a dead
@@ -22,18 +27,26 @@ use std::time::Duration;
 
 use axum::response::IntoResponse;
 use bytes::Bytes;
-use http::{Request, Response, Uri};
+use http::{header, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Body;
 use tracing::{debug, warn};
 
-use crate::balancer::pick;
-use crate::error::GatewayError;
-use crate::registry::Registry;
-use crate::upstream::{self, BoxError, Failed, PooledBody, RequestBody, Timeouts};
+use crate::discovery::services::Services;
+use crate::discovery::tag::Redirect;
+use upstream::{BoxError, Failed, PooledBody, RequestBody, Timeouts};
 
+pub mod balancer;
+pub mod error;
 mod headers;
+pub mod listener;
+pub mod rewrite;
+pub mod split;
+pub mod upstream;
+pub mod workers;
+
+use error::GatewayError;
 use headers::{strip_hop_by_hop, upstream_headers};
 
 /// What the gateway answers with: an instance's response streamed through, or its own (errors).
@@ -44,8 +57,8 @@ const MAX_ATTEMPTS: usize = 5;
 
 /// Everything the request path needs.
 pub struct Proxy {
-    /// The services and their instances.
-    pub registry: Arc<Registry>,
+    /// The routes, services and their instances.
+    pub services: Arc<Services>,
     /// How long connecting to an instance may take before another one is tried, and how long
     /// an idle connection to an instance is reused.
     pub timeouts: Timeouts,
@@ -53,15 +66,6 @@ pub struct Proxy {
     pub timeout: Duration,
     /// Request bodies up to this size are buffered so a failed connect can be retried.
     pub max_replay_body: u64,
-}
-
-/// Splits `/<service>/<rest>?<query>` into the service and the upstream path-and-query.
-pub fn split_service(path_and_query: &str) -> (&str, String) {
-    let trimmed = path_and_query.strip_prefix('/').unwrap_or(path_and_query);
-    let end = trimmed.find(['/', '?']).unwrap_or(trimmed.len());
-    let (service, rest) = trimmed.split_at(end);
-    let rest = if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") };
-    (service, rest)
 }
 
 /// A request body that may be sent more than once.
@@ -93,7 +97,7 @@ impl Replay {
 
 impl Proxy {
     /// Answers one client request: the instance's response, or a JSON error. `peer` is the
-    /// client's address, for `X-Forwarded-For`.
+    /// client's address, for `X-Forwarded-For` and address-sticky splits.
     pub async fn serve<B>(&self, req: Request<B>, peer: Option<SocketAddr>) -> Response<ResponseBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -121,18 +125,31 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         let (parts, body) = req.into_parts();
-        let (service, rest) = split_service(parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
-        if !self.registry.is_routable(service) {
-            return Err(GatewayError::UnknownService { service: service.to_string() });
+        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        // An absolute-form request's authority wins over its Host header (RFC 9112 §3.2.2).
+        let client_host = parts.headers.get(header::HOST);
+        let host = parts.uri.authority().map(|a| a.as_str().as_bytes()).or(client_host.map(|h| h.as_bytes()));
+        let route = self.services.table().lookup(host, parts.uri.path()).cloned();
+        let Some(route) = route else {
+            return Err(GatewayError::NoRoute { path: parts.uri.path().to_string() });
+        };
+        let service = route.service.as_str();
+        if let Some(redirect) = route.spec.as_ref().and_then(|s| s.redirect.as_ref()) {
+            return Ok(redirect_response(redirect, path_and_query));
         }
         let set = self
-            .registry
-            .get_or_fetch(service)
+            .services
+            .set_or_fetch(&route.slot)
             .await
             .map_err(|reason| GatewayError::DiscoveryUnavailable { service: service.to_string(), reason })?;
-        if set.endpoints.is_empty() {
-            return Err(GatewayError::NoInstance { service: service.to_string() });
+        let no_instance = || GatewayError::NoInstance { service: service.to_string() };
+        let choice = set.candidates(route.tag.as_deref()).ok_or_else(no_instance)?;
+        let (candidates, cookie) = split::choose(&route, choice, &parts.headers, peer);
+        if candidates.is_empty() {
+            return Err(no_instance());
         }
+        let (rest, stripped) = rewrite::upstream_path(&route, path_and_query);
+        let prefix = if stripped { route.forwarded_prefix.as_ref() } else { None };
         let uri = Uri::try_from(rest)
             .map_err(|e| GatewayError::BadRequest { service: service.to_string(), reason: e.to_string() })?;
         let idempotent = is_idempotent(&parts.method);
@@ -142,11 +159,12 @@ impl Proxy {
         let mut tried = [0usize; MAX_ATTEMPTS];
         let mut attempts = 0;
         loop {
-            let Some((i, endpoint)) = pick(&set.endpoints, &tried[..attempts]) else {
+            let Some((i, endpoint)) = candidates.pick(&tried[..attempts]) else {
                 return Err(upstream_failed("every instance refused the connection".into()));
             };
             tried[attempts] = i;
             attempts += 1;
+            let host = rewrite::upstream_host(&route, &endpoint.host, client_host);
             // A pooled connection first; after a failure on one, a new connection.
             let mut reuse = true;
             let error = loop {
@@ -158,11 +176,11 @@ impl Proxy {
                 let mut upstream = Request::new(req_body);
                 *upstream.method_mut() = parts.method.clone();
                 *upstream.uri_mut() = uri.clone();
-                *upstream.headers_mut() = upstream_headers(&parts.headers, &parts.uri, peer, &endpoint.host);
+                *upstream.headers_mut() = upstream_headers(&parts.headers, &parts.uri, peer, host, prefix);
                 let sent = upstream::send(&endpoint.pool, upstream, self.timeouts, reuse);
                 let Failed { error, unsent, reused } = match tokio::time::timeout_at(deadline, sent).await {
                     Err(_) => return Err(GatewayError::Timeout { service: service.to_string() }),
-                    Ok(Ok(resp)) => return Ok(into_downstream(resp)),
+                    Ok(Ok(resp)) => return Ok(into_downstream(resp, cookie)),
                     Ok(Err(failed)) => failed,
                 };
                 // Nothing sent: any request may go again. Sent but unanswered, or answered with
@@ -191,7 +209,7 @@ impl Proxy {
             endpoint.eject();
             let (what, detail) = (error.summary(), error.detail());
             warn!(service, instance = %endpoint.authority, error = detail, "{what}; trying another instance");
-            if attempts >= MAX_ATTEMPTS.min(set.endpoints.len()) {
+            if attempts >= MAX_ATTEMPTS.min(candidates.len()) {
                 return Err(upstream_failed(format!("{what} ({}): {detail}", endpoint.authority)));
             }
         }
@@ -218,10 +236,28 @@ impl Proxy {
     }
 }
 
-fn into_downstream(resp: Response<PooledBody>) -> Response<ResponseBody> {
+fn into_downstream(resp: Response<PooledBody>, cookie: Option<http::HeaderValue>) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(c) = cookie {
+        split::set_cookie(&mut parts.headers, c);
+    }
     Response::from_parts(parts, Either::Left(body))
+}
+
+/// A redirect route's answer: its status and `Location`, with an empty body.
+fn redirect_response(redirect: &Redirect, path_and_query: &str) -> Response<ResponseBody> {
+    let status = StatusCode::from_u16(redirect.code).unwrap_or(StatusCode::FOUND);
+    let location = rewrite::location(redirect, path_and_query);
+    let mut resp = Response::new(Either::Right(axum::body::Body::empty()));
+    *resp.status_mut() = status;
+    match http::HeaderValue::from_str(&location) {
+        Ok(v) => {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        Err(_) => *resp.status_mut() = StatusCode::BAD_REQUEST,
+    }
+    resp
 }
 
 /// Methods a proxy may repeat after a failure (RFC 9110 §9.2.2), as nginx does by default.

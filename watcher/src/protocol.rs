@@ -22,6 +22,10 @@ pub enum Message {
     Snapshot(Snapshot),
     /// Whether the service can currently be read from Consul.
     Status(Status),
+    /// TEMPORARY (watcher branch): a service is no longer followed.
+    Gone(Gone),
+    /// TEMPORARY (watcher branch): every followed service.
+    Services(Services),
     /// A message type this version does not know; ignored.
     #[serde(other, skip_serializing)]
     Unknown,
@@ -36,6 +40,25 @@ pub struct Snapshot {
     pub index: u64,
     /// The instances, in canonical order.
     pub instances: Vec<Instance>,
+    /// TEMPORARY: the catalog tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// TEMPORARY.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gone {
+    /// The service.
+    pub service: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// TEMPORARY.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Services {
+    /// The services.
+    pub services: Vec<String>,
 }
 
 /// Whether a service can currently be read from Consul.

@@ -58,7 +58,7 @@ impl State {
             let mut inner = self.lock();
             inner.version += 1;
             let v = inner.version;
-            let snap = Snapshot { service: service.to_string(), index, instances };
+            let snap = Snapshot { service: service.to_string(), index, instances, tags: vec![] };
             inner.services.entry(service.to_string()).or_default().snapshot = Some((v, snap));
             v
         };

@@ -14,6 +14,7 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
 /// Whether a header is hop-by-hop by definition (the ones `Connection` names come on top).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -70,8 +71,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// The headers of a request to an instance: the client's minus hop-by-hop ones, `Host` set to
 /// the instance (`host`), and the `X-Forwarded-*` headers. The client's `Host` (or the authority
 /// of an absolute-form request) becomes `X-Forwarded-Host`; the client's IP is appended to any
-/// `X-Forwarded-For` chain it sent.
-pub fn upstream_headers(client: &HeaderMap, uri: &Uri, peer: Option<SocketAddr>, host: &HeaderValue) -> HeaderMap {
+/// `X-Forwarded-For` chain it sent. When the route stripped a prefix, `prefix` replaces any
+/// `X-Forwarded-Prefix` the client sent (as Traefik's and Spring Cloud Gateway's strip-prefix
+/// filters do).
+pub fn upstream_headers(
+    client: &HeaderMap,
+    uri: &Uri,
+    peer: Option<SocketAddr>,
+    host: &HeaderValue,
+    prefix: Option<&HeaderValue>,
+) -> HeaderMap {
     let named = if names_headers(client) { connection_named(client) } else { Vec::new() };
     let mut out = HeaderMap::with_capacity(client.len() + 4);
     let mut client_host = None;
@@ -79,6 +88,9 @@ pub fn upstream_headers(client: &HeaderMap, uri: &Uri, peer: Option<SocketAddr>,
     for (name, value) in client {
         // The client's X-Forwarded-Proto and -Host are replaced by ours below.
         if is_hop_by_hop(name) || named.contains(name) || name == X_FORWARDED_PROTO || name == X_FORWARDED_HOST {
+            continue;
+        }
+        if prefix.is_some() && name == X_FORWARDED_PREFIX {
             continue;
         }
         if name == header::HOST {
@@ -114,6 +126,9 @@ pub fn upstream_headers(client: &HeaderMap, uri: &Uri, peer: Option<SocketAddr>,
     let client_host = client_host.or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
     if let Some(h) = client_host {
         out.append(X_FORWARDED_HOST.clone(), h);
+    }
+    if let Some(p) = prefix {
+        out.append(X_FORWARDED_PREFIX.clone(), p.clone());
     }
     out
 }
@@ -217,7 +232,7 @@ mod tests {
         ]);
         let peer: SocketAddr = "10.0.0.9:4000".parse().unwrap();
         let h =
-            upstream_headers(&client, &Uri::from_static("/x"), Some(peer), &HeaderValue::from_static("10.1.1.1:80"));
+            upstream_headers(&client, &Uri::from_static("/x"), Some(peer), &HeaderValue::from_static("10.1.1.1:80"), None);
         assert_eq!(h["host"], "10.1.1.1:80");
         assert_eq!(h["x-forwarded-host"], "gw.example");
         assert_eq!(h.get_all("x-forwarded-proto").iter().collect::<Vec<_>>(), ["http"], "ours replaces the client's");
@@ -233,8 +248,19 @@ mod tests {
             &Uri::from_static("http://gw.example:8080/x"),
             None,
             &HeaderValue::from_static("i:1"),
+            None,
         );
         assert_eq!(h["x-forwarded-host"], "gw.example:8080");
         assert!(h.get("x-forwarded-for").is_none());
+    }
+
+    #[test]
+    fn a_stripped_prefix_replaces_the_clients_forwarded_prefix() {
+        let client = HeaderMap::from_iter([(X_FORWARDED_PREFIX.clone(), HeaderValue::from_static("/spoofed"))]);
+        let ours = HeaderValue::from_static("/v1");
+        let h = upstream_headers(&client, &Uri::from_static("/x"), None, &HeaderValue::from_static("i:1"), Some(&ours));
+        assert_eq!(h.get_all("x-forwarded-prefix").iter().collect::<Vec<_>>(), ["/v1"]);
+        let h = upstream_headers(&client, &Uri::from_static("/x"), None, &HeaderValue::from_static("i:1"), None);
+        assert_eq!(h["x-forwarded-prefix"], "/spoofed", "nothing stripped: passed through");
     }
 }

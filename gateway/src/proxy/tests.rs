@@ -1,7 +1,9 @@
 //! The request path against real HTTP backends on loopback, with a static registry.
 
 use super::*;
-use crate::registry::StaticDiscovery;
+use crate::discovery::direct::StaticRead;
+use crate::discovery::services::Services;
+use crate::discovery::tag::TagRules;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::routing::{any, get};
@@ -70,12 +72,12 @@ fn inst(port: u16) -> Instance {
 }
 
 async fn app(ports: &[u16], timeout: Duration) -> Proxy {
-    let registry =
-        Arc::new(Registry::new(["web".to_string(), "empty".to_string()], Arc::new(StaticDiscovery::default())));
-    registry.apply_snapshot("web", 1, ports.iter().map(|p| inst(*p)).collect()).await;
-    registry.apply_snapshot("empty", 1, vec![]).await;
+    let rules = TagRules { route_tag: "gateway".into(), prefix: "urlprefix-".into() };
+    let services = Arc::new(Services::new(["web".to_string(), "empty".to_string()], rules, Arc::new(StaticRead::default())));
+    services.apply_snapshot("web", 1, ports.iter().map(|p| inst(*p)).collect(), vec![]);
+    services.apply_snapshot("empty", 1, vec![], vec![]);
     let timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
-    Proxy { registry, timeouts, timeout, max_replay_body: 1024 }
+    Proxy { services, timeouts, timeout, max_replay_body: 1024 }
 }
 
 async fn send(app: &Proxy, req: http::Request<Body>) -> (u16, serde_json::Value) {
@@ -91,16 +93,6 @@ async fn send_from(app: &Proxy, req: http::Request<Body>, peer: Option<SocketAdd
 
 fn get_req(uri: &str) -> http::Request<Body> {
     http::Request::get(uri).body(Body::empty()).unwrap()
-}
-
-#[test]
-fn the_service_prefix_is_stripped() {
-    assert_eq!(split_service("/web/getRemoteIp?a=1"), ("web", "/getRemoteIp?a=1".to_string()));
-    assert_eq!(split_service("/web"), ("web", "/".to_string()));
-    assert_eq!(split_service("/web/"), ("web", "/".to_string()));
-    assert_eq!(split_service("/web?x=1"), ("web", "/?x=1".to_string()));
-    assert_eq!(split_service("/"), ("", "/".to_string()));
-    assert_eq!(split_service("/web/a/b/"), ("web", "/a/b/".to_string()));
 }
 
 #[tokio::test]
@@ -179,7 +171,7 @@ async fn errors_are_json_with_the_right_status() {
     let (status, v) = send(&app_dead, get_req("/web/x")).await;
     assert_eq!((status, v["service"].as_str()), (502, Some("web")));
     let (status, v) = send(&app_dead, get_req("/nope/x")).await;
-    assert_eq!((status, v["error"].as_str()), (404, Some("unknown service")));
+    assert_eq!((status, v["error"].as_str(), v["path"].as_str()), (404, Some("no route"), Some("/nope/x")));
     let (status, _) = send(&app_dead, get_req("/")).await;
     assert_eq!(status, 404);
     let (status, v) = send(&app_dead, get_req("/empty/x")).await;
@@ -282,4 +274,158 @@ async fn bytes_past_the_end_of_a_response_never_answer_the_next_request() {
             }
         }
     }
+}
+
+/// A proxy over `routes`: each `(service, instance ports with their tags, catalog tags)`.
+async fn routed(services: &[(&str, Vec<(u16, Vec<&str>)>, Vec<&str>)]) -> Proxy {
+    let rules = TagRules { route_tag: "gateway".into(), prefix: "urlprefix-".into() };
+    let s = Arc::new(Services::new(Vec::<String>::new(), rules, Arc::new(StaticRead::default())));
+    for (name, instances, tags) in services {
+        let instances = instances
+            .iter()
+            .map(|(port, t)| {
+                let mut i = inst(*port);
+                i.tags = t.iter().map(|x| x.to_string()).collect();
+                i
+            })
+            .collect();
+        s.apply_snapshot(name, 1, instances, tags.iter().map(|x| x.to_string()).collect());
+    }
+    let timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
+    Proxy { services: s, timeouts, timeout: Duration::from_secs(5), max_replay_body: 1024 }
+}
+
+fn host_req(host: &str, uri: &str) -> http::Request<Body> {
+    http::Request::get(uri).header("host", host).body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn declared_routes_rewrite_path_and_host_and_name_the_prefix() {
+    let (a, b, c) = (echo_backend().await, echo_backend().await, echo_backend().await);
+    let api = "urlprefix-api.example.com/v1 strip=/v1";
+    let pre = "urlprefix-/old strip=/old prepend=/new host=dst";
+    let named = "urlprefix-*.example.com/ host=internal.example";
+    let app = routed(&[
+        ("api", vec![(a, vec![api])], vec![api]),
+        ("pre", vec![(b, vec![pre])], vec![pre]),
+        ("wild", vec![(c, vec![named])], vec![named]),
+    ])
+    .await;
+    let (status, v) = send(&app, host_req("api.example.com", "/v1/users?x=1")).await;
+    assert_eq!((status, v["port"].as_u64()), (200, Some(u64::from(a))));
+    assert_eq!(v["uri"], "/users?x=1");
+    assert_eq!(v["headers"]["x-forwarded-prefix"], "/v1");
+    assert_eq!(v["headers"]["host"], "api.example.com", "the client's Host by default, as Fabio");
+    let (_, v) = send(&app, host_req("anything", "/old/a")).await;
+    assert_eq!((v["port"].as_u64(), v["uri"].as_str()), (Some(u64::from(b)), Some("/new/a")));
+    assert_eq!(v["headers"]["host"], format!("127.0.0.1:{b}"), "host=dst");
+    let (_, v) = send(&app, host_req("www.example.com", "/page")).await;
+    assert_eq!((v["port"].as_u64(), v["uri"].as_str()), (Some(u64::from(c)), Some("/page")));
+    assert_eq!(v["headers"]["host"], "internal.example");
+    assert!(v["headers"].get("x-forwarded-prefix").is_none(), "nothing stripped");
+    let (_, v) = send(&app, host_req("api.example.com", "/v2")).await;
+    assert_eq!(v["port"].as_u64(), Some(u64::from(c)), "no /v2 on the exact host: the wildcard tier answers");
+    let (status, v) = send(&app, host_req("api.other.org", "/v1")).await;
+    assert_eq!((status, v["error"].as_str()), (404, Some("no route")));
+}
+
+#[tokio::test]
+async fn name_routes_strip_the_service_and_say_so() {
+    let port = echo_backend().await;
+    let app = routed(&[("billing", vec![(port, vec!["gateway"])], vec!["gateway"])]).await;
+    let (status, v) = send(&app, get_req("/billing/invoices/3")).await;
+    assert_eq!((status, v["uri"].as_str()), (200, Some("/invoices/3")));
+    assert_eq!(v["headers"]["x-forwarded-prefix"], "/billing");
+    let (status, _) = send(&app, get_req("/billingx/a")).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_route_without_instances_answers_503_and_never_falls_through() {
+    let port = echo_backend().await;
+    let v1 = "urlprefix-/api/v1";
+    let app = routed(&[
+        ("root", vec![(port, vec!["urlprefix-/"])], vec!["urlprefix-/"]),
+        // Registered with the tag, but no instance passes its checks.
+        ("v1", vec![], vec![v1]),
+    ])
+    .await;
+    let (status, v) = send(&app, get_req("/api/v1/x")).await;
+    assert_eq!((status, v["error"].as_str(), v["service"].as_str()), (503, Some("no live instance"), Some("v1")));
+    assert_eq!(send(&app, get_req("/api/v2")).await.0, 200, "other paths still reach the catch-all");
+}
+
+#[tokio::test]
+async fn redirect_routes_answer_without_an_instance() {
+    let r = "urlprefix-old.example.com/ redirect=301,https://new.example.com$path";
+    let app = routed(&[("old", vec![], vec![r])]).await;
+    let resp = app.serve(host_req("old.example.com", "/a/b?c=1"), None).await;
+    assert_eq!(resp.status(), 301);
+    assert_eq!(resp.headers()["location"], "https://new.example.com/a/b?c=1");
+}
+
+#[tokio::test]
+async fn a_split_route_keeps_each_client_on_its_side() {
+    let (main, canary) = (echo_backend().await, echo_backend().await);
+    let t = "urlprefix-/shop split=canary:30";
+    let app = routed(&[("shop", vec![(main, vec![t]), (canary, vec![t, "canary"])], vec![t, "canary"])]).await;
+    let mut canaries = 0;
+    for _ in 0..300 {
+        let resp = app.serve(get_req("/shop/x"), None).await;
+        let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(cookie.contains("Path=/shop") && cookie.contains("HttpOnly"), "{cookie}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let port = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["port"].as_u64().unwrap();
+        canaries += usize::from(port == u64::from(canary));
+        // The same client, with its cookie, stays where it was sent, and gets no new cookie.
+        let pair = cookie.split(';').next().unwrap().to_string();
+        for _ in 0..3 {
+            let req = http::Request::get("/shop/y").header("cookie", format!("a=b; {pair}")).body(Body::empty()).unwrap();
+            let resp = app.serve(req, None).await;
+            assert!(resp.headers().get("set-cookie").is_none());
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let again = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["port"].as_u64().unwrap();
+            assert_eq!(again, port, "sticky");
+        }
+    }
+    assert!((60..=120).contains(&canaries), "30 % of 300 clients, got {canaries}");
+}
+
+#[tokio::test]
+async fn an_address_sticky_split_hashes_the_client_address() {
+    let (main, canary) = (echo_backend().await, echo_backend().await);
+    let t = "urlprefix-/shop split=canary:50 sticky=addr";
+    let app = routed(&[("shop", vec![(main, vec![t]), (canary, vec![t, "canary"])], vec![t, "canary"])]).await;
+    let mut sides = HashSet::new();
+    for i in 0..40u8 {
+        let peer: SocketAddr = format!("10.0.{i}.1:4000").parse().unwrap();
+        let (_, first) = send_from(&app, get_req("/shop/x"), Some(peer)).await;
+        for port in [4001, 4002] {
+            let again = SocketAddr::new(peer.ip(), port);
+            let (_, v) = send_from(&app, get_req("/shop/x"), Some(again)).await;
+            assert_eq!(v["port"], first["port"], "same address, same side");
+        }
+        sides.insert(first["port"].as_u64().unwrap());
+    }
+    assert_eq!(sides.len(), 2, "both sides get addresses");
+}
+
+#[tokio::test]
+async fn weights_shape_the_spread() {
+    let (light, heavy) = (echo_backend().await, echo_backend().await);
+    let rules = TagRules { route_tag: "gateway".into(), prefix: "urlprefix-".into() };
+    let s = Arc::new(Services::new(vec!["web".to_string()], rules, Arc::new(StaticRead::default())));
+    let mut l = inst(light);
+    l.weight = 1;
+    let mut h = inst(heavy);
+    h.weight = 4;
+    s.apply_snapshot("web", 1, vec![l, h], vec![]);
+    let timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
+    let app = Proxy { services: s, timeouts, timeout: Duration::from_secs(5), max_replay_body: 1024 };
+    let mut heavy_hits = 0;
+    for _ in 0..500 {
+        let (_, v) = send(&app, get_req("/web/x")).await;
+        heavy_hits += usize::from(v["port"] == heavy);
+    }
+    assert!((360..=440).contains(&heavy_hits), "4:1 over 500 requests, got {heavy_hits}");
 }

@@ -18,9 +18,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tracing::error;
 
-use crate::listener;
+use crate::proxy::listener;
 use crate::proxy::Proxy;
-use crate::upstream;
+use crate::proxy::upstream;
 
 /// Binds `n` listening sockets to `addr`; with more than one, `SO_REUSEPORT` lets them share it.
 /// Port 0 is resolved by the first socket and reused by the others.

@@ -1,4 +1,4 @@
-//! The Unix socket the watcher connects to, and the application of its messages to the registry.
+//! The Unix socket the watcher connects to, and the application of its messages to [`Services`].
 //!
 //! The socket lives in a private directory (mode 0700, created by `tempfile`) so only this user
 //! can connect. One watcher connection is served at a time: a new one (a restarted watcher)
@@ -13,7 +13,7 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tracing::{debug, info, warn};
 use watcher::protocol::{decode, Message};
 
-use crate::registry::Registry;
+use super::services::Services;
 
 /// Longest accepted line: a snapshot of tens of thousands of instances still fits.
 const MAX_LINE: usize = 16 * 1024 * 1024;
@@ -41,8 +41,8 @@ impl Socket {
         self.dir.path().join("watcher.sock")
     }
 
-    /// Accepts watcher connections forever, applying what they send to `registry`.
-    pub async fn serve(self, registry: Arc<Registry>) {
+    /// Accepts watcher connections forever, applying what they send to `services`.
+    pub async fn serve(self, services: Arc<Services>) {
         let mut current: Option<tokio::task::JoinHandle<()>> = None;
         let path = self.path();
         loop {
@@ -52,11 +52,11 @@ impl Socket {
                         old.abort();
                     }
                     info!("watcher connected");
-                    registry.set_watcher_connected(true);
-                    let registry = registry.clone();
+                    services.set_watcher_connected(true);
+                    let services = services.clone();
                     current = Some(tokio::spawn(async move {
-                        read_messages(stream, &registry).await;
-                        registry.set_watcher_connected(false);
+                        read_messages(stream, &services).await;
+                        services.set_watcher_connected(false);
                     }));
                 }
                 Err(e) => {
@@ -69,11 +69,11 @@ impl Socket {
 }
 
 /// Reads one connection's messages until it closes.
-async fn read_messages(stream: UnixStream, registry: &Registry) {
+async fn read_messages(stream: UnixStream, services: &Services) {
     let mut lines = FramedRead::new(stream, LinesCodec::new_with_max_length(MAX_LINE));
     while let Some(line) = lines.next().await {
         match line {
-            Ok(line) => apply(&line, registry).await,
+            Ok(line) => apply(&line, services),
             Err(LinesCodecError::MaxLineLengthExceeded) => {
                 warn!(max = MAX_LINE, "skipping an over-long line from the watcher")
             }
@@ -87,15 +87,15 @@ async fn read_messages(stream: UnixStream, registry: &Registry) {
 }
 
 /// Applies one line from the watcher.
-pub async fn apply(line: &str, registry: &Registry) {
+pub fn apply(line: &str, services: &Services) {
     match decode(line) {
-        Ok(Some(Message::Snapshot(s))) => registry.apply_snapshot(&s.service, s.index, s.instances).await,
+        Ok(Some(Message::Snapshot(s))) => services.apply_snapshot(&s.service, s.index, s.instances, s.tags),
         Ok(Some(Message::Status(s))) => {
-            if registry.is_routable(&s.service) {
-                let error = if s.healthy { None } else { Some(s.error.unwrap_or_else(|| "unknown error".into())) };
-                registry.set_readable(&s.service, error);
-            }
+            let error = if s.healthy { None } else { Some(s.error.unwrap_or_else(|| "unknown error".into())) };
+            services.set_readable(&s.service, error);
         }
+        Ok(Some(Message::Gone(g))) => services.apply_gone(&g.service, &g.reason),
+        Ok(Some(Message::Services(l))) => services.apply_list(&l.services),
         Ok(Some(Message::Unknown) | None) => {
             debug!("ignoring a message type this version does not know")
         }
@@ -116,7 +116,8 @@ fn truncate(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::StaticDiscovery;
+    use crate::discovery::direct::StaticRead;
+    use crate::discovery::tag::TagRules;
     use std::path::Path;
     use tokio::io::AsyncWriteExt;
 
@@ -128,11 +129,11 @@ mod tests {
 
     #[tokio::test]
     async fn socket_is_private_and_lines_apply_skipping_garbage() {
-        let registry = Arc::new(Registry::new(["web".to_string()], Arc::new(StaticDiscovery::default())));
+        let services = Arc::new(Services::new(["web".to_string()], TagRules { route_tag: "gateway".into(), prefix: "urlprefix-".into() }, Arc::new(StaticRead::default())));
         let socket = Socket::bind().unwrap();
         let path = socket.path();
         assert!(is_private(&path));
-        tokio::spawn(socket.serve(registry.clone()));
+        tokio::spawn(socket.serve(services.clone()));
         let mut conn = UnixStream::connect(&path).await.unwrap();
         conn.write_all(b"not json\n{\"type\":\"watch\",\"service\":\"web\"}\n").await.unwrap();
         conn.write_all(br#"{"type":"snapshot","service":"web","index":7,"instances":[{"id":"a","node":"n","address":"127.0.0.1","port":1}]}"#).await.unwrap();
@@ -140,17 +141,17 @@ mod tests {
             .await
             .unwrap();
         for _ in 0..100 {
-            if registry.stale_reason("web").is_some_and(|r| r.contains("down")) {
+            if services.stale_reason("web").is_some_and(|r| r.contains("down")) {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let set = registry.get("web").await.expect("snapshot applied after garbage");
+        let set = services.slots()[0].set().expect("snapshot applied after garbage");
         assert_eq!(set.index, 7);
-        assert!(registry.stale_reason("web").unwrap().contains("down"));
+        assert!(services.stale_reason("web").unwrap().contains("down"));
         drop(conn);
         for _ in 0..100 {
-            if registry.stale_reason("web").is_some_and(|r| r.contains("watcher")) {
+            if services.stale_reason("web").is_some_and(|r| r.contains("watcher")) {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

@@ -1,5 +1,6 @@
-//! The gateway's errors, each with its HTTP status and a JSON body
-//! `{"error": "...", "service": "..."}` that says what failed without leaking internals.
+//! The gateway's errors, each with its HTTP status and a JSON body that says what failed without
+//! leaking internals: `{"error": "...", "service": "..."}`, or `{"error": "no route", "path": "..."}`
+//! when no route matches.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -7,11 +8,11 @@ use axum::response::{IntoResponse, Response};
 /// Why a request could not be proxied.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    /// The path names no service, or one not routable through this gateway.
-    #[error("unknown service")]
-    UnknownService {
-        /// The service named in the path ("" when none).
-        service: String,
+    /// No route matches the request's host and path.
+    #[error("no route")]
+    NoRoute {
+        /// The request's path (without the query).
+        path: String,
     },
     /// The service is known but has no live instance.
     #[error("no live instance")]
@@ -56,7 +57,7 @@ impl GatewayError {
     /// The HTTP status for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::UnknownService { .. } => StatusCode::NOT_FOUND,
+            Self::NoRoute { .. } => StatusCode::NOT_FOUND,
             Self::NoInstance { .. } | Self::DiscoveryUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -66,8 +67,8 @@ impl GatewayError {
 
     fn service(&self) -> &str {
         match self {
-            Self::UnknownService { service }
-            | Self::NoInstance { service }
+            Self::NoRoute { .. } => "",
+            Self::NoInstance { service }
             | Self::DiscoveryUnavailable { service, .. }
             | Self::Upstream { service, .. }
             | Self::Timeout { service }
@@ -78,7 +79,10 @@ impl GatewayError {
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.to_string(), "service": self.service() });
+        let body = match &self {
+            Self::NoRoute { path } => serde_json::json!({ "error": self.to_string(), "path": path }),
+            _ => serde_json::json!({ "error": self.to_string(), "service": self.service() }),
+        };
         let mut resp = (self.status(), body.to_string()).into_response();
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp
@@ -93,7 +97,6 @@ mod tests {
     #[tokio::test]
     async fn errors_map_to_status_and_json() {
         let cases = [
-            (GatewayError::UnknownService { service: "x".into() }, 404),
             (GatewayError::NoInstance { service: "x".into() }, 503),
             (GatewayError::DiscoveryUnavailable { service: "x".into(), reason: "secret detail".into() }, 503),
             (GatewayError::Upstream { service: "x".into(), reason: "secret detail".into() }, 502),
@@ -109,5 +112,14 @@ mod tests {
             assert!(v["error"].is_string());
             assert!(!String::from_utf8_lossy(&body).contains("secret detail"));
         }
+    }
+
+    #[tokio::test]
+    async fn no_route_names_the_path() {
+        let resp = GatewayError::NoRoute { path: "/nowhere/x".into() }.into_response();
+        assert_eq!(resp.status().as_u16(), 404);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((v["error"].as_str(), v["path"].as_str()), (Some("no route"), Some("/nowhere/x")));
     }
 }

@@ -86,16 +86,19 @@ async fn accept_failed(e: io::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{Registry, StaticDiscovery};
+    use crate::discovery::direct::StaticRead;
+    use crate::discovery::services::Services;
+    use crate::discovery::tag::TagRules;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn start(
         client_timeout: Duration,
     ) -> (std::net::SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-        let registry = Arc::new(Registry::new(["web".to_string()], Arc::new(StaticDiscovery::default())));
+        let rules = TagRules { route_tag: "gateway".into(), prefix: "urlprefix-".into() };
+        let services = Arc::new(Services::new(["web".to_string()], rules, Arc::new(StaticRead::default())));
         let proxy = Arc::new(Proxy {
-            registry,
-            timeouts: crate::upstream::Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) },
+            services,
+            timeouts: crate::proxy::upstream::Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) },
             timeout: Duration::from_secs(1),
             max_replay_body: 1024,
         });
@@ -134,7 +137,7 @@ mod tests {
         conn.write_all(b"GET /nope/x HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n").await.unwrap();
         let answer = String::from_utf8(read_to_close(&mut conn).await).unwrap();
         assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
-        assert!(answer.contains("unknown service"), "{answer}");
+        assert!(answer.contains("no route"), "{answer}");
 
         let _idle = tokio::net::TcpStream::connect(addr).await.unwrap();
         stop.send(true).unwrap();

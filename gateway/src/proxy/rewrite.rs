@@ -1,0 +1,79 @@
+//! What a matched route does to the request: the path the instance gets (the route's `strip=`
+//! prefix removed, its `prepend=` prefix added; a name route strips `/<service>`), the `Host` it
+//! gets, and the `Location` of a redirect route.
+
+use http::HeaderValue;
+
+use crate::discovery::routes::Route;
+use crate::discovery::tag::{Redirect, UpstreamHost};
+
+/// The upstream path-and-query for `path_and_query` (as the client sent it) on `route`, and
+/// whether the route's prefix was stripped (then `X-Forwarded-Prefix` names it).
+pub fn upstream_path(route: &Route, path_and_query: &str) -> (String, bool) {
+    let mut rest = path_and_query;
+    let mut stripped = false;
+    if let Some(strip) = route.strip.as_deref() {
+        if let Some(after) = strip_at_boundary(path_and_query, strip) {
+            rest = after;
+            stripped = true;
+        }
+    }
+    let prepend = route.spec.as_ref().and_then(|s| s.prepend.as_deref()).unwrap_or("");
+    let mut out = String::with_capacity(prepend.len() + rest.len() + 1);
+    out.push_str(prepend);
+    match (out.ends_with('/'), rest.starts_with('/')) {
+        (true, true) => out.push_str(&rest[1..]),
+        (false, false) if out.is_empty() || !rest.is_empty() => {
+            out.push('/');
+            out.push_str(rest);
+        }
+        _ => out.push_str(rest),
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    (out, stripped)
+}
+
+/// `path_and_query` without `prefix`, when it starts with it on a segment boundary (the prefix
+/// is the whole path, or followed by `/` or `?`, or ends in `/` itself).
+fn strip_at_boundary<'a>(path_and_query: &'a str, prefix: &str) -> Option<&'a str> {
+    let after = path_and_query.strip_prefix(prefix)?;
+    let boundary = prefix.ends_with('/') || after.is_empty() || after.starts_with(['/', '?']);
+    boundary.then_some(after)
+}
+
+/// The `Host` header the instance gets: its own `address:port` for name routes and `host=dst`,
+/// the client's for declared routes (Fabio's default), or the name `host=` gives.
+pub fn upstream_host<'a>(
+    route: &'a Route,
+    instance: &'a HeaderValue,
+    client: Option<&'a HeaderValue>,
+) -> &'a HeaderValue {
+    match route.spec.as_ref().map(|s| &s.upstream_host) {
+        None | Some(UpstreamHost::Dst) => instance,
+        Some(UpstreamHost::Client) => client.unwrap_or(instance),
+        Some(UpstreamHost::Name(_)) => route.fixed_host.as_ref().unwrap_or(instance),
+    }
+}
+
+/// The `Location` of a redirect: the route's URL with `$path` replaced by the request's path and
+/// query.
+pub fn location(redirect: &Redirect, path_and_query: &str) -> String {
+    redirect.url.replace("$path", path_and_query)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_only_on_segment_boundaries() {
+        assert_eq!(strip_at_boundary("/v1/users?x", "/v1"), Some("/users?x"));
+        assert_eq!(strip_at_boundary("/v1", "/v1"), Some(""));
+        assert_eq!(strip_at_boundary("/v1?q", "/v1"), Some("?q"));
+        assert_eq!(strip_at_boundary("/v1x", "/v1"), None);
+        assert_eq!(strip_at_boundary("/v1/x", "/v1/"), Some("x"));
+        assert_eq!(strip_at_boundary("/v2/x", "/v1"), None);
+    }
+}
