@@ -27,6 +27,10 @@ struct Args {
     /// Service name to register under.
     #[arg(long, env = "SERVICEWEB_NAME", default_value = "service-web")]
     name: String,
+    /// Tags to register with (repeat or comma list). The default `gateway` makes the instance
+    /// routable through the gateway at /<name>/*; `urlprefix-...` tags declare routes.
+    #[arg(long = "tag", env = "SERVICEWEB_TAGS", value_delimiter = ',', default_value = "gateway")]
+    tags: Vec<String>,
     /// Address to register (default: the address /getRemoteIp reports).
     #[arg(long, env = "SERVICEWEB_ADVERTISE")]
     advertise: Option<String>,
@@ -58,7 +62,8 @@ async fn main() -> anyhow::Result<()> {
     let registration = if args.register {
         let client = Client::new(args.consul.clone(), Token::from_env());
         let address = args.advertise.clone().unwrap_or_else(|| me.ip.to_string());
-        let reg = registration::Registration::new(client, &args.name, &me.hostname, address, local.port(), args.ttl);
+        let reg = registration::Registration::new(client, &args.name, &me.hostname, address, local.port(), args.ttl)
+            .with_tags(args.tags.iter().filter(|t| !t.is_empty()).cloned().collect());
         reg.register().await.context("cannot register in Consul")?;
         Some(reg.spawn_keepalive())
     } else {

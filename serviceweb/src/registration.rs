@@ -45,6 +45,12 @@ impl Registration {
         Self { client, reg, check_id, ttl }
     }
 
+    /// The same registration with these tags.
+    pub fn with_tags(mut self, tags: Vec<String>) -> Self {
+        self.reg.tags = tags;
+        self
+    }
+
     /// Registers (again) with the agent.
     pub async fn register(&self) -> Result<(), consul::Error> {
         self.client.register(&self.reg).await?;
