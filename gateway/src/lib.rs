@@ -27,6 +27,7 @@
 pub mod admin;
 pub mod balancer;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod ipc;
 pub mod listener;
