@@ -347,3 +347,6 @@ fn shown(s: &str) -> String {
     let cut = if s.chars().nth(64).is_some() { "…" } else { "" };
     s.chars().take(64).map(escaped).collect::<String>() + cut
 }
+
+#[cfg(test)]
+mod tests;
