@@ -57,15 +57,33 @@ pub fn upstream_host<'a>(
     }
 }
 
-/// The `Location` of a redirect: the route's URL with `$path` replaced by the request's path and
-/// query.
+/// The `Location` of a redirect: the route's URL with `$path` replaced by the request's path,
+/// and the request's query added when the URL has none (as Fabio does, `route/target.go`).
 pub fn location(redirect: &Redirect, path_and_query: &str) -> String {
-    redirect.url.replace("$path", path_and_query)
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    };
+    let mut url = redirect.url.replacen("$path", path, 1);
+    if let Some(q) = query.filter(|_| !url.contains('?')) {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirects_carry_the_path_and_a_query() {
+        let r = |url: &str| Redirect { code: 301, url: url.into() };
+        assert_eq!(location(&r("https://n.example$path"), "/a/b?c=1"), "https://n.example/a/b?c=1");
+        assert_eq!(location(&r("https://n.example/"), "/a?c=1"), "https://n.example/?c=1");
+        assert_eq!(location(&r("https://n.example/?x=2"), "/a?c=1"), "https://n.example/?x=2", "the URL's own query wins");
+        assert_eq!(location(&r("/v2$path"), "/a"), "/v2/a");
+    }
 
     #[test]
     fn strips_only_on_segment_boundaries() {
