@@ -96,7 +96,8 @@ pub async fn apply(line: &str, registry: &Registry) {
                 registry.set_readable(&s.service, error);
             }
         }
-        Ok(Some(Message::Unknown) | None) => {
+        // `services` and `gone` (watcher-side, issue 10) are not applied here yet.
+        Ok(Some(Message::Services(_) | Message::Gone(_) | Message::Unknown) | None) => {
             debug!("ignoring a message type this version does not know")
         }
         Err(e) => {

@@ -21,6 +21,7 @@
 //! Consul itself is spoken by the `consul` crate.
 
 pub mod checks;
+pub mod followed;
 pub mod mux;
 pub mod names;
 pub mod nodes;
