@@ -32,9 +32,9 @@ struct Args {
     /// comma list.
     #[arg(long = "service", value_delimiter = ',', value_name = "NAME")]
     services: Vec<String>,
-    /// Also watch every service with this tag (on any of its instances), e.g. `gateway`, while
-    /// it has it; the service list is followed with a blocking query on /v1/catalog/services.
-    /// Empty: disabled.
+    /// Also watch every service with exactly this tag (on any of its instances), e.g.
+    /// `gateway`, while it has it; the service list is followed with a blocking query on
+    /// /v1/catalog/services. Empty: disabled.
     #[arg(long, default_value = "", value_name = "TAG")]
     route_tag: String,
     /// Also watch every service with a tag starting with this prefix, e.g. `urlprefix-`
