@@ -20,25 +20,32 @@ pub struct Instance {
     pub address: String,
     /// The port to connect to.
     pub port: u16,
+    /// The instance's effective weight, from the registration's `Weights` (Consul's default:
+    /// 1 passing, 1 warning): on the health view, the warning weight when any of its checks (the
+    /// node's or its own) is `warning`, else the passing weight; on the catalog view, the passing
+    /// weight. Decodes as 1 when absent (a line from a writer older than weights).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
     /// The service tags.
     #[serde(default)]
     pub tags: Vec<String>,
     /// The service metadata.
     #[serde(default)]
     pub meta: BTreeMap<String, String>,
-    /// TEMPORARY (the watcher branch brings the real one): the effective weight.
-    #[serde(default = "one")]
-    pub weight: u32,
-}
-
-fn one() -> u32 {
-    1
 }
 
 impl Instance {
     /// An instance with no tags or metadata.
     pub fn new(id: impl Into<String>, node: impl Into<String>, address: impl Into<String>, port: u16) -> Self {
-        Self { id: id.into(), node: node.into(), address: address.into(), port, tags: vec![], meta: BTreeMap::new(), weight: 1 }
+        Self {
+            id: id.into(),
+            node: node.into(),
+            address: address.into(),
+            port,
+            weight: DEFAULT_WEIGHT,
+            tags: vec![],
+            meta: BTreeMap::new(),
+        }
     }
 
     /// `address:port`, with IPv6 addresses in brackets, as used in URLs and logs.
@@ -48,6 +55,30 @@ impl Instance {
         } else {
             format!("{}:{}", self.address, self.port)
         }
+    }
+}
+
+/// Consul's weight for an instance registered without `Weights`, passing or warning alike.
+pub const DEFAULT_WEIGHT: u32 = 1;
+
+fn default_weight() -> u32 {
+    DEFAULT_WEIGHT
+}
+
+/// A registration's `Weights` (`{"Passing":N,"Warning":M}`): how much traffic an instance takes
+/// while its checks pass, and while one of them is `warning`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(crate) struct Weights {
+    #[serde(default = "default_weight")]
+    pub passing: u32,
+    #[serde(default = "default_weight")]
+    pub warning: u32,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Self { passing: DEFAULT_WEIGHT, warning: DEFAULT_WEIGHT }
     }
 }
 
@@ -136,6 +167,18 @@ impl HealthEntry {
     pub fn routable(&self, allowed: HealthStatuses) -> bool {
         allowed.routable(self.checks.iter().flatten().map(|c| c.status.as_str()))
     }
+
+    /// The weight Consul gives the instance in its current state: the warning weight when any
+    /// of its checks (the node's or its own) is `warning`, else the passing weight. (A critical
+    /// instance is not routed, so its weight does not matter.)
+    pub fn weight(&self) -> u32 {
+        let weights = self.service.weights.unwrap_or_default();
+        if self.checks.iter().flatten().any(|c| c.status == "warning") {
+            weights.warning
+        } else {
+            weights.passing
+        }
+    }
 }
 
 /// One check of a health entry: the node's checks and the instance's own.
@@ -190,19 +233,22 @@ pub(crate) struct HealthService {
     pub tags: Option<Vec<String>>,
     #[serde(default)]
     pub meta: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub weights: Option<Weights>,
 }
 
 impl From<HealthEntry> for Instance {
     fn from(e: HealthEntry) -> Self {
+        let weight = e.weight();
         let address = if e.service.address.is_empty() { e.node.address } else { e.service.address };
         Instance {
             id: e.service.id,
             node: e.node.node,
             address,
             port: e.service.port,
+            weight,
             tags: e.service.tags.unwrap_or_default(),
             meta: e.service.meta.unwrap_or_default(),
-            weight: 1,
         }
     }
 }
@@ -223,6 +269,8 @@ pub(crate) struct CatalogEntry {
     pub service_tags: Option<Vec<String>>,
     #[serde(default)]
     pub service_meta: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub service_weights: Option<Weights>,
 }
 
 impl From<CatalogEntry> for Instance {
@@ -233,9 +281,10 @@ impl From<CatalogEntry> for Instance {
             node: e.node,
             address,
             port: e.service_port,
+            // The catalog view ignores health, so the instance counts as passing.
+            weight: e.service_weights.unwrap_or_default().passing,
             tags: e.service_tags.unwrap_or_default(),
             meta: e.service_meta.unwrap_or_default(),
-            weight: 1,
         }
     }
 }
@@ -318,6 +367,47 @@ mod tests {
         let got: Vec<Instance> = entries.into_iter().map(Instance::from).collect();
         assert_eq!(got[0].authority(), "127.0.0.1:3001");
         assert_eq!(got[0].id, "web-1");
+    }
+
+    // Shaped like `consul agent -dev` 1.8.7's `/v1/health/service/web`: `Weights` as registered
+    // (`{"Passing":5,"Warning":1}`), or left out (Consul's default, 1 and 1).
+    const WEIGHTED: &str = r#"[
+      {"Node":{"Node":"a","Address":"10.0.0.1"},"Service":{"ID":"ok","Service":"web","Port":1,"Weights":{"Passing":5,"Warning":1}},
+       "Checks":[{"CheckID":"serfHealth","Status":"passing","ServiceID":""},{"CheckID":"service:ok","Status":"passing","ServiceID":"ok"}]},
+      {"Node":{"Node":"a","Address":"10.0.0.1"},"Service":{"ID":"warn","Service":"web","Port":2,"Weights":{"Passing":5,"Warning":2}},
+       "Checks":[{"CheckID":"serfHealth","Status":"passing","ServiceID":""},{"CheckID":"service:warn","Status":"warning","ServiceID":"warn"}]},
+      {"Node":{"Node":"b","Address":"10.0.0.2"},"Service":{"ID":"nodewarn","Service":"web","Port":3,"Weights":{"Passing":7,"Warning":0}},
+       "Checks":[{"CheckID":"node-ttl","Status":"warning","ServiceID":""}]},
+      {"Node":{"Node":"b","Address":"10.0.0.2"},"Service":{"ID":"plain","Service":"web","Port":4,"Weights":null},"Checks":[]}]"#;
+
+    #[test]
+    fn the_health_view_weighs_by_the_worst_check() {
+        let entries: Vec<HealthEntry> = serde_json::from_str(WEIGHTED).unwrap();
+        let got: Vec<(String, u32)> = entries.into_iter().map(Instance::from).map(|i| (i.id, i.weight)).collect();
+        let want = [("ok", 5), ("warn", 2), ("nodewarn", 0), ("plain", 1)];
+        assert_eq!(got, want.map(|(id, w)| (id.to_string(), w)));
+    }
+
+    #[test]
+    fn the_catalog_view_takes_the_passing_weight() {
+        let entries: Vec<CatalogEntry> =
+            serde_json::from_str(&CATALOG.replace(r#""Passing":1,"Warning":1"#, r#""Passing":5,"Warning":2"#)).unwrap();
+        assert_eq!(Instance::from(entries.into_iter().next().unwrap()).weight, 5);
+        let bare = r#"[{"Node":"n","ServiceID":"x","ServicePort":1}]"#;
+        let entries: Vec<CatalogEntry> = serde_json::from_str(bare).unwrap();
+        assert_eq!(Instance::from(entries.into_iter().next().unwrap()).weight, DEFAULT_WEIGHT);
+    }
+
+    #[test]
+    fn a_weight_change_is_a_change_and_an_old_line_decodes_with_weight_one() {
+        let heavy = Instance { weight: 5, ..sample() };
+        assert_ne!(canonical(vec![heavy.clone()]), canonical(vec![sample()]));
+        let old: Instance =
+            serde_json::from_str(r#"{"id":"x","node":"n","address":"127.0.0.1","port":1,"tags":[],"meta":{}}"#)
+                .unwrap();
+        assert_eq!(old, sample());
+        let back: Instance = serde_json::from_str(&serde_json::to_string(&heavy).unwrap()).unwrap();
+        assert_eq!(back.weight, 5);
     }
 
     #[test]

@@ -142,6 +142,12 @@ impl Consul {
         );
     }
 
+    /// Registers a service instance from a whole `/v1/agent/service/register` body (weights,
+    /// several checks, anything the other helpers do not set).
+    pub fn register_json(&self, registration: serde_json::Value) {
+        self.put("/v1/agent/service/register", registration);
+    }
+
     /// Registers a node-level TTL check `id` (no service) on the agent's node, in `status`.
     pub fn register_node_check(&self, id: &str, status: &str) {
         self.put(

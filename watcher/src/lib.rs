@@ -1,17 +1,23 @@
 //! # watcher
 //!
 //! Watches services in Consul with blocking queries and streams each service's current instance
-//! set, as newline-delimited JSON, to the gateway's Unix socket or to stdout.
+//! set, as newline-delimited JSON, to the gateway's Unix socket or to stdout. The services are the
+//! static `--service` names plus, with a route tag or prefix, every service that opts in by tag.
 //!
 //! ## Layout
 //! - [`protocol`]: the watcher ↔ gateway wire format. The one place that defines it; the gateway
 //!   decodes with these same types.
-//! - [`state`]: the latest snapshot and status of every watched service, with change versions, so
-//!   a reconnecting reader gets everything and a slow one only the newest of each.
+//! - [`state`]: the followed list, the latest snapshot and status of every followed service, and
+//!   the services that went, with change versions, so a reconnecting reader gets everything and a
+//!   slow one only the newest of each.
+//! - [`followed`]: which services are followed (opt-in rule, names, static services) and how that
+//!   set changed between two answers of `/v1/catalog/services`. Pure.
+//! - [`follow`]: the one blocking query on `/v1/catalog/services`; feeds the follower and the
+//!   multiplexed watch.
 //! - [`watch`]: one blocking-query loop per service (index rules, rate limit, backoff, change
-//!   detection).
+//!   detection), started and stopped as services are followed.
 //! - [`mux`]: many services over two blocking queries plus targeted re-reads (for scale).
-//! - [`names`]: the watched services, found by the names Consul reports (case-insensitively).
+//! - [`names`]: the followed services, found by the names Consul reports (case-insensitively).
 //! - [`checks`]: which services' checks changed, from two answers of `/v1/health/state/any`.
 //! - [`scan`]: which services changed, from a node-by-node read of the catalog.
 //! - [`nodes`]: one blocking query per catalog node on small clusters, so a change costs one
@@ -21,6 +27,8 @@
 //! Consul itself is spoken by the `consul` crate.
 
 pub mod checks;
+pub mod follow;
+pub mod followed;
 pub mod mux;
 pub mod names;
 pub mod nodes;

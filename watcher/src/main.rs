@@ -1,5 +1,6 @@
-//! `watcher`: long-polls Consul for the given services and streams every change, as NDJSON, to
-//! the gateway's Unix socket (`--socket`) or to stdout.
+//! `watcher`: long-polls Consul for the given services, and for every service that opts in by
+//! tag, and streams every change, as NDJSON, to the gateway's Unix socket (`--socket`) or to
+//! stdout. Only wiring: parse, validate, start the watch loops and the output.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,10 +11,15 @@ use common::LogFormat;
 use consul::{Client, ConsulAddr, HealthStatuses, Token, View};
 use tokio::io::AsyncReadExt;
 use tracing::{error, info};
+use watcher::followed::{Follower, OptIn};
 use watcher::state::State;
-use watcher::watch::{watch_service, WatchConfig};
+use watcher::watch::{watch_followed, watch_service, WatchConfig};
 
 /// Watches services in Consul with blocking queries and prints or forwards every change.
+///
+/// The services are the --service names, plus (with --route-tag or --route-prefix-tag) every
+/// service that opts in by tag, followed as they come and go. At least one of the three is
+/// needed.
 ///
 /// The ACL token is read from CONSUL_HTTP_TOKEN only (never a flag, so it never shows in `ps`).
 #[derive(Parser, Debug)]
@@ -22,9 +28,19 @@ struct Args {
     /// Consul HTTP address, with or without http://.
     #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = consul::addr::DEFAULT_ADDR)]
     consul: ConsulAddr,
-    /// A service to watch; repeat the flag or give a comma list.
-    #[arg(long = "service", required = true, value_delimiter = ',', value_name = "NAME")]
+    /// A service to watch always, tagged or not, registered or not; repeat the flag or give a
+    /// comma list.
+    #[arg(long = "service", value_delimiter = ',', value_name = "NAME")]
     services: Vec<String>,
+    /// Also watch every service with exactly this tag (on any of its instances), e.g.
+    /// `gateway`, while it has it; the service list is followed with a blocking query on
+    /// /v1/catalog/services. Empty: disabled.
+    #[arg(long, default_value = "", value_name = "TAG")]
+    route_tag: String,
+    /// Also watch every service with a tag starting with this prefix, e.g. `urlprefix-`
+    /// (Fabio's routes), while it has one. Empty: disabled.
+    #[arg(long, default_value = "", value_name = "PREFIX")]
+    route_prefix_tag: String,
     /// Read /v1/catalog/service/<name> (every registered instance) instead of the health view
     /// (/v1/health/service/<name>, only instances whose checks all have a --health-status).
     #[arg(long)]
@@ -45,7 +61,8 @@ struct Args {
     rate: f64,
     /// How to watch: one blocking query per service (`per-service`), or two cluster-wide
     /// blocking queries plus re-reads of the services that changed (`multiplexed`, a handful of
-    /// connections whatever the number of services). `auto` multiplexes above 12 services.
+    /// connections whatever the number of services). `auto` multiplexes above 12 --service
+    /// names, and whenever services are followed by tag (their number has no bound).
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     mode: Mode,
     /// In multiplexed mode, re-read every service this often as a safety net.
@@ -63,7 +80,7 @@ struct Args {
 /// How services are watched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Mode {
-    /// Per-service up to 12 services, multiplexed above.
+    /// Per-service up to 12 static services, multiplexed above or when following tags.
     Auto,
     /// One blocking query (one connection) per service.
     PerService,
@@ -77,6 +94,10 @@ const AUTO_MAX_PER_SERVICE: usize = 12;
 fn main() -> ExitCode {
     let args = Args::parse();
     common::init_logging(args.log_format);
+    if args.services.is_empty() && OptIn::new(&args.route_tag, &args.route_prefix_tag).is_none() {
+        error!("nothing to watch: give --service, --route-tag or --route-prefix-tag");
+        return ExitCode::from(2);
+    }
     for s in &args.services {
         if let Err(e) = consul::client::validate_name(s) {
             error!("{e}");
@@ -101,19 +122,28 @@ async fn run(args: Args) -> ExitCode {
     let client = Client::new(args.consul.clone(), Token::from_env());
     let view = if args.catalog { View::Catalog } else { View::Health(args.health_status) };
     let cfg = WatchConfig { view, wait: args.wait, rate: args.rate, ..WatchConfig::default() };
-    info!(consul = %args.consul, services = ?args.services, ?view, "watching");
-    let state = State::new();
+    let rule = OptIn::new(&args.route_tag, &args.route_prefix_tag);
+    info!(consul = %args.consul, services = ?args.services, route_tag = %args.route_tag,
+          route_prefix_tag = %args.route_prefix_tag, ?view, "watching");
     let mut services = args.services.clone();
     services.sort();
     services.dedup();
+    // Without a follower the static list is the whole set: announce it at once.
+    let state = State::with_static(&services, rule.is_none());
+    let follower = rule.map(|rule| Follower::new(services.clone(), rule));
     let multiplexed = match args.mode {
-        Mode::Auto => services.len() > AUTO_MAX_PER_SERVICE,
+        Mode::Auto => follower.is_some() || services.len() > AUTO_MAX_PER_SERVICE,
         Mode::PerService => false,
         Mode::Multiplexed => true,
     };
     let mut tasks = tokio::task::JoinSet::new();
     if multiplexed {
-        tasks.spawn(watcher::mux::watch_many(client.clone(), services, cfg.clone(), args.resync, state.clone()));
+        let mux = watcher::mux::watch_many(client.clone(), services, cfg.clone(), args.resync, state.clone(), follower);
+        tasks.spawn(mux);
+    } else if let Some(follower) = follower {
+        let (events, feed) = tokio::sync::mpsc::channel(1);
+        tasks.spawn(watcher::follow::run(client.clone(), cfg.clone(), Some(follower), state.clone(), events));
+        tasks.spawn(watch_followed(client.clone(), cfg.clone(), state.clone(), services, feed));
     } else {
         for s in services {
             tasks.spawn(watch_service(client.clone(), s, cfg.clone(), state.clone()));

@@ -8,7 +8,9 @@
 //!   checks changed (added, removed, status or index moved) is dirty; a node-level check that
 //!   changed status (a node failing) makes every service dirty.
 //! - `/v1/catalog/services`: every service with its tags. A service whose tags changed, or that
-//!   appeared or went, is dirty. A service that has an instance without a check of its own (or
+//!   appeared or went, is dirty. This query belongs to [`crate::follow`], which hands every
+//!   answer on ([`Event`]); when it follows services by tag, each answer also says which
+//!   services are followed from now on (dirty: read from scratch) and which went (dropped). A service that has an instance without a check of its own (or
 //!   no instance) may have changed too, since registering such an instance moves no check: on
 //!   a cluster of a few nodes, one blocking query per node ([`crate::nodes`]) says which ones
 //!   did; on a larger one, a node-by-node catalog scan ([`crate::scan`]) does, when that costs
@@ -21,20 +23,22 @@
 //!
 //! The cluster-wide answers name services as registered (`Web`), while the re-reads, like the
 //! per-service mode, get every spelling Consul takes for the same service: names are matched
-//! through [`Watched`], so both modes publish the same sets.
+//! through [`Watched`] (the current one, in [`Names`]), so both modes publish the same sets.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use consul::{Client, Instance};
+use consul::Client;
 use futures_util::StreamExt;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tracing::{debug, info, warn};
 
 use crate::checks::CheckPrints;
-use crate::names::Watched;
+use crate::follow::Event;
+use crate::followed::{Change, Follower};
+use crate::names::{Names, Watched};
 use crate::nodes::{Mark, NodeWatches};
 use crate::scan::CatalogScan;
 use crate::state::State;
@@ -81,8 +85,8 @@ impl Dirty {
 
 /// What the watcher knows between reads.
 struct Shared {
-    services: Vec<String>,
-    watched: Arc<Watched>,
+    /// The followed services.
+    names: Names,
     dirty: Dirty,
     /// Services with an instance that has no check of its own, or with no instance.
     checkless: Mutex<BTreeSet<String>>,
@@ -94,10 +98,18 @@ struct Shared {
 }
 
 impl Shared {
+    fn watched(&self) -> Arc<Watched> {
+        self.names.get()
+    }
+
+    fn mark_all(&self) {
+        self.dirty.mark(self.watched().all());
+    }
+
     /// A loop got its first answer; the last of the two starts the first full read.
     fn baseline(&self) {
         if self.baselines_missing.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.dirty.mark(&self.services);
+            self.mark_all();
         }
     }
 
@@ -106,7 +118,24 @@ impl Shared {
         if std::mem::replace(first, false) {
             self.baseline();
         } else {
-            self.dirty.mark(&self.services);
+            self.mark_all();
+        }
+    }
+
+    /// Takes a change of the followed set: new services are read from scratch (once both
+    /// baselines exist; the first full read covers them before), gone ones forgotten.
+    fn follow(&self, change: &Change) {
+        let Some(list) = &change.services else { return };
+        self.names.set(Watched::new(list.iter().cloned()));
+        let mut checkless = self.checkless.lock().unwrap_or_else(|e| e.into_inner());
+        for (gone, _) in &change.gone {
+            checkless.remove(gone);
+        }
+        // Until its first read says otherwise, a new service may have an instance without a check.
+        checkless.extend(change.added.iter().cloned());
+        drop(checkless);
+        if self.baselines_missing.load(Ordering::SeqCst) == 0 {
+            self.dirty.mark(&change.added);
         }
     }
 }
@@ -114,20 +143,33 @@ impl Shared {
 /// How long the first full read waits for both baselines before it goes ahead anyway.
 const BASELINE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Watches `services` with two blocking queries and targeted re-reads, until dropped.
-pub async fn watch_many(client: Client, services: Vec<String>, cfg: WatchConfig, resync: Duration, state: State) {
+/// Watches `services`, and with `follower` every service that opts in, with two blocking
+/// queries and targeted re-reads, until dropped.
+pub async fn watch_many(
+    client: Client,
+    services: Vec<String>,
+    cfg: WatchConfig,
+    resync: Duration,
+    state: State,
+    follower: Option<Follower>,
+) {
     let shared = Arc::new(Shared {
         dirty: Dirty::default(),
         checkless: Mutex::new(services.iter().cloned().collect()),
         baselines_missing: AtomicUsize::new(2),
         reads: Arc::new(Semaphore::new(READ_CONCURRENCY)),
-        watched: Arc::new(Watched::new(services.iter().cloned())),
-        services,
+        names: Names::new(Watched::new(services.iter().cloned())),
     });
-    info!(services = shared.services.len(), "watching in multiplexed mode (2 blocking queries + targeted reads)");
+    info!(
+        services = services.len(),
+        following = follower.is_some(),
+        "watching in multiplexed mode (2 blocking queries + targeted reads)"
+    );
+    let (events, feed) = mpsc::channel(1);
     tokio::join!(
+        crate::follow::run(client.clone(), cfg.clone(), follower, state.clone(), events),
         checks_loop(&client, &cfg, &shared, &state),
-        catalog_loop(&client, &cfg, &shared, &state),
+        catalog_loop(&client, &cfg, &shared, &state, feed),
         reader(&client, &cfg, &shared, &state),
         resync_loop(resync, &shared),
     );
@@ -137,19 +179,18 @@ async fn resync_loop(every: Duration, shared: &Shared) {
     tokio::time::sleep(BASELINE_TIMEOUT).await;
     if shared.baselines_missing.load(Ordering::SeqCst) > 0 {
         warn!("Consul's cluster-wide endpoints did not answer in time; reading every service anyway");
-        shared.dirty.mark(&shared.services);
+        shared.mark_all();
     }
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
         tick.tick().await;
         debug!("periodic full re-read");
-        shared.dirty.mark(&shared.services);
+        shared.mark_all();
     }
 }
 
 async fn checks_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &State) {
-    let watched = &shared.watched;
     let mut cursor = Cursor::default();
     let mut first = true;
     let mut prints: Option<CheckPrints> = None;
@@ -161,7 +202,7 @@ async fn checks_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state:
             Ok(r) => {
                 backoff.reset();
                 let everything = cursor.advance("health/state/any", r.index);
-                let now = CheckPrints::of(&r.value, watched);
+                let now = CheckPrints::of(&r.value, &shared.watched());
                 match prints.as_ref().map(|p| p.changed(&now)) {
                     Some(Some(changed)) if !everything => shared.dirty.mark(&changed),
                     _ => shared.everything(&mut first),
@@ -170,15 +211,23 @@ async fn checks_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state:
             }
             Err(e) => {
                 cursor.failed();
-                fail_all(shared, state, &e, backoff.next_delay()).await;
+                let delay = backoff.next_delay();
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot read Consul's checks");
+                fail_all(shared, state, &e);
+                tokio::time::sleep(delay).await;
             }
         }
     }
 }
 
-async fn catalog_loop(client: &Client, cfg: &WatchConfig, shared: &Arc<Shared>, state: &State) {
-    let watched = &shared.watched;
-    let mut cursor = Cursor::default();
+/// Follows the answers of `/v1/catalog/services` ([`crate::follow`] owns the query).
+async fn catalog_loop(
+    client: &Client,
+    cfg: &WatchConfig,
+    shared: &Arc<Shared>,
+    state: &State,
+    mut feed: mpsc::Receiver<Event>,
+) {
     let mut first = true;
     let mut tags: Option<Tags> = None;
     let mut scan = CatalogScan::default();
@@ -186,22 +235,18 @@ async fn catalog_loop(client: &Client, cfg: &WatchConfig, shared: &Arc<Shared>, 
         let shared = shared.clone();
         Arc::new(move |services| shared.dirty.mark(services))
     };
-    let mut nodes = NodeWatches::new(client.clone(), cfg.clone(), watched.clone(), mark);
-    let mut bucket = TokenBucket::new(cfg.burst, cfg.rate);
-    let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
-    loop {
-        bucket.take().await;
-        let before = cursor.index;
-        match client.catalog_services(cursor.index, cfg.wait).await {
-            Ok(r) => {
-                backoff.reset();
-                let everything = cursor.advance("catalog/services", r.index);
-                let now = tags_by_configured_name(r.value, watched);
+    let mut nodes = NodeWatches::new(client.clone(), cfg.clone(), shared.names.clone(), mark);
+    while let Some(event) = feed.recv().await {
+        match event {
+            Event::Answer { moved, everything, services, change, .. } => {
+                shared.follow(&change);
+                let watched = shared.watched();
+                let now = tags_by_configured_name(services, &watched);
                 if everything || tags.is_none() {
                     // First answer, or after a reset or failure: everything may have changed.
                     // Take a fresh catalog baseline for the check-less services' next changes.
                     scan.reset();
-                    match scan.changed(client, watched, &shared.reads).await {
+                    match scan.changed(client, &watched, &shared.reads).await {
                         Ok(_) => watch_nodes(&mut nodes, &scan),
                         Err(e) => {
                             debug!(error = %e, "no catalog baseline yet");
@@ -209,16 +254,16 @@ async fn catalog_loop(client: &Client, cfg: &WatchConfig, shared: &Arc<Shared>, 
                         }
                     }
                     shared.everything(&mut first);
-                } else if let Some(old) = tags.as_ref().filter(|_| r.index != before) {
+                } else if let Some(old) = tags.as_ref().filter(|_| moved) {
                     let mut changed: BTreeSet<String> =
-                        shared.services.iter().filter(|s| old.get(*s) != now.get(*s)).cloned().collect();
+                        watched.all().iter().filter(|s| old.get(*s) != now.get(*s)).cloned().collect();
                     // With every node watched, the node watches name what changed.
                     if !follow_nodes(client, &mut nodes).await {
                         let checkless = shared.checkless.lock().unwrap_or_else(|e| e.into_inner()).clone();
                         let scans = scan.scans();
                         if !checkless.is_empty() {
                             changed
-                                .extend(checkless_changes(client, watched, &mut scan, &shared.reads, checkless).await);
+                                .extend(checkless_changes(client, &watched, &mut scan, &shared.reads, checkless).await);
                         }
                         // A scan just read the node list: few enough nodes to watch them now?
                         if scan.scans() > scans {
@@ -229,10 +274,8 @@ async fn catalog_loop(client: &Client, cfg: &WatchConfig, shared: &Arc<Shared>, 
                 }
                 tags = Some(now);
             }
-            Err(e) => {
-                cursor.failed();
-                fail_all(shared, state, &e, backoff.next_delay()).await;
-            }
+            // The follower backs off before its next query.
+            Event::Failed(e) => fail_all(shared, state, &e),
         }
     }
 }
@@ -300,20 +343,20 @@ async fn checkless_changes(
     }
 }
 
-async fn fail_all(shared: &Shared, state: &State, e: &consul::Error, delay: Duration) {
-    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot watch Consul");
-    for s in &shared.services {
+/// Marks every followed service unreadable: a cluster-wide query failed.
+fn fail_all(shared: &Shared, state: &State, e: &consul::Error) {
+    for s in shared.watched().all() {
         state.set_status(s, false, Some(e.to_string()));
     }
-    tokio::time::sleep(delay).await;
 }
 
 /// Re-reads dirty services, publishing real changes.
 async fn reader(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &State) {
-    let mut last: HashMap<String, Vec<Instance>> = HashMap::new();
     let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
     loop {
-        let dirty = shared.dirty.take();
+        let watched = shared.watched();
+        // A service that went since it was marked is not read.
+        let dirty: Vec<String> = shared.dirty.take().into_iter().filter(|s| watched.has(s)).collect();
         if dirty.is_empty() {
             shared.dirty.wake.notified().await;
             continue;
@@ -338,16 +381,15 @@ async fn reader(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &Sta
                 Ok(r) => {
                     state.set_status(&service, true, None);
                     let mut checkless = shared.checkless.lock().unwrap_or_else(|e| e.into_inner());
-                    if r.checkless {
+                    if r.checkless && shared.watched().has(&service) {
                         checkless.insert(service.clone());
                     } else {
                         checkless.remove(&service);
                     }
                     drop(checkless);
-                    if last.get(&service) != Some(&r.instances) {
-                        last.insert(service.clone(), r.instances.clone());
-                        state.set_snapshot(&service, r.index, r.instances);
-                    }
+                    // Compared with the published set: a service followed anew is published
+                    // even if its set equals the one it had before it went.
+                    state.set_snapshot_if_changed(&service, r.index, r.instances);
                 }
                 Err(e) => {
                     state.set_status(&service, false, Some(e.to_string()));

@@ -1,4 +1,4 @@
-//! The watched services, found by the names Consul reports.
+//! The followed services, found by the names Consul reports.
 //!
 //! Consul compares service names without regard to case ([`consul::name`]): a read of
 //! `/v1/health/service/web` answers the instances registered as `Web` too. The cluster-wide
@@ -8,10 +8,15 @@
 //!
 //! Snapshots carry the configured name (the one the gateway routes on), never Consul's spelling.
 //! Several configured names may fold alike (`--service web --service Web`): Consul takes them for
-//! one service, so each gets the same instance set, in both modes.
+//! one service, so each gets the same instance set, in both modes. A service discovered by tag is
+//! named as [`crate::followed`] says (one name per folded form).
+//!
+//! [`Names`] holds the current [`Watched`] while the followed set changes under the multiplexed
+//! watch: it is replaced whole, and each loop takes the current one for one answer.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
 
 use consul::name::fold;
 
@@ -51,6 +56,32 @@ impl Watched {
     pub fn all(&self) -> &[String] {
         &self.all
     }
+
+    /// Whether `name` is one of the configured names, exactly.
+    pub fn has(&self, name: &str) -> bool {
+        self.all.binary_search_by(|s| s.as_str().cmp(name)).is_ok()
+    }
+}
+
+/// The current [`Watched`], replaced whole when the followed set changes. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Names(Arc<RwLock<Arc<Watched>>>);
+
+impl Names {
+    /// Starts with `watched`.
+    pub fn new(watched: Watched) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(watched))))
+    }
+
+    /// The current names.
+    pub fn get(&self) -> Arc<Watched> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the names.
+    pub fn set(&self, watched: Watched) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(watched);
+    }
 }
 
 #[cfg(test)]
@@ -65,5 +96,15 @@ mod tests {
         assert_eq!(w.lookup("web"), ["Web", "web"]);
         assert_eq!(w.lookup("Api"), ["api"]);
         assert!(w.lookup("web2").is_empty() && !w.contains("other") && w.contains("aPI"));
+        assert!(w.has("Web") && w.has("api") && !w.has("API"));
+    }
+
+    #[test]
+    fn names_are_replaced_whole() {
+        let names = Names::new(Watched::new(["a".to_string()]));
+        let before = names.get();
+        names.set(Watched::new(["b".to_string()]));
+        assert!(before.has("a") && !before.has("b"), "a loop keeps what it took");
+        assert!(names.get().has("b") && !names.get().has("a"));
     }
 }

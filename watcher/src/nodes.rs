@@ -17,7 +17,7 @@ use consul::Client;
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, info};
 
-use crate::names::Watched;
+use crate::names::{Names, Watched};
 use crate::watch::{Cursor, WatchConfig};
 use common::backoff::{Backoff, TokenBucket};
 
@@ -68,7 +68,7 @@ pub type Mark = Arc<dyn Fn(&BTreeSet<String>) + Send + Sync>;
 pub struct NodeWatches {
     client: Client,
     cfg: WatchConfig,
-    watched: Arc<Watched>,
+    names: Names,
     mark: Mark,
     tasks: HashMap<String, AbortHandle>,
     set: JoinSet<()>,
@@ -77,9 +77,9 @@ pub struct NodeWatches {
 }
 
 impl NodeWatches {
-    /// No watches yet.
-    pub fn new(client: Client, cfg: WatchConfig, watched: Arc<Watched>, mark: Mark) -> Self {
-        Self { client, cfg, watched, mark, tasks: HashMap::new(), set: JoinSet::new(), views: Arc::default() }
+    /// No watches yet. Registrations are filed under the current `names` of each answer.
+    pub fn new(client: Client, cfg: WatchConfig, names: Names, mark: Mark) -> Self {
+        Self { client, cfg, names, mark, tasks: HashMap::new(), set: JoinSet::new(), views: Arc::default() }
     }
 
     /// Whether every node is watched (then scans are unnecessary).
@@ -139,18 +139,20 @@ impl NodeWatches {
 
     fn spawn(&mut self, node: String, view: NodeView) {
         self.views.lock().unwrap_or_else(|e| e.into_inner()).insert(node.clone(), view.clone());
-        let (client, cfg, watched, mark, views) =
-            (self.client.clone(), self.cfg.clone(), self.watched.clone(), self.mark.clone(), self.views.clone());
-        let task = self.set.spawn(watch_node(client, cfg, watched, mark, views, node.clone(), view));
+        let (client, cfg, names, mark, views) =
+            (self.client.clone(), self.cfg.clone(), self.names.clone(), self.mark.clone(), self.views.clone());
+        let task = self.set.spawn(watch_node(client, cfg, names, mark, views, node.clone(), view));
         self.tasks.insert(node, task);
     }
 }
 
 /// One node's blocking query, until aborted: marks the services whose registrations changed.
+/// (When the followed set changed since the last answer, a service followed anew counts as
+/// changed, and one that went too: the reader skips it.)
 async fn watch_node(
     client: Client,
     cfg: WatchConfig,
-    watched: Arc<Watched>,
+    names: Names,
     mark: Mark,
     views: Arc<Mutex<HashMap<String, NodeView>>>,
     node: String,
@@ -167,7 +169,7 @@ async fn watch_node(
                 cursor.advance(&node, r.index);
                 // Compared by content, so the answer after a failure or an index reset is as
                 // exact as any other.
-                let now = NodeView::new(r.index, r.value, &watched);
+                let now = NodeView::new(r.index, r.value, &names.get());
                 let changed = view.changed(&now);
                 if !changed.is_empty() {
                     debug!(node, services = changed.len(), "registrations changed on node");

@@ -2,7 +2,8 @@
 //! the gateway's Unix socket.
 //!
 //! Both write the same NDJSON. On the socket, every (re)connect starts with the full current state
-//! of every watched service; the watcher reconnects with backoff for as long as it runs.
+//! (the followed list, then every followed service's set and status); the watcher reconnects with
+//! backoff for as long as it runs. What goes out and in which order is [`State::since`]'s.
 
 use std::io;
 use std::path::PathBuf;

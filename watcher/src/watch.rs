@@ -1,14 +1,21 @@
-//! One blocking-query loop per service, done the way Consul's documentation asks:
-//! block on the last index, reset when the index goes backwards, never block on index 0, pace
-//! every request with a token bucket, back off with jitter on errors, and publish only when the
-//! instance set really changed (a blocking query may return without a change).
+//! Per-service mode: one blocking-query loop per service, done the way Consul's documentation
+//! asks: block on the last index, reset when the index goes backwards, never block on index 0,
+//! pace every request with a token bucket, back off with jitter on errors, and publish only when
+//! the instance set really changed (a blocking query may return without a change).
+//!
+//! [`watch_followed`] runs one such loop per followed service, starting and stopping them as the
+//! catalog follower ([`crate::follow`]) says. The `Cursor` rules here are shared by every loop.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use consul::index::{self, Next};
 use consul::{Client, Instance, View};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, warn};
 
+use crate::follow::Event;
 use crate::state::State;
 use common::backoff::{Backoff, TokenBucket};
 
@@ -145,6 +152,42 @@ pub async fn watch_service(client: Client, service: String, cfg: WatchConfig, st
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+}
+
+/// Watches the static `services`, and every service the follower's `events` add, each with its
+/// own loop; stops a service's loop when it goes. Ends when `events` closes; dropping it stops
+/// every loop.
+pub async fn watch_followed(
+    client: Client,
+    cfg: WatchConfig,
+    state: State,
+    services: Vec<String>,
+    mut events: mpsc::Receiver<Event>,
+) {
+    let mut set = JoinSet::new();
+    let mut running: HashMap<String, AbortHandle> = HashMap::new();
+    let start = |set: &mut JoinSet<()>, running: &mut HashMap<String, AbortHandle>, service: String| {
+        if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(service) {
+            let service = slot.key().clone();
+            slot.insert(set.spawn(watch_service(client.clone(), service, cfg.clone(), state.clone())));
+        }
+    };
+    for s in services {
+        start(&mut set, &mut running, s);
+    }
+    while let Some(event) = events.recv().await {
+        let Event::Answer { change, .. } = event else { continue };
+        for (service, _) in &change.gone {
+            if let Some(task) = running.remove(service) {
+                task.abort();
+            }
+        }
+        for service in change.added {
+            start(&mut set, &mut running, service);
+        }
+        // Reap the loops just aborted, so a churning catalog does not grow the set.
+        while set.try_join_next().is_some() {}
     }
 }
 

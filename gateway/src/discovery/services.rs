@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use consul::Instance;
+use watcher::protocol::GoneReason;
 use tracing::{info, warn};
 
 use super::direct::DirectRead;
@@ -222,19 +223,18 @@ impl Services {
         }
     }
 
-    /// Drops a service the watcher no longer follows (`reason` as the watcher gave it:
-    /// `deregistered` or `untagged`). Static services stay.
-    pub fn apply_gone(&self, service: &str, reason: &str) {
+    /// Drops a service the watcher no longer follows, for `reason`. Static services stay.
+    pub fn apply_gone(&self, service: &str, reason: GoneReason) {
         let why = match reason {
-            "deregistered" => "service deregistered",
-            "untagged" => "service no longer tagged",
-            _ => "service no longer followed",
+            GoneReason::Deregistered => "service deregistered",
+            GoneReason::Untagged => "service no longer tagged",
+            GoneReason::Other => "service no longer followed",
         };
         let mut w = lock(&self.writer);
         if self.statics.contains(service) || w.slots.remove(service).is_none() {
             return;
         }
-        info!(service, reason, "{service}: no longer followed ({why})");
+        info!(service, "{service}: no longer followed ({why})");
         lock(&self.unreadable).remove(service);
         self.rebuild(&mut w, why);
     }

@@ -94,7 +94,7 @@ pub fn apply(line: &str, services: &Services) {
             let error = if s.healthy { None } else { Some(s.error.unwrap_or_else(|| "unknown error".into())) };
             services.set_readable(&s.service, error);
         }
-        Ok(Some(Message::Gone(g))) => services.apply_gone(&g.service, &g.reason),
+        Ok(Some(Message::Gone(g))) => services.apply_gone(&g.service, g.reason),
         Ok(Some(Message::Services(l))) => services.apply_list(&l.services),
         Ok(Some(Message::Unknown) | None) => {
             debug!("ignoring a message type this version does not know")

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod failures;
+mod follow;
 mod health_status;
 mod lifecycle;
 mod modes;

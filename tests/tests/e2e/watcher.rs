@@ -151,5 +151,5 @@ fn refuses_bad_input_with_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid name"));
     let out = Command::new(bin("watcher")).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "--service is required");
+    assert_eq!(out.status.code(), Some(2), "something to watch is required (see follow.rs)");
 }

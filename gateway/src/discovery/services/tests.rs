@@ -122,7 +122,7 @@ fn tagged_services_come_and_go_with_their_routes() {
     // Tags change: the route moves with them.
     s.apply_snapshot("api", 6, vec![inst(2, &["urlprefix-/v2"])], tags(&["urlprefix-/v2"]));
     assert_eq!(routes(&s), ["billing:/billing", "api:/v2"], "longest path first");
-    s.apply_gone("billing", "deregistered");
+    s.apply_gone("billing", GoneReason::Deregistered);
     assert_eq!(routes(&s), ["api:/v2"]);
     s.apply_list(&["other".to_string()]);
     assert!(routes(&s).is_empty(), "a service missing from the watcher's list is dropped");
@@ -132,7 +132,7 @@ fn tagged_services_come_and_go_with_their_routes() {
 fn static_services_stay_when_gone_or_unlisted() {
     let s = services(&["web"]);
     s.apply_snapshot("web", 1, vec![inst(1, &[])], vec![]);
-    s.apply_gone("web", "deregistered");
+    s.apply_gone("web", GoneReason::Deregistered);
     s.apply_list(&[]);
     assert_eq!(routes(&s), ["web:/web"]);
 }
