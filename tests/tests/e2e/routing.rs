@@ -80,12 +80,13 @@ fn errors_are_json_404_for_unknown_and_503_for_no_instance() {
     let consul = Consul::start();
     let b = ServiceWeb::start(None);
     consul.register("service-web", "web-a", b.port);
-    // `service-empty` is routable but has no instance; `other` exists in Consul but is not routable.
+    // `service-empty` is routable but has no instance; `other` exists in Consul but is not routable
+    // (neither named nor tagged).
     consul.register("other", "other-a", b.port);
     let gw = Gateway::start(&consul, "service-web,service-empty", &[]);
     let client = http();
     let (status, v) = get_json(&client, &gw.url("/other/getRemoteIp")).unwrap();
-    assert_eq!((status, v["error"].as_str(), v["service"].as_str()), (404, Some("unknown service"), Some("other")));
+    assert_eq!((status, v["error"].as_str(), v["path"].as_str()), (404, Some("no route"), Some("/other/getRemoteIp")));
     let (status, _) = get_json(&client, &gw.url("/")).unwrap();
     assert_eq!(status, 404);
     let (status, v) = get_json(&client, &gw.url("/service-empty/x")).unwrap();
@@ -129,7 +130,8 @@ fn many_services_are_watched_over_few_connections() {
     gw.proc.wait_for_log(&format!("svc-18: 1 -> 2 instances, added 127.0.0.1:{}", other.port), 0, t);
     consul.set_check("service:svc-18-a", "fail");
     gw.proc.wait_for_log(&format!("svc-18: 2 -> 1 instances, removed 127.0.0.1:{}", backend.port), 0, t);
-    let changes = gw.proc.logs().iter().filter(|l| l.contains(" -> ") && l.contains(" instances")).count();
+    // Instance change lines (`svc-17: 1 -> 2 instances, added ...`), not route lines.
+    let changes = gw.proc.logs().iter().filter(|l| l.contains(" -> ") && l.contains(" instances, ")).count();
     assert_eq!(changes, 40 + 4, "one line per real change, none for untouched services");
     let watcher = gw.watcher_pid();
     let conns = e2e::tcp_connections_to(watcher, consul.http_port());
