@@ -18,18 +18,16 @@ use crate::discovery::services::Services;
 use crate::discovery::socket::Socket;
 use crate::discovery::supervisor::{supervise, WatcherCommand};
 use crate::proxy::workers::{self, Workers};
-use crate::proxy::{listener, upstream, Proxy};
+use crate::proxy::{listener, Proxy};
 
 /// Runs the gateway until a shutdown signal, then drains.
 ///
 /// # Errors
 /// A listener or the watcher socket cannot be set up.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    // Before any endpoint (and its connection pool) exists.
-    upstream::set_thread_slots(cfg.workers);
     let client = consul::Client::new(cfg.consul.clone(), consul::Token::from_env());
     let direct = Arc::new(ConsulRead { client, view: cfg.view });
-    let services = Arc::new(Services::new(cfg.services.clone(), cfg.rules.clone(), direct));
+    let services = Arc::new(Services::new(cfg.services.clone(), cfg.rules.clone(), direct).with_workers(cfg.workers));
 
     let workers = cfg.workers;
     let mut public = workers::bind(cfg.listen, workers).with_context(|| format!("cannot listen on {}", cfg.listen))?;

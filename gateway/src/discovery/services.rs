@@ -28,7 +28,7 @@ use watcher::protocol::GoneReason;
 
 use super::direct::DirectRead;
 use super::routes::{Route, RouteTable};
-use super::set::{Origin, ServiceSet};
+use super::set::{Origin, Read, ServiceSet};
 use super::tag::{self, Tag, TagRules};
 
 /// One followed service: its name and its current set (none before the first read).
@@ -76,6 +76,8 @@ pub struct Services {
     listed: AtomicBool,
     unreadable: Mutex<HashMap<String, String>>,
     last_fetch_error: Mutex<HashMap<String, (Instant, String)>>,
+    /// Worker threads: each endpoint keeps its idle connections apart per thread.
+    workers: usize,
 }
 
 /// How long a failed direct read is remembered, so a burst of requests during an outage does
@@ -104,10 +106,18 @@ impl Services {
             listed: AtomicBool::new(false),
             unreadable: Mutex::default(),
             last_fetch_error: Mutex::default(),
+            workers: 1,
         };
         this.rebuild(&mut writer, "");
         *lock(&this.writer) = writer;
         this
+    }
+
+    /// The same, for `workers` worker threads (each keeps its own idle connections to every
+    /// instance; see [`crate::proxy::upstream`]).
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
     }
 
     /// The current route table.
@@ -166,8 +176,13 @@ impl Services {
                     return Ok(set);
                 }
                 info!(service, instances = instances.len(), "loaded directly from Consul (no watcher snapshot yet)");
-                let set =
-                    Arc::new(ServiceSet::new(service, instances, Vec::new(), index, Origin::Direct, None, &self.rules));
+                let set = Arc::new(ServiceSet::new(
+                    service,
+                    Read { instances, tags: Vec::new(), index, origin: Origin::Direct },
+                    None,
+                    &self.rules,
+                    self.workers,
+                ));
                 slot.set.store(Some(set.clone()));
                 Ok(set)
             }
@@ -211,8 +226,13 @@ impl Services {
             Some(old) if old.same_instances(&instances) && !routes_changed => old.refreshed(index),
             _ => {
                 let moved = old.as_ref().is_none_or(|o| !o.same_instances(&instances));
-                let new =
-                    ServiceSet::new(service, instances, tags, index, Origin::Watcher, old.as_deref(), &self.rules);
+                let new = ServiceSet::new(
+                    service,
+                    Read { instances, tags, index, origin: Origin::Watcher },
+                    old.as_deref(),
+                    &self.rules,
+                    self.workers,
+                );
                 if moved {
                     log_change(service, old.as_deref(), &new);
                 }

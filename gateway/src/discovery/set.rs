@@ -49,6 +49,19 @@ impl Choice {
     }
 }
 
+/// What one read of a service returned.
+#[derive(Debug)]
+pub struct Read {
+    /// The instances, in canonical order.
+    pub instances: Vec<Instance>,
+    /// The service's catalog tags (empty from a direct read).
+    pub tags: Vec<String>,
+    /// Consul's index.
+    pub index: u64,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
 /// One service's current endpoints.
 #[derive(Debug)]
 pub struct ServiceSet {
@@ -68,16 +81,10 @@ pub struct ServiceSet {
 
 impl ServiceSet {
     /// A set of `instances`. Endpoints of `previous` for instances that did not change are kept,
-    /// and with them their idle connections and ejection state.
-    pub fn new(
-        service: &str,
-        instances: Vec<Instance>,
-        tags: Vec<String>,
-        index: u64,
-        origin: Origin,
-        previous: Option<&ServiceSet>,
-        rules: &TagRules,
-    ) -> Self {
+    /// and with them their idle connections and ejection state; new ones keep idle connections
+    /// apart for `workers` threads.
+    pub fn new(service: &str, read: Read, previous: Option<&ServiceSet>, rules: &TagRules, workers: usize) -> Self {
+        let Read { instances, tags, index, origin } = read;
         let previous: HashMap<(&str, &str), &Arc<Endpoint>> = previous
             .map(|p| p.endpoints.iter().map(|e| ((e.instance.node.as_str(), e.instance.id.as_str()), e)).collect())
             .unwrap_or_default();
@@ -91,7 +98,7 @@ impl ServiceSet {
                     return Some(e);
                 }
                 let shown = i.authority();
-                let e = Endpoint::new(i);
+                let e = Endpoint::new(i, workers);
                 if e.is_none() {
                     warn!(service, instance = %shown, "ignoring an instance whose address is not usable in a URL");
                 }

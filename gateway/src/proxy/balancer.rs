@@ -43,11 +43,12 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// An endpoint for an instance, or `None` if its address cannot be used in a URL.
-    pub fn new(instance: Instance) -> Option<Self> {
+    /// An endpoint for an instance, with idle connections kept per worker thread (`workers`), or
+    /// `None` if its address cannot be used in a URL.
+    pub fn new(instance: Instance, workers: usize) -> Option<Self> {
         let authority: Authority = instance.authority().parse().ok()?;
         let host = HeaderValue::from_str(authority.as_str()).ok()?;
-        let pool = Arc::new(Pool::new(authority.as_str()));
+        let pool = Arc::new(Pool::for_workers(authority.as_str(), workers));
         Some(Self { instance, authority, host, pool, ejected_until_ms: AtomicU64::new(0) })
     }
 
@@ -177,7 +178,7 @@ mod tests {
             .map(|(p, &w)| {
                 let mut i = Instance::new(format!("i{p}"), "n", "127.0.0.1", 1000 + p as u16);
                 i.weight = w;
-                Arc::new(Endpoint::new(i).unwrap())
+                Arc::new(Endpoint::new(i, 1).unwrap())
             })
             .collect()
     }

@@ -45,7 +45,7 @@ mod pool;
 pub mod reuse;
 pub mod suspect;
 use pool::Conn;
-pub use pool::{set_thread_slot, set_thread_slots, Pool, MAX_IDLE_PER_WORKER};
+pub use pool::{set_thread_slot, Pool, MAX_IDLE_PER_WORKER};
 
 /// Boxed errors of request bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -4,7 +4,6 @@
 
 use std::cell::Cell;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,16 +51,8 @@ impl Idle {
     }
 }
 
-/// How many worker threads keep idle connections apart; set once at start.
-static THREAD_SLOTS: AtomicUsize = AtomicUsize::new(1);
-
 thread_local! {
     static THREAD_SLOT: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Sets how many worker threads there are, before any pool is made.
-pub fn set_thread_slots(n: usize) {
-    THREAD_SLOTS.store(n.max(1), Ordering::Relaxed);
 }
 
 /// Marks the calling thread as worker `i`: its requests use and refill the `i`-th idle lists.
@@ -88,9 +79,14 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// An empty pool of connections to `authority` (`address:port`).
+    /// An empty pool of connections to `authority` (`address:port`), for one worker thread.
     pub fn new(authority: &str) -> Self {
-        let idle = (0..THREAD_SLOTS.load(Ordering::Relaxed)).map(|_| Mutex::default()).collect();
+        Self::for_workers(authority, 1)
+    }
+
+    /// An empty pool of connections to `authority`, with idle lists for `workers` threads.
+    pub fn for_workers(authority: &str, workers: usize) -> Self {
+        let idle = (0..workers.max(1)).map(|_| Mutex::default()).collect();
         Self { authority: authority.to_string(), addr: authority.parse().ok(), idle, suspect: Suspect::default() }
     }
 
