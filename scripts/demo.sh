@@ -67,8 +67,10 @@ wait_http "http://127.0.0.1:$admin/readyz" "the gateway"
 
 cat <<MSG
 
-  The gateway routes /service-web/* over three instances registered in Consul:
+  The gateway routes /service-web/* over three instances that registered themselves in Consul
+  with the tag \`gateway\` (no gateway flag names them):
     curl 127.0.0.1:$port/service-web/getRemoteIp      # answered by a random instance
+    curl 127.0.0.1:$admin/routes                       # the route table
     curl 127.0.0.1:$admin/services                     # what the gateway knows
     curl 127.0.0.1:$admin/readyz
     kill \$(pgrep -f 'serviceweb --listen 127.0.0.1:$((port + 1))')   # watch the change below
