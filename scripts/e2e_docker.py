@@ -73,10 +73,10 @@ def wait_for(what, timeout, f, interval=0.25):
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-def http_get(url, timeout=5):
+def http_get(url, timeout=5, headers=None):
     """(status, body); status 0 means no HTTP answer at all."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(errors="replace")
@@ -113,10 +113,10 @@ class Stack:
         ids = self.c("ps", "-q", service).split()
         return [i for i in ids if i]
 
-    def running_backends(self):
-        """{container id: ip} of running serviceweb containers."""
+    def running_backends(self, service="serviceweb"):
+        """{container id: ip} of running containers of a compose service (serviceweb by default)."""
         out = {}
-        for cid in self.containers("serviceweb"):
+        for cid in self.containers(service):
             info = json.loads(run(["docker", "inspect", cid]))[0]
             if info["State"]["Running"] and not info["State"]["Paused"]:
                 ips = [n["IPAddress"] for n in info["NetworkSettings"]["Networks"].values()]
@@ -238,6 +238,29 @@ def step_balance(stack, r, backends, n):
     want = set(backends.values())
     r.check(f"60 requests reach all {n} instances", ips == want and not failures,
             f"seen {sorted(ips)}, running {sorted(want)}, failures {failures[:3]}")
+
+
+def step_routes_from_tags(stack, r, backends):
+    """The gateway has no --services: serviceweb opts in with its `gateway` tag, and the second
+    demo service (`hello`) is routed by the host its `urlprefix-hello.localhost/` tag declares."""
+    hello = wait_for("the hello container", 60, lambda: (h := stack.running_backends("hello")) and h)
+    hello_ips = set(hello.values())
+    status, body = http_get(stack.admin("/routes"))
+    routes = {x["route"]: x["service"] for x in json.loads(body)["routes"]} if status == 200 else {}
+    r.check("/routes lists the tag-declared routes",
+            routes.get(f"/{SERVICE}") == SERVICE and routes.get("hello.localhost/") == "hello", f"{status} {routes}")
+
+    def by_host():
+        st, b = http_get(stack.url("/getRemoteIp"), headers={"Host": "hello.localhost"})
+        return st == 200 and json.loads(b)["ip"] in hello_ips
+
+    wait_for("hello to be routable by host (its check passing)", 60, by_host, interval=0.5)
+    ok = all(by_host() for _ in range(10))
+    r.check("Host: hello.localhost reaches the hello service", ok)
+    status, _ = http_get(stack.url("/getRemoteIp"))
+    r.check("without that host, /getRemoteIp has no route (404)", status == 404, f"got {status}")
+    ips, _ = sample_ips(stack, 10)
+    r.check("/service-web/* never reaches hello", not (ips & hello_ips) and ips <= set(backends.values()), f"{ips}")
 
 
 def step_kill_instance(stack, r, backends, label):
@@ -363,6 +386,7 @@ def main():
     try:
         backends = step_up(stack, r)
         step_balance(stack, r, backends, 3)
+        step_routes_from_tags(stack, r, backends)
         step_kill_instance(stack, r, backends, "docker kill of one instance")
         backends = step_scale(stack, r, 5)
         step_kill_leader(stack, r)
