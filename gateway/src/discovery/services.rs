@@ -61,6 +61,10 @@ struct Writer {
     warned: HashSet<(String, String)>,
     /// Conflicts already reported, as `host/path`.
     conflicts: HashSet<String>,
+    /// Why each service's routes changed since the last rebuild (for the log).
+    changed: BTreeMap<String, &'static str>,
+    /// Batches of watcher messages being applied: the table is rebuilt once, when the last ends.
+    batches: usize,
 }
 
 /// The followed services and their routes.
@@ -108,7 +112,7 @@ impl Services {
             last_fetch_error: Mutex::default(),
             workers: 1,
         };
-        this.rebuild(&mut writer, "");
+        this.rebuild(&mut writer);
         *lock(&this.writer) = writer;
         this
     }
@@ -241,7 +245,7 @@ impl Services {
         };
         slot.set.store(Some(Arc::new(new)));
         if routes_changed {
-            self.rebuild(&mut w, "tags changed");
+            self.routes_changed(&mut w, service, "tags changed");
         }
     }
 
@@ -258,7 +262,7 @@ impl Services {
         }
         info!(service, "{service}: no longer followed ({why})");
         lock(&self.unreadable).remove(service);
-        self.rebuild(&mut w, why);
+        self.routes_changed(&mut w, service, why);
     }
 
     /// Applies the watcher's full list of followed services: services not in it are dropped.
@@ -275,9 +279,7 @@ impl Services {
             w.slots.remove(s);
             lock(&self.unreadable).remove(s);
             info!(service = %s, "{s}: no longer followed (not in the watcher's list)");
-        }
-        if !gone.is_empty() {
-            self.rebuild(&mut w, "service no longer followed");
+            self.routes_changed(&mut w, s, "service no longer followed");
         }
         self.listed.store(true, Ordering::Relaxed);
     }
@@ -308,12 +310,45 @@ impl Services {
         out
     }
 
+    /// Starts applying a batch of messages: the route table is rebuilt once, by [`Self::end_batch`].
+    /// The watcher sends its full state as one burst on every connect; rebuilding per message
+    /// would cost O(services²) then.
+    pub fn begin_batch(&self) {
+        lock(&self.writer).batches += 1;
+    }
+
+    /// Ends a batch: rebuilds the route table if a route changed during it.
+    pub fn end_batch(&self) {
+        let mut w = lock(&self.writer);
+        w.batches = w.batches.saturating_sub(1);
+        if w.batches == 0 && !w.changed.is_empty() {
+            self.rebuild(&mut w);
+        }
+    }
+
+    /// Notes that `service`'s routes may have changed, and rebuilds now unless in a batch.
+    fn routes_changed(&self, w: &mut Writer, service: &str, why: &'static str) {
+        w.changed.insert(service.to_string(), why);
+        if w.batches == 0 {
+            self.rebuild(w);
+        }
+    }
+
     /// Rebuilds the route table from every slot, swaps it in, and logs what changed.
-    fn rebuild(&self, w: &mut Writer, why: &str) {
+    fn rebuild(&self, w: &mut Writer) {
         let slots: Vec<Arc<Slot>> = w.slots.values().cloned().collect();
         let routes: Vec<Route> = slots.iter().flat_map(|s| self.routes_of(s, w)).collect();
         let (table, conflicts) = RouteTable::build(routes);
-        for c in conflicts {
+        // Remember only what still holds, so a tag or conflict that comes back is reported again
+        // and the memory stays bounded by what Consul holds now.
+        let Writer { slots: by_name, warned, .. } = &mut *w;
+        warned.retain(|(service, tag)| {
+            let set = by_name.get(service).and_then(|slot| slot.set());
+            set.is_some_and(|set| set.tags.binary_search(tag).is_ok())
+        });
+        let now: HashSet<&str> = conflicts.iter().map(|c| c.at.as_str()).collect();
+        w.conflicts.retain(|at| now.contains(at.as_str()));
+        for c in &conflicts {
             if w.conflicts.insert(c.at.clone()) {
                 warn!(route = %c.at, winner = %c.winner, shadowed = %c.loser, "two routes for {}: {} wins, {} is ignored", c.at, c.winner, c.loser);
             }
@@ -321,7 +356,9 @@ impl Services {
         let old = self.table.load_full();
         let before: HashSet<_> = old.routes().iter().map(|r| r.key()).collect();
         let after: HashSet<_> = table.routes().iter().map(|r| r.key()).collect();
+        let changed = std::mem::take(&mut w.changed);
         for r in old.routes().iter().filter(|r| !after.contains(&r.key())) {
+            let why = changed.get(&r.service).copied().unwrap_or("tags changed");
             info!(route = %r.shown(), service = %r.service, "route removed: {} -> {} ({why})", r.shown(), r.service);
         }
         for r in table.routes().iter().filter(|r| !before.contains(&r.key())) {

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tracing::{debug, info, warn};
@@ -68,10 +68,33 @@ impl Socket {
     }
 }
 
-/// Reads one connection's messages until it closes.
+/// At most this many messages are applied as one batch (one route-table rebuild).
+const MAX_BATCH: usize = 4096;
+
+/// Reads one connection's messages until it closes. Messages that arrive together (the full
+/// state on connect, a burst of changes) are applied as one batch, so the route table is rebuilt
+/// once for them rather than once per message.
 async fn read_messages(stream: UnixStream, services: &Services) {
     let mut lines = FramedRead::new(stream, LinesCodec::new_with_max_length(MAX_LINE));
-    while let Some(line) = lines.next().await {
+    // Ends the batch when dropped, also when this task is aborted (a new watcher connection).
+    let mut batch: Option<Batch<'_>> = None;
+    let mut batched = 0usize;
+    loop {
+        // What is already read is applied without waiting; before waiting, the batch ends.
+        let next = match lines.next().now_or_never() {
+            Some(next) if batched < MAX_BATCH => next,
+            ready => {
+                batch = None;
+                batched = 0;
+                match ready {
+                    Some(next) => next,
+                    None => lines.next().await,
+                }
+            }
+        };
+        let Some(line) = next else { break };
+        batch.get_or_insert_with(|| Batch::begin(services));
+        batched += 1;
         match line {
             Ok(line) => apply(&line, services),
             Err(LinesCodecError::MaxLineLengthExceeded) => {
@@ -83,7 +106,24 @@ async fn read_messages(stream: UnixStream, services: &Services) {
             }
         }
     }
+    drop(batch);
     warn!("watcher disconnected; serving from the cache until it is back");
+}
+
+/// A batch of messages being applied; the route table is rebuilt when it is dropped.
+struct Batch<'a>(&'a Services);
+
+impl<'a> Batch<'a> {
+    fn begin(services: &'a Services) -> Self {
+        services.begin_batch();
+        Self(services)
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.0.end_batch();
+    }
 }
 
 /// Applies one line from the watcher.

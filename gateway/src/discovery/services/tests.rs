@@ -1,6 +1,7 @@
 use super::*;
 use crate::discovery::direct::{FetchFuture, StaticRead};
 use std::sync::atomic::AtomicUsize;
+use watcher::protocol::GoneReason;
 
 fn inst(port: u16, tags: &[&str]) -> Instance {
     let mut i = Instance::new(format!("i{port}"), "n", "127.0.0.1", port);
@@ -170,4 +171,30 @@ fn staleness_follows_watcher_and_consul() {
     assert!(s.unlisted_reason().is_some());
     s.apply_list(&[]);
     assert!(s.unlisted_reason().is_none());
+}
+
+#[test]
+fn a_batch_rebuilds_the_table_once_at_its_end() {
+    let s = services(&[]);
+    s.begin_batch();
+    for i in 0..50 {
+        s.apply_snapshot(&format!("svc-{i:02}"), 1, vec![inst(1000 + i, &["gateway"])], tags(&["gateway"]));
+    }
+    assert!(routes(&s).is_empty(), "nothing swapped in before the batch ends");
+    s.end_batch();
+    assert_eq!(routes(&s).len(), 50);
+    // Outside a batch, each change shows at once.
+    s.apply_gone("svc-00", GoneReason::Deregistered);
+    assert_eq!(routes(&s).len(), 49);
+}
+
+#[test]
+fn a_bad_tag_is_reported_again_only_after_it_went_away() {
+    let s = services(&[]);
+    let bad = "urlprefix-/x allow=ip:10.0.0.0/8";
+    s.apply_snapshot("a", 1, vec![], tags(&["gateway", bad]));
+    s.apply_snapshot("a", 2, vec![inst(1, &[])], tags(&["gateway", bad, "v2"]));
+    assert_eq!(lock(&s.writer).warned.len(), 1);
+    s.apply_snapshot("a", 3, vec![inst(1, &[])], tags(&["gateway"]));
+    assert!(lock(&s.writer).warned.is_empty(), "forgotten once the tag is gone");
 }
