@@ -196,12 +196,17 @@ impl State {
         self.publish(v);
     }
 
-    /// The messages newer than `cursor`, and the new cursor: the `services` list, snapshots,
-    /// statuses, then the services that went. A cursor of 0 (a new reader) yields everything
-    /// known except tombstones: the list says what is followed.
+    /// The messages newer than `cursor`, and the new cursor: the services that went (each with
+    /// its reason), the `services` list, snapshots, then statuses. A cursor of 0 (a new reader)
+    /// yields everything known except tombstones: the list says what is followed.
     pub fn since(&self, cursor: Cursor) -> (Vec<Message>, Cursor) {
         let inner = self.lock();
         let mut out = Vec::new();
+        // Gones before the list that no longer names them, so a reader learns why a service left
+        // before the list would drop it for no stated reason.
+        if cursor > 0 {
+            out.extend(inner.gone.values().filter(|(v, _)| *v > cursor).map(|(_, g)| Message::Gone(g.clone())));
+        }
         if let Some((v, list)) = &inner.list {
             if *v > cursor {
                 out.push(Message::Services(Services { services: list.clone() }));
@@ -209,9 +214,6 @@ impl State {
         }
         out.extend(inner.services.values().filter_map(|e| newer(&e.snapshot, cursor)).map(Message::Snapshot));
         out.extend(inner.services.values().filter_map(|e| newer(&e.status, cursor)).map(Message::Status));
-        if cursor > 0 {
-            out.extend(inner.gone.values().filter(|(v, _)| *v > cursor).map(|(_, g)| Message::Gone(g.clone())));
-        }
         (out, inner.version)
     }
 
@@ -268,7 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn the_list_comes_first_then_snapshots_statuses_and_gones() {
+    fn gones_then_the_list_then_snapshots_and_statuses() {
         let st = State::with_static(&strings(&["s"]), false);
         assert!(st.since(0).0.is_empty(), "no list before the follower's first answer");
         st.set_status("s", true, None);
@@ -282,8 +284,8 @@ mod tests {
         st.apply(&change(Some(&["b", "s"]), &[], &[("a", GoneReason::Untagged)]));
         st.set_snapshot("b", 4, vec![]);
         let (msgs, _) = st.since(cur);
-        assert_eq!(kinds(&msgs), ["services:b,s", "snapshot:b", "gone:a"]);
-        assert!(matches!(&msgs[2], Message::Gone(Gone { reason: GoneReason::Untagged, .. })));
+        assert_eq!(kinds(&msgs), ["gone:a", "services:b,s", "snapshot:b"]);
+        assert!(matches!(&msgs[0], Message::Gone(Gone { reason: GoneReason::Untagged, .. })));
     }
 
     #[test]
@@ -308,7 +310,7 @@ mod tests {
         st.set_snapshot("a", 2, vec![]);
         st.set_status("a", false, Some("late".into()));
         let (msgs, cur2) = st.since(cur);
-        assert_eq!(kinds(&msgs), ["services:", "gone:a"]);
+        assert_eq!(kinds(&msgs), ["gone:a", "services:"]);
         // A reader connecting now gets the list only.
         assert_eq!(kinds(&st.since(0).0), ["services:"]);
         // It comes back: followed from scratch, the tombstone gone.
