@@ -225,9 +225,8 @@ impl Services {
             None => return,
         };
         let old = slot.set();
-        let routes_changed = old.as_ref().is_none_or(|o| o.tags != tags);
         let new = match &old {
-            Some(old) if old.same_instances(&instances) && !routes_changed => old.refreshed(index),
+            Some(old) if old.same_instances(&instances) && old.tags == tags => old.refreshed(index),
             _ => {
                 let moved = old.as_ref().is_none_or(|o| !o.same_instances(&instances));
                 let new = ServiceSet::new(
@@ -243,6 +242,7 @@ impl Services {
                 new
             }
         };
+        let routes_changed = old.as_ref().is_none_or(|o| o.tags != new.tags || o.declaring != new.declaring);
         slot.set.store(Some(Arc::new(new)));
         if routes_changed {
             self.routes_changed(&mut w, service, "tags changed");
@@ -284,12 +284,15 @@ impl Services {
         self.listed.store(true, Ordering::Relaxed);
     }
 
-    /// The routes a service declares in its tags, logging (once) the tags that cannot be parsed.
+    /// The routes a service declares in its tags ([`ServiceSet::declaring`]), logging (once) the
+    /// tags that cannot be parsed. The name route: a static service, or the opt-in tag on the
+    /// service (in the catalog, or on a routable instance).
     fn routes_of(&self, slot: &Arc<Slot>, w: &mut Writer) -> Vec<Route> {
         let set = slot.set();
-        let tags = set.as_ref().map_or(&[][..], |s| s.tags.as_slice());
+        let tags = set.as_ref().map_or(&[][..], |s| s.declaring.as_slice());
         let mut out = Vec::new();
-        let mut named = slot.is_static;
+        let mut named = slot.is_static
+            || set.as_ref().is_some_and(|s| s.tags.iter().any(|t| self.rules.classify(t) == Tag::NameRoute));
         for t in tags {
             match self.rules.classify(t) {
                 Tag::NameRoute => named = true,
@@ -420,8 +423,25 @@ fn log_change(service: &str, old: Option<&ServiceSet>, new: &ServiceSet) {
     let after = new.authorities();
     let added: Vec<&String> = after.difference(&before).collect();
     let removed: Vec<&String> = before.difference(&after).collect();
+    // Same address, something else changed (tags, weight, metadata).
+    let changed: Vec<String> = match old {
+        Some(old) => {
+            let before: HashMap<String, &Instance> =
+                old.endpoints.iter().map(|e| (e.instance.authority(), &e.instance)).collect();
+            let mut v: Vec<String> = new
+                .endpoints
+                .iter()
+                .filter(|e| before.get(&e.instance.authority()).is_some_and(|i| **i != e.instance))
+                .map(|e| e.instance.authority())
+                .collect();
+            v.sort();
+            v
+        }
+        None => Vec::new(),
+    };
+    let changed: Vec<&String> = changed.iter().collect();
     let mut line = format!("{service}: {} -> {} instances", old.map_or(0, |o| o.endpoints.len()), new.endpoints.len());
-    for (label, list) in [("added", &added), ("removed", &removed)] {
+    for (label, list) in [("added", &added), ("removed", &removed), ("changed", &changed)] {
         if !list.is_empty() {
             line.push_str(&format!(", {label} {}", list.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")));
         }

@@ -69,6 +69,10 @@ pub struct ServiceSet {
     pub endpoints: Vec<Arc<Endpoint>>,
     /// The service's tags as the catalog reports them (over every registered instance).
     pub tags: Vec<String>,
+    /// The tags its routes come from: those of its routable instances, or the catalog's when it
+    /// has none (its routes then answer 503 rather than vanish). Instances and routes then always
+    /// agree, also while a tag change reaches the catalog and the instances at different moments.
+    pub declaring: Vec<String>,
     /// Consul's index the set was read at.
     pub index: u64,
     /// When the set last changed.
@@ -105,8 +109,16 @@ impl ServiceSet {
                 e.map(Arc::new)
             })
             .collect();
-        let choices = choices(&endpoints, &tags, rules);
-        Self { endpoints, tags, index, changed_at: SystemTime::now(), origin, choices }
+        let declaring = if endpoints.is_empty() {
+            tags.clone()
+        } else {
+            let mut d: Vec<String> = endpoints.iter().flat_map(|e| e.instance.tags.iter().cloned()).collect();
+            d.sort();
+            d.dedup();
+            d
+        };
+        let choices = choices(&endpoints, &declaring, rules);
+        Self { endpoints, tags, declaring, index, changed_at: SystemTime::now(), origin, choices }
     }
 
     /// The same set read at a later index.
@@ -115,6 +127,7 @@ impl ServiceSet {
         Self {
             endpoints: self.endpoints.clone(),
             tags: self.tags.clone(),
+            declaring: self.declaring.clone(),
             index,
             changed_at: self.changed_at,
             origin: Origin::Watcher,

@@ -198,3 +198,23 @@ fn a_bad_tag_is_reported_again_only_after_it_went_away() {
     s.apply_snapshot("a", 3, vec![inst(1, &[])], tags(&["gateway"]));
     assert!(lock(&s.writer).warned.is_empty(), "forgotten once the tag is gone");
 }
+
+#[test]
+fn routes_follow_the_routable_instances_while_a_tag_change_reaches_catalog_and_instances_apart() {
+    let s = services(&[]);
+    s.apply_snapshot("mover", 1, vec![inst(1, &["urlprefix-/old"])], tags(&["urlprefix-/old"]));
+    // The catalog's new tags arrive first, with the instances as last read: no route without an
+    // instance to serve it.
+    s.apply_snapshot("mover", 2, vec![inst(1, &["urlprefix-/old"])], tags(&["urlprefix-/new"]));
+    assert_eq!(routes(&s), ["mover:/old"]);
+    s.apply_snapshot("mover", 3, vec![inst(1, &["urlprefix-/new"])], tags(&["urlprefix-/new"]));
+    assert_eq!(routes(&s), ["mover:/new"]);
+    // The instances first, the catalog after: the same.
+    s.apply_snapshot("mover", 4, vec![inst(1, &["urlprefix-/x"])], tags(&["urlprefix-/new"]));
+    assert_eq!(routes(&s), ["mover:/x"]);
+    let set = slot_of(&s, "mover").set().unwrap();
+    assert_eq!(set.candidates(Some("urlprefix-/x")).unwrap().count(), 1);
+    // No routable instance: the catalog's tags keep the route, which answers 503.
+    s.apply_snapshot("mover", 5, vec![], tags(&["urlprefix-/x"]));
+    assert_eq!(routes(&s), ["mover:/x"]);
+}
