@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use e2e::{get_json, http, Consul, Echo, Echoed, Gateway};
@@ -554,17 +556,34 @@ fn tags_change_without_a_restart_and_a_bad_tag_is_skipped_and_warned_once() {
     propagates(t, ROUTABLE_WITHIN, "mover registered -> /old routable", || {
         answers(&gw, None, "/old/x", 200, &[e3.port])
     });
+    // Clients keep asking at both paths while the tag moves: the instance passes throughout, so
+    // each path answers from it or 404, never "no live instance".
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = ["/old/x", "/new/x"]
+        .into_iter()
+        .map(|path| {
+            let (stop, port) = (stop.clone(), gw.port);
+            std::thread::spawn(move || {
+                let (mut conn, mut statuses) = (Conn::new(port), BTreeMap::<u16, usize>::new());
+                let until = Instant::now() + WAIT;
+                while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+                    *statuses.entry(conn.get(None, path, &[]).map_or(0, |a| a.status)).or_default() += 1;
+                }
+                (path, statuses)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
     let t = Instant::now();
     consul.register_json(instance("mover", "mover-1", e3.port, &["urlprefix-/new"]));
-    let mut statuses: BTreeMap<(&str, u16), usize> = BTreeMap::new();
     propagates(t, SETTLE_WITHIN, "mover's tag /old -> /new: /new routable and /old 404", || {
-        let (old, new) = (get(&gw, None, "/old/x"), get(&gw, None, "/new/x"));
-        *statuses.entry(("/old", old.status)).or_default() += 1;
-        *statuses.entry(("/new", new.status)).or_default() += 1;
         answers(&gw, None, "/old/x", 404, &[])?;
         answers(&gw, None, "/new/x", 200, &[e3.port])
     });
-    eprintln!("[routes] answers seen while the tag moved: {statuses:?}");
+    std::thread::sleep(Duration::from_millis(50));
+    stop.store(true, Ordering::SeqCst);
+    let during: Vec<(&str, BTreeMap<u16, usize>)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    eprintln!("[routes] statuses while the tag moved (status: count): {during:?}");
     assert_no_route(&get(&gw, None, "/old/x"), "/old/x", "the old route");
     assert_eq!(from_instance(&get(&gw, None, "/new/x?y=1"), e3.port, "/new/x?y=1").path, "/new/x?y=1");
     logged(&gw, "route removed: /old -> mover (tags changed)").unwrap();
@@ -587,7 +606,11 @@ fn tags_change_without_a_restart_and_a_bad_tag_is_skipped_and_warned_once() {
     assert!(seen.keys().all(|p| [e1.port, e2.port].contains(p)), "{seen:?}");
     assert_eq!(log_count(&gw, &warning), 1, "the bad tag was warned about once:\n{}", gw.proc.log_text());
 
-    // What the log says about the tag changes (checked last: the behaviour above comes first).
+    // How the tag change went (checked last, so that everything above is checked first): no
+    // moment without the instance, and the new route logged with it.
+    for (path, statuses) in &during {
+        assert!(statuses.keys().all(|s| [200, 404].contains(s)), "{path} while the tag moved: {statuses:?}");
+    }
     assert!(added.contains("route added: /new -> mover (1 instances)"), "the new route's instances: {added}");
     assert!(
         ["(service no longer tagged)", "(tags changed)"].iter().any(|why| removed.contains(why)),
