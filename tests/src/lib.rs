@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod consul;
+pub mod echo;
 pub mod procs;
 pub mod traffic;
 
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 pub use backend::Backend;
 pub use consul::Consul;
+pub use echo::{Echo, Echoed};
 pub use procs::{Gateway, Proc, ServiceWeb};
 pub use traffic::{assert_all_ok, Hammer, Sample};
 

@@ -9,6 +9,7 @@ mod follow;
 mod health_status;
 mod lifecycle;
 mod modes;
+mod routes;
 mod routing;
 mod upstream;
 mod watcher;
