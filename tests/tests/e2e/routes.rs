@@ -318,7 +318,7 @@ fn a_service_tagged_gateway_is_routed_at_its_name_while_registered() {
     assert_eq!(from_instance(&get(&gw, None, "/billing/"), e1.port, "/billing/").path, "/");
     assert_no_route(&get(&gw, None, "/billingx/users"), "/billingx/users", "not on a segment boundary");
     assert_no_route(&get(&gw, None, "/Billing/users"), "/Billing/users", "paths are case-sensitive");
-    logged(&gw, "route added: /billing -> billing (1 instances)").unwrap();
+    logged(&gw, "route added: /billing -> billing (1 instance)").unwrap();
 
     // Untagged services and services with unrelated tags are never routed, nor listed.
     for path in ["/plain/", "/plain/x", "/plain", "/other/", "/other/x", "/web/x", "/v1/x"] {
@@ -507,7 +507,7 @@ fn declared_routes_match_the_host_then_the_longest_prefix_and_rewrite_as_declare
         assert_eq!(r["instances"].as_u64(), Some(want_instances), "{r}");
     }
     for line in
-        ["route added: api.example.com/v1 -> api (1 instances)", "route added: *.example.com/ -> wild (1 instances)"]
+        ["route added: api.example.com/v1 -> api (1 instance)", "route added: *.example.com/ -> wild (1 instance)"]
     {
         logged(&gw, line).unwrap();
     }
@@ -611,7 +611,7 @@ fn tags_change_without_a_restart_and_a_bad_tag_is_skipped_and_warned_once() {
     for (path, statuses) in &during {
         assert!(statuses.keys().all(|s| [200, 404].contains(s)), "{path} while the tag moved: {statuses:?}");
     }
-    assert!(added.contains("route added: /new -> mover (1 instances)"), "the new route's instances: {added}");
+    assert!(added.contains("route added: /new -> mover (1 instance)"), "the new route's instances: {added}");
     assert!(
         ["(service no longer tagged)", "(tags changed)"].iter().any(|why| removed.contains(why)),
         "the removal says the tag went: {removed}"
