@@ -34,6 +34,8 @@ struct Seen {
     gones: Vec<String>,
     /// Every service any message named.
     named: BTreeSet<String>,
+    /// Gones not yet followed by the list that drops their services.
+    pending_gones: Vec<String>,
     /// Messages out of the protocol's order.
     violations: Vec<String>,
 }
@@ -45,6 +47,12 @@ impl Seen {
         match v["type"].as_str() {
             Some("services") => {
                 let list: Vec<String> = serde_json::from_value(v["services"].clone()).unwrap_or_default();
+                // A gone comes just before the list that no longer names its service.
+                for g in std::mem::take(&mut self.pending_gones) {
+                    if list.contains(&g) {
+                        self.violations.push(format!("{g} still listed after its gone: {v}"));
+                    }
+                }
                 self.snapshots.retain(|s, _| list.contains(s));
                 self.named.extend(list.iter().cloned());
                 self.lists.push(list);
@@ -58,9 +66,11 @@ impl Seen {
                 self.named.insert(service);
             }
             Some("gone") => {
-                if listed || self.lists.is_empty() {
-                    self.violations.push(format!("a gone of {service}, still listed: {v}"));
+                // Gones come before the list that drops the service: it is still in the last one.
+                if !listed {
+                    self.violations.push(format!("a gone of {service}, which the last list did not name: {v}"));
                 }
+                self.pending_gones.push(service.clone());
                 self.gones.push(format!("{service}:{}", v["reason"].as_str().unwrap_or("?")));
                 self.named.insert(service);
             }
