@@ -16,7 +16,7 @@
 //! Written on `std::net` so that what goes on the wire is exactly what the test says.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -82,27 +82,9 @@ fn serve(conn: TcpStream, idle: Duration, keep_alive: Option<&str>, seen: &Mutex
         if last_answer.is_some_and(|t| t.elapsed() >= idle) {
             return; // crossed the idle close: dropped unanswered
         }
-        let mut words = line.split_whitespace();
-        let (method, path) = (words.next().unwrap_or("").to_string(), words.next().unwrap_or("").to_string());
-        let mut length = 0usize;
-        loop {
-            let mut header = String::new();
-            if !matches!(reader.read_line(&mut header), Ok(n) if n > 0) {
-                return;
-            }
-            if header.trim().is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.trim().eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).is_err() {
+        let Some(crate::http1::Request { method, path, .. }) = crate::http1::read_after(&line, &mut reader) else {
             return;
-        }
+        };
         *seen.lock().unwrap_or_else(|e| e.into_inner()).entry(method.clone()).or_default() += 1;
         let ka = keep_alive.map(|v| format!("keep-alive: {v}\r\n")).unwrap_or_default();
         let written = match path.strip_prefix("/odd/") {

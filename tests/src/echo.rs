@@ -7,7 +7,7 @@
 //! connections it holds, as a stopped process would.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -125,27 +125,10 @@ fn serve(conn: TcpStream, port: u16, served: &AtomicUsize) {
         if !matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
             return;
         }
-        let mut words = line.split_whitespace();
-        let (method, path) = (words.next().unwrap_or("").to_string(), words.next().unwrap_or("").to_string());
-        let mut headers: BTreeMap<String, String> = BTreeMap::new();
-        loop {
-            let mut header = String::new();
-            if !matches!(reader.read_line(&mut header), Ok(n) if n > 0) {
-                return;
-            }
-            if header.trim().is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_string());
-                headers.entry(name).and_modify(|v| *v = format!("{v}, {value}")).or_insert(value);
-            }
-        }
-        let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let mut body = vec![0u8; length];
-        if reader.read_exact(&mut body).is_err() {
+        let Some(crate::http1::Request { method, path, headers, .. }) = crate::http1::read_after(&line, &mut reader)
+        else {
             return;
-        }
+        };
         let close = headers.get("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let text = serde_json::json!({"port": port, "method": method, "path": path, "headers": headers}).to_string();
         let connection = if close { "connection: close\r\n" } else { "" };
