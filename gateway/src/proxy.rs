@@ -143,7 +143,11 @@ impl Proxy {
             .await
             .map_err(|reason| GatewayError::DiscoveryUnavailable { service: service.to_string(), reason })?;
         let no_instance = || GatewayError::NoInstance { service: service.to_string() };
-        let choice = set.candidates(route.tag.as_deref()).ok_or_else(no_instance)?;
+        // The set is swapped before the table: a set without this route's tag means the route is
+        // on its way out (its instances dropped the tag), so it answers as the new table will.
+        let Some(choice) = set.candidates(route.tag.as_deref()) else {
+            return Err(GatewayError::NoRoute { path: parts.uri.path().to_string() });
+        };
         let (candidates, cookie) = split::choose(&route, choice, &parts.headers, peer);
         if candidates.is_empty() {
             return Err(no_instance());

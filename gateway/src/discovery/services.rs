@@ -243,6 +243,9 @@ impl Services {
             }
         };
         let routes_changed = old.as_ref().is_none_or(|o| o.tags != new.tags || o.declaring != new.declaring);
+        // The set before the table: a request that sees the new set with the old table finds a
+        // departing route's tag missing from it and answers 404, as the new table will (see
+        // `Proxy::route`); the other order would briefly leave a new route without candidates.
         slot.set.store(Some(Arc::new(new)));
         if routes_changed {
             self.routes_changed(&mut w, service, "tags changed");
