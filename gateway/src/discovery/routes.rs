@@ -99,7 +99,32 @@ impl Route {
     }
 }
 
-type Paths = HashMap<Box<str>, Arc<Route>>;
+/// The routes of one host tier by path, and the longest of their paths: no probe is longer, so
+/// a lookup costs the same for a long request path as for a short one.
+#[derive(Debug, Default)]
+struct Paths {
+    by_path: HashMap<Box<str>, Arc<Route>>,
+    longest: usize,
+}
+
+impl Paths {
+    fn get(&self, path: &str) -> Option<&Arc<Route>> {
+        self.by_path.get(path)
+    }
+
+    fn insert(&mut self, route: Arc<Route>) {
+        self.longest = self.longest.max(route.path.len());
+        self.by_path.insert(route.path.as_str().into(), route);
+    }
+
+    fn len(&self) -> usize {
+        self.by_path.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_path.is_empty()
+    }
+}
 
 /// The routes, indexed for matching. Immutable once built.
 #[derive(Debug, Default)]
@@ -142,9 +167,7 @@ impl RouteTable {
             };
             match paths.get(route.path.as_str()) {
                 Some(winner) => conflicts.push(Conflict { at: route.shown(), winner: who(winner), loser: who(&route) }),
-                None => {
-                    paths.insert(route.path.as_str().into(), Arc::new(route));
-                }
+                None => paths.insert(Arc::new(route)),
             }
         }
         table.ordered = table.match_order();
@@ -169,7 +192,7 @@ impl RouteTable {
 
     fn match_order(&self) -> Vec<Arc<Route>> {
         let by_path = |paths: &Paths| {
-            let mut v: Vec<Arc<Route>> = paths.values().cloned().collect();
+            let mut v: Vec<Arc<Route>> = paths.by_path.values().cloned().collect();
             v.sort_by(|a, b| b.path.len().cmp(&a.path.len()).then_with(|| a.path.cmp(&b.path)));
             v
         };
@@ -186,7 +209,7 @@ impl RouteTable {
     }
 
     fn len_all(&self) -> usize {
-        self.any.len() + self.exact.values().chain(self.wildcard.values()).map(HashMap::len).sum::<usize>()
+        self.any.len() + self.exact.values().chain(self.wildcard.values()).map(Paths::len).sum::<usize>()
     }
 
     /// The route for a request to `host` (the `Host` header or the URI's authority, as sent) and
@@ -212,18 +235,27 @@ impl RouteTable {
     }
 }
 
-/// The longest route path that is a prefix of `path` on a segment boundary.
+/// The longest route path that is a prefix of `path` on a segment boundary. Probes start at the
+/// longest route path's length (a path no route could match in full is never hashed whole), so
+/// a long request path costs no more than a short one.
 fn longest<'a>(paths: &'a Paths, path: &str) -> Option<&'a Arc<Route>> {
     if paths.is_empty() {
         return None;
     }
-    if let Some(r) = paths.get(path) {
-        return Some(r);
+    if path.len() <= paths.longest {
+        if let Some(r) = paths.get(path) {
+            return Some(r);
+        }
     }
-    let mut end = path.len();
+    // Start at the last '/' that leaves a prefix no longer than the longest route (+1 for the
+    // `/a/b/` form of a `/a/b` boundary).
+    let mut end = path.len().min(paths.longest + 1);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
     while let Some(slash) = path[..end].rfind('/') {
-        // `/a/b/` (a route ending in a slash), then `/a/b`.
-        if slash + 1 < end {
+        // `/a/b/` (a route ending in a slash; the whole path was probed above), then `/a/b`.
+        if slash + 1 < path.len() {
             if let Some(r) = paths.get(&path[..=slash]) {
                 return Some(r);
             }

@@ -109,3 +109,16 @@ fn many_routes_still_match_by_hash() {
     assert_eq!(hit(&t, "", "/svc-9999/x").as_deref(), Some("svc-9999:/svc-9999"));
     assert_eq!(hit(&t, "", "/svc-10000/x"), None);
 }
+
+#[test]
+fn long_request_paths_match_like_short_ones() {
+    let t = table(vec![declared("api", "/api"), declared("deep", "/a/b/c/"), declared("root", "/")]);
+    let long = format!("/api/{}", "x/".repeat(30_000));
+    assert_eq!(hit(&t, "", &long).as_deref(), Some("api:/api"));
+    let deep = format!("/a/b/c/{}", "é/".repeat(10_000));
+    assert_eq!(hit(&t, "", &deep).as_deref(), Some("deep:/a/b/c/"));
+    assert_eq!(hit(&t, "", &format!("/a/b/cd/{}", "y/".repeat(10_000))).as_deref(), Some("root:/"));
+    // A multi-byte character across the cut-off: no panic, the right answer.
+    assert_eq!(hit(&t, "", "/apé").as_deref(), Some("root:/"));
+    assert_eq!(hit(&t, "", "/a/b/é").as_deref(), Some("root:/"));
+}
