@@ -37,9 +37,7 @@ async fn readyz(State(services): State<Arc<Services>>) -> Response {
             reasons.push(format!("{service}: stale ({why})"));
         }
     }
-    if let Some(why) = services.unlisted_reason() {
-        reasons.push(why.to_string());
-    }
+    reasons.extend(services.unlisted_reasons());
     if reasons.is_empty() {
         (StatusCode::OK, Json(json!({"ready": true}))).into_response()
     } else {

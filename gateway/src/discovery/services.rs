@@ -65,6 +65,8 @@ struct Writer {
     changed: BTreeMap<String, &'static str>,
     /// Batches of watcher messages being applied: the table is rebuilt once, when the last ends.
     batches: usize,
+    /// Services the watcher listed that have not had a snapshot since (not ready until then).
+    awaiting: BTreeSet<String>,
 }
 
 /// The followed services and their routes.
@@ -214,6 +216,7 @@ impl Services {
         tags.sort();
         tags.dedup();
         let mut w = lock(&self.writer);
+        w.awaiting.remove(service);
         let slot = match w.slots.get(service) {
             Some(s) => s.clone(),
             None if self.opted_in(&tags) => {
@@ -272,6 +275,9 @@ impl Services {
     pub fn apply_list(&self, services: &[String]) {
         let listed: HashSet<&str> = services.iter().map(String::as_str).collect();
         let mut w = lock(&self.writer);
+        // A listed service is loaded once its snapshot came (it may have come before the list).
+        let loaded = |w: &Writer, s: &str| w.slots.get(s).is_some_and(|slot| slot.set().is_some());
+        w.awaiting = services.iter().filter(|s| !loaded(&w, s)).cloned().collect();
         let gone: Vec<String> = w
             .slots
             .values()
@@ -408,10 +414,21 @@ impl Services {
         lock(&self.unreadable).get(service).map(|e| format!("Consul unreachable: {e}"))
     }
 
-    /// Why routes from tags may be incomplete: the watcher has not listed what it follows yet.
-    pub fn unlisted_reason(&self) -> Option<&'static str> {
-        (self.follows_tags() && !self.listed.load(Ordering::Relaxed))
-            .then_some("the watcher has not listed the tagged services yet")
+    /// Why routes from tags may be incomplete: the watcher has not listed what it follows yet,
+    /// or listed services whose snapshots have not come yet (each named, up to 10).
+    pub fn unlisted_reasons(&self) -> Vec<String> {
+        if !self.follows_tags() {
+            return Vec::new();
+        }
+        if !self.listed.load(Ordering::Relaxed) {
+            return vec!["the watcher has not listed the tagged services yet".to_string()];
+        }
+        let w = lock(&self.writer);
+        let mut out: Vec<String> = w.awaiting.iter().take(10).map(|s| format!("{s}: not loaded yet")).collect();
+        if w.awaiting.len() > 10 {
+            out.push(format!("and {} more services not loaded yet", w.awaiting.len() - 10));
+        }
+        out
     }
 
     /// The tag rules.

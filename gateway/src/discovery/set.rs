@@ -69,9 +69,7 @@ pub struct ServiceSet {
     pub endpoints: Vec<Arc<Endpoint>>,
     /// The service's tags as the catalog reports them (over every registered instance).
     pub tags: Vec<String>,
-    /// The tags its routes come from: those of its routable instances, or the catalog's when it
-    /// has none (its routes then answer 503 rather than vanish). Instances and routes then always
-    /// agree, also while a tag change reaches the catalog and the instances at different moments.
+    /// The tags its routes come from (see [`declaring`]).
     pub declaring: Vec<String>,
     /// Consul's index the set was read at.
     pub index: u64,
@@ -109,14 +107,7 @@ impl ServiceSet {
                 e.map(Arc::new)
             })
             .collect();
-        let declaring = if endpoints.is_empty() {
-            tags.clone()
-        } else {
-            let mut d: Vec<String> = endpoints.iter().flat_map(|e| e.instance.tags.iter().cloned()).collect();
-            d.sort();
-            d.dedup();
-            d
-        };
+        let declaring = declaring(&endpoints, &tags);
         let choices = choices(&endpoints, &declaring, rules);
         Self { endpoints, tags, declaring, index, changed_at: SystemTime::now(), origin, choices }
     }
@@ -161,6 +152,22 @@ impl Choice {
                 sticky: s.sticky,
             }),
         }
+    }
+}
+
+/// The tags a service's routes come from: the catalog's (every registered instance's, so a route
+/// whose instances all fail answers 503 rather than falling through to a shorter route) — unless
+/// a routable instance carries a tag the catalog does not list. The catalog and the instances
+/// were then read at different moments of a tag change, and the instances' own tags are used, so
+/// routes and instances agree (no route without the instances that declare it).
+fn declaring(endpoints: &[Arc<Endpoint>], catalog: &[String]) -> Vec<String> {
+    let mut own: Vec<String> = endpoints.iter().flat_map(|e| e.instance.tags.iter().cloned()).collect();
+    own.sort();
+    own.dedup();
+    if own.iter().all(|t| catalog.binary_search(t).is_ok()) {
+        catalog.to_vec()
+    } else {
+        own
     }
 }
 

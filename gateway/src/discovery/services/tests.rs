@@ -168,9 +168,14 @@ fn staleness_follows_watcher_and_consul() {
     assert!(s.stale_reason("web").unwrap().contains("Consul unreachable"));
     s.set_readable("web", None);
     assert!(s.stale_reason("web").is_none());
-    assert!(s.unlisted_reason().is_some());
-    s.apply_list(&[]);
-    assert!(s.unlisted_reason().is_none());
+    assert_eq!(s.unlisted_reasons().len(), 1, "not listed yet");
+    s.apply_snapshot("early", 1, vec![], tags(&["gateway"]));
+    s.apply_list(&["early".to_string(), "a".to_string(), "b".to_string()]);
+    assert_eq!(s.unlisted_reasons(), ["a: not loaded yet", "b: not loaded yet"], "listed, no snapshot yet");
+    s.apply_snapshot("a", 1, vec![], tags(&["gateway"]));
+    // Even a snapshot this gateway does not route (no opt-in tag it knows) counts as loaded.
+    s.apply_snapshot("b", 1, vec![], tags(&[" odd"]));
+    assert!(s.unlisted_reasons().is_empty());
 }
 
 #[test]
@@ -217,4 +222,15 @@ fn routes_follow_the_routable_instances_while_a_tag_change_reaches_catalog_and_i
     // No routable instance: the catalog's tags keep the route, which answers 503.
     s.apply_snapshot("mover", 5, vec![], tags(&["urlprefix-/x"]));
     assert_eq!(routes(&s), ["mover:/x"]);
+}
+
+#[test]
+fn a_declared_route_whose_instances_all_fail_stays_while_others_of_its_service_pass() {
+    let s = services(&[]);
+    let reports = "urlprefix-/reports";
+    // The instance carrying the route failed its check; another instance of the service passes.
+    s.apply_snapshot("rep", 1, vec![inst(2, &["gateway"])], tags(&["gateway", reports]));
+    assert_eq!(routes(&s), ["rep:/reports", "rep:/rep"], "no fall-through to a shorter route");
+    let set = slot_of(&s, "rep").set().unwrap();
+    assert_eq!(set.candidates(Some(reports)).unwrap().count(), 0, "so it answers 503");
 }
