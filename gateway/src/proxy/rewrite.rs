@@ -21,16 +21,17 @@ pub fn upstream_path(route: &Route, path_and_query: &str) -> (String, bool) {
     let prepend = route.spec.as_ref().and_then(|s| s.prepend.as_deref()).unwrap_or("");
     let mut out = String::with_capacity(prepend.len() + rest.len() + 1);
     out.push_str(prepend);
-    match (out.ends_with('/'), rest.starts_with('/')) {
-        (true, true) => out.push_str(&rest[1..]),
-        (false, false) if out.is_empty() || !rest.is_empty() => {
+    if out.ends_with('/') && rest.starts_with('/') {
+        out.push_str(&rest[1..]);
+    } else {
+        // A segment after the prefix needs its slash; a query or nothing does not.
+        if !rest.is_empty() && !rest.starts_with(['/', '?']) && !out.ends_with('/') {
             out.push('/');
-            out.push_str(rest);
         }
-        _ => out.push_str(rest),
+        out.push_str(rest);
     }
-    if out.is_empty() {
-        out.push('/');
+    if !out.starts_with('/') {
+        out.insert(0, '/');
     }
     (out, stripped)
 }
@@ -87,6 +88,25 @@ mod tests {
             "the URL's own query wins"
         );
         assert_eq!(location(&r("/v2$path"), "/a"), "/v2/a");
+    }
+
+    fn route(tag: &str) -> Route {
+        let slot = std::sync::Arc::new(crate::discovery::services::Slot::new("s", false));
+        Route::declared(tag.to_string(), crate::discovery::tag::parse(tag).unwrap(), slot)
+    }
+
+    #[test]
+    fn strip_and_prepend_keep_the_query_in_place() {
+        let r = route("/pp strip=/pp prepend=/v2");
+        for (from, to) in [("/pp", "/v2"), ("/pp?x=1", "/v2?x=1"), ("/pp/a?x=1", "/v2/a?x=1"), ("/pp/", "/v2/")] {
+            assert_eq!(upstream_path(&r, from), (to.to_string(), true), "{from}");
+        }
+        let strip = route("/web strip=/web");
+        for (from, to) in [("/web", "/"), ("/web?x", "/?x"), ("/web/a", "/a"), ("/webx", "/webx")] {
+            assert_eq!(upstream_path(&strip, from).0, to, "{from}");
+        }
+        let prepend = route("/a prepend=/b");
+        assert_eq!(upstream_path(&prepend, "/a/c?d").0, "/b/a/c?d");
     }
 
     #[test]
