@@ -126,9 +126,11 @@ impl Proxy {
     {
         let (parts, body) = req.into_parts();
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        // An absolute-form request's authority wins over its Host header (RFC 9112 §3.2.2).
-        let client_host = parts.headers.get(header::HOST);
-        let host = parts.uri.authority().map(|a| a.as_str().as_bytes()).or(client_host.map(|h| h.as_bytes()));
+        // An absolute-form request's authority wins over its Host header (RFC 9112 §3.2.2), for
+        // matching and for what is forwarded; it is rare, so its header value is made on demand.
+        let absolute = parts.uri.authority().and_then(headers::authority_host);
+        let client_host = absolute.as_ref().or(parts.headers.get(header::HOST));
+        let host = client_host.map(|h| h.as_bytes());
         let route = self.services.table().lookup(host, parts.uri.path()).cloned();
         let Some(route) = route else {
             return Err(GatewayError::NoRoute { path: parts.uri.path().to_string() });

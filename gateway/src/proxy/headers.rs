@@ -123,7 +123,8 @@ pub fn upstream_headers(
         out.append(X_FORWARDED_FOR.clone(), v);
     }
     out.append(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    let client_host = client_host.or_else(|| uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    // An absolute-form request's authority replaces its Host header (RFC 9112 §3.2.2).
+    let client_host = uri.authority().and_then(authority_host).or(client_host);
     if let Some(h) = client_host {
         out.append(X_FORWARDED_HOST.clone(), h);
     }
@@ -131,6 +132,15 @@ pub fn upstream_headers(
         out.append(X_FORWARDED_PREFIX.clone(), p.clone());
     }
     out
+}
+
+/// An absolute-form request's `host[:port]` as a header value: the authority without user info
+/// (RFC 9110 §4.2.4 deprecates it; it is never forwarded).
+pub fn authority_host(a: &http::uri::Authority) -> Option<HeaderValue> {
+    match a.port() {
+        Some(p) => HeaderValue::from_str(&format!("{}:{}", a.host(), p.as_str())).ok(),
+        None => HeaderValue::from_str(a.host()).ok(),
+    }
 }
 
 /// An IP address as text, formatted without `fmt` for IPv4 (this runs on every request).
@@ -244,6 +254,14 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9");
         assert_eq!(h.get_all("accept").iter().collect::<Vec<_>>(), ["a", "b"]);
         assert!(h.get("x-drop").is_none() && h.get("connection").is_none());
+    }
+
+    #[test]
+    fn an_absolute_form_authority_wins_over_the_host_header_and_loses_its_user_info() {
+        let client = HeaderMap::from_iter([(header::HOST, HeaderValue::from_static("other.com"))]);
+        let uri = Uri::from_static("http://user:pw@api.example.com:8080/x");
+        let h = upstream_headers(&client, &uri, None, &HeaderValue::from_static("i:1"), None);
+        assert_eq!(h["x-forwarded-host"], "api.example.com:8080");
     }
 
     #[test]
