@@ -131,6 +131,9 @@ impl Proxy {
         let absolute = parts.uri.authority().and_then(headers::authority_host);
         let client_host = absolute.as_ref().or(parts.headers.get(header::HOST));
         let host = client_host.map(|h| h.as_bytes());
+        if rewrite::has_dot_segment(parts.uri.path()) {
+            return Err(GatewayError::DotSegment { path: parts.uri.path().to_string() });
+        }
         let route = self.services.table().lookup(host, parts.uri.path()).cloned();
         let Some(route) = route else {
             return Err(GatewayError::NoRoute { path: parts.uri.path().to_string() });

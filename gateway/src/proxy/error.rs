@@ -14,6 +14,13 @@ pub enum GatewayError {
         /// The request's path (without the query).
         path: String,
     },
+    /// The path has a `.` or `..` segment (also percent-encoded): a backend that resolves it
+    /// would serve a path outside the route that matched.
+    #[error("dot segment in path")]
+    DotSegment {
+        /// The request's path (without the query).
+        path: String,
+    },
     /// The service is known but has no live instance.
     #[error("no live instance")]
     NoInstance {
@@ -58,6 +65,7 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Self::DotSegment { .. } => StatusCode::BAD_REQUEST,
             Self::NoInstance { .. } | Self::DiscoveryUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -67,7 +75,7 @@ impl GatewayError {
 
     fn service(&self) -> &str {
         match self {
-            Self::NoRoute { .. } => "",
+            Self::NoRoute { .. } | Self::DotSegment { .. } => "",
             Self::NoInstance { service }
             | Self::DiscoveryUnavailable { service, .. }
             | Self::Upstream { service, .. }
@@ -80,7 +88,9 @@ impl GatewayError {
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let body = match &self {
-            Self::NoRoute { path } => serde_json::json!({ "error": self.to_string(), "path": path }),
+            Self::NoRoute { path } | Self::DotSegment { path } => {
+                serde_json::json!({ "error": self.to_string(), "path": path })
+            }
             _ => serde_json::json!({ "error": self.to_string(), "service": self.service() }),
         };
         let mut resp = (self.status(), body.to_string()).into_response();

@@ -36,6 +36,34 @@ pub fn upstream_path(route: &Route, path_and_query: &str) -> (String, bool) {
     (out, stripped)
 }
 
+/// Whether `path` has a `.` or `..` segment, also percent-encoded (`%2e`) or behind an encoded
+/// separator (`%2f`, `%5c`, and `\`, which some servers take for `/`). A backend that resolves
+/// it would serve a path outside the route prefix that matched (`/public/../admin`); RFC 3986
+/// §5.2.4 has clients remove such segments, so a request that still has one is refused.
+pub fn has_dot_segment(path: &str) -> bool {
+    if !path.contains('.') && !path.contains('%') {
+        return false;
+    }
+    let mut decoded = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(i) = rest.find('%') {
+        decoded.push_str(&rest[..i]);
+        let escape = rest.get(i + 1..i + 3).unwrap_or("");
+        match escape.to_ascii_lowercase().as_str() {
+            "2e" => decoded.push('.'),
+            "2f" | "5c" => decoded.push('/'),
+            _ => {
+                decoded.push('%');
+                rest = &rest[i + 1..];
+                continue;
+            }
+        }
+        rest = &rest[i + 3..];
+    }
+    decoded.push_str(rest);
+    decoded.split(['/', '\\']).any(|seg| seg == "." || seg == "..")
+}
+
 /// `path_and_query` without `prefix`, when it starts with it on a segment boundary (the prefix
 /// is the whole path, or followed by `/` or `?`, or ends in `/` itself).
 fn strip_at_boundary<'a>(path_and_query: &'a str, prefix: &str) -> Option<&'a str> {
@@ -107,6 +135,16 @@ mod tests {
         }
         let prepend = route("/a prepend=/b");
         assert_eq!(upstream_path(&prepend, "/a/c?d").0, "/b/a/c?d");
+    }
+
+    #[test]
+    fn dot_segments_are_found_however_written() {
+        for bad in ["/public/../admin", "/a/./b", "/a/..", "/..", "/a/%2e%2E/b", "/a/.%2e", "/public/..%2fsecret", "/a\\..\\b", "/a/%2E"] {
+            assert!(has_dot_segment(bad), "{bad}");
+        }
+        for ok in ["/", "/a/b.c", "/a/...", "/a/.well-known/x", "/v1.2/x", "/a%2fb", "/a/%2", "/a/%", "/a/b%2ec"] {
+            assert!(!has_dot_segment(ok), "{ok}");
+        }
     }
 
     #[test]
