@@ -4,6 +4,7 @@
 //! - [`LogFormat`] and [`init_logging`]: tracing-subscriber on stderr, filtered by `RUST_LOG`.
 //! - [`shutdown_signal`]: resolves on SIGTERM or SIGINT.
 //! - [`backoff`]: jittered exponential backoff and a token bucket for retry loops.
+//! - [`untrusted`]: text from outside (a Consul tag, a service name) made safe to log.
 //!
 //! It owns no business logic.
 
@@ -47,5 +48,34 @@ pub async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Text from outside the process (a Consul tag, a service name: anyone who can register in
+/// Consul writes them), made safe to put in a log line: control characters and quotes escaped
+/// (Rust's `escape_debug`, so a newline cannot forge a line of its own), and cut to
+/// [`UNTRUSTED_MAX`] characters with `…` after.
+pub fn untrusted(text: &str) -> String {
+    let mut out: String = text.chars().take(UNTRUSTED_MAX).flat_map(char::escape_debug).collect();
+    if text.chars().nth(UNTRUSTED_MAX).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// How many characters of outside text [`untrusted`] keeps.
+pub const UNTRUSTED_MAX: usize = 200;
+
+#[cfg(test)]
+mod untrusted_tests {
+    use super::*;
+
+    #[test]
+    fn outside_text_cannot_forge_log_lines() {
+        assert_eq!(untrusted("urlprefix-/x\n2026 INFO forged"), "urlprefix-/x\\n2026 INFO forged");
+        assert_eq!(untrusted("a\nb\u{1b}[31m"), "a\\nb\\u{1b}[31m");
+        let long = "x".repeat(5000);
+        assert_eq!(untrusted(&long).chars().count(), UNTRUSTED_MAX + 1);
+        assert_eq!(untrusted("plain"), "plain");
     }
 }

@@ -109,7 +109,7 @@ impl Follower {
                 } else {
                     refused.insert(key.clone());
                     if !self.refused.contains(key) {
-                        warn!(service = %name, "a service opted in with a name that cannot be watched; ignoring it");
+                        warn!(service = %common::untrusted(name), "a service opted in with a name that cannot be watched; ignoring it");
                     }
                 }
             }

@@ -309,7 +309,7 @@ impl Services {
                     Ok(spec) => out.push(Route::declared(t.clone(), spec, slot.clone())),
                     Err(e) => {
                         if w.warned.insert((slot.service.clone(), t.clone())) {
-                            warn!(service = %slot.service, tag = %t, error = %e, "skipping a route tag that cannot be parsed");
+                            warn!(service = %slot.service, tag = %common::untrusted(t), error = %e, "skipping a route tag that cannot be parsed");
                         }
                     }
                 },
