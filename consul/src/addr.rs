@@ -37,7 +37,16 @@ impl ConsulAddr {
                 )),
                 Some((scheme, _)) => return Err(bad(&format!("unsupported scheme {scheme:?}"))),
             };
-        let url = reqwest::Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
+        let mut url = reqwest::Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            // Shown without the secret: the error is logged.
+            let _ = url.set_password(None);
+            let _ = url.set_username("");
+            return Err(Error::InvalidAddress {
+                addr: url.as_str().to_string(),
+                why: "must not carry user:password@ (it would show in logs and in ps); Consul takes an ACL token from CONSUL_HTTP_TOKEN".into(),
+            });
+        }
         if url.host_str().is_none_or(str::is_empty) {
             return Err(bad("no host"));
         }
@@ -107,6 +116,13 @@ mod tests {
         assert_eq!(ConsulAddr::parse("127.0.0.1:8500").unwrap().as_str(), "http://127.0.0.1:8500");
         assert_eq!(ConsulAddr::parse("http://consul:8500/").unwrap().as_str(), "http://consul:8500");
         assert_eq!(ConsulAddr::parse(" localhost:1 ").unwrap().as_str(), "http://localhost:1");
+    }
+
+    #[test]
+    fn refuses_credentials_in_the_address_without_showing_them() {
+        let e = ConsulAddr::parse("http://user:s3cret@127.0.0.1:8500").unwrap_err().to_string();
+        assert!(e.contains("user:password@") && !e.contains("s3cret") && e.contains("\"http://127.0.0.1:8500/\""), "{e}");
+        assert!(ConsulAddr::parse("admin@consul:8500").is_err());
     }
 
     #[test]
