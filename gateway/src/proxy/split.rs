@@ -9,9 +9,10 @@
 //!   address always lands on the same side while the percentage stays the same, and no cookie is
 //!   needed (clients behind one NAT share a side).
 //!
-//! When the chosen side has no instance, the other side serves: a split never makes a 503.
+//! When the chosen side has no instance, the other side serves: a split never makes a 503. At 0 and
+//! 100 % there is no choice: no cookie is read or set. Hashes are FNV-1a, fixed by definition, so
+//! every gateway replica and build puts a client on the same side.
 
-use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 
 use http::header::{COOKIE, SET_COOKIE};
@@ -34,27 +35,48 @@ pub fn choose<'a>(
     peer: Option<SocketAddr>,
 ) -> (&'a Candidates, Option<HeaderValue>) {
     let Some(split) = &choice.split else { return (&choice.main, None) };
-    let (canary, cookie) = match split.sticky {
-        Sticky::Addr => (by_addr(route, split, peer), None),
-        Sticky::Cookie => by_cookie(route, split, headers),
+    let (canary, cookie) = match (split.percent, split.sticky) {
+        // 0 and 100 % leave nothing to choose (and no cookie to forge).
+        (0, _) => (false, None),
+        (100.., _) => (true, None),
+        (_, Sticky::Addr) => (by_addr(route, split, peer), None),
+        (_, Sticky::Cookie) => by_cookie(route, split, headers),
     };
     let side = if canary { &split.canary } else { &choice.main };
     let other = if canary { &choice.main } else { &split.canary };
     (if side.is_empty() { other } else { side }, cookie)
 }
 
+/// FNV-1a, 64 bits: a hash fixed by its definition, so cookie names and address sides stay the
+/// same across gateway builds and replicas (std's `DefaultHasher` promises neither).
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in *part {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        // A separator, so ("ab", "c") and ("a", "bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// A stable hash of the route, naming its cookie and salting the address hash.
 fn route_hash(route: &Route) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    (route.shown(), route.service.as_str()).hash(&mut h);
-    h.finish()
+    fnv1a(&[route.shown().as_bytes(), route.service.as_bytes()])
 }
 
 fn by_addr(route: &Route, split: &SplitChoice, peer: Option<SocketAddr>) -> bool {
     let Some(peer) = peer else { return false };
-    let mut h = std::hash::DefaultHasher::new();
-    (peer.ip(), route_hash(route)).hash(&mut h);
-    h.finish() % 100 < u64::from(split.percent)
+    let ip = match peer.ip() {
+        std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+        std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    let h = fnv1a(&[&ip, &route_hash(route).to_le_bytes()]);
+    // The high bits: FNV's low bits mix less.
+    (h >> 32) % 100 < u64::from(split.percent)
 }
 
 fn cookie_name(route: &Route) -> String {
@@ -76,11 +98,12 @@ fn by_cookie(route: &Route, split: &SplitChoice, headers: &HeaderMap) -> (bool, 
         return (canary, None);
     }
     let canary = rand::rng().random_range(0..100u8) < split.percent;
+    // A path that would break the header's syntax falls back to the whole site.
+    let path = if route.path.contains([';', ',']) { "/" } else { route.path.as_str() };
     let value = format!(
-        "{name}={}{}; Path={}; Max-Age={COOKIE_MAX_AGE_SECS}; HttpOnly; SameSite=Lax",
+        "{name}={}{}; Path={path}; Max-Age={COOKIE_MAX_AGE_SECS}; HttpOnly; SameSite=Lax",
         if canary { 'c' } else { 'm' },
         split.percent,
-        route.path
     );
     (canary, HeaderValue::from_str(&value).ok())
 }
@@ -92,7 +115,11 @@ fn parse_value(v: &str) -> Option<(bool, u8)> {
         b'm' => false,
         _ => return None,
     };
-    Some((canary, v[1..].parse().ok()?))
+    let digits = &v[1..];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((canary, digits.parse().ok()?))
 }
 
 /// Adds the split cookie to a response's headers.
@@ -112,5 +139,7 @@ mod tests {
         assert_eq!(parse_value("c"), None);
         assert_eq!(parse_value(""), None);
         assert_eq!(parse_value("c1000"), None);
+        assert_eq!(parse_value("c+0"), None);
+        assert_eq!(parse_value("m-1"), None);
     }
 }

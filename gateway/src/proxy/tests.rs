@@ -445,3 +445,21 @@ async fn an_absolute_form_request_is_routed_and_forwarded_by_its_authority() {
     assert_eq!((status, v["headers"]["host"].as_str()), (200, Some("api.example.com")), "{v}");
     assert_eq!(v["headers"]["x-forwarded-host"], "api.example.com");
 }
+
+#[tokio::test]
+async fn a_zero_percent_split_sends_nobody_to_the_canaries_whatever_the_cookie() {
+    let (main, canary) = (echo_backend().await, echo_backend().await);
+    let t = "urlprefix-/shop split=canary:0";
+    let app = routed(&[("shop", vec![(main, vec![t]), (canary, vec![t, "canary"])], vec![t, "canary"])]).await;
+    let forged: String = (0u32..=0xffff).map(|i| format!("gw_split_{i:08x}=c0; ")).take(50).collect();
+    for cookie in ["", "gw_split_00000000=c0", forged.as_str()] {
+        for _ in 0..20 {
+            let req = http::Request::get("/shop/x").header("cookie", cookie).body(Body::empty()).unwrap();
+            let resp = app.serve(req, None).await;
+            assert!(resp.headers().get("set-cookie").is_none(), "nothing to remember at 0 %");
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let port = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["port"].as_u64().unwrap();
+            assert_eq!(port, u64::from(main));
+        }
+    }
+}
