@@ -358,10 +358,12 @@ impl Services {
             let set = by_name.get(service).and_then(|slot| slot.set());
             set.is_some_and(|set| set.tags.binary_search(tag).is_ok())
         });
-        let now: HashSet<&str> = conflicts.iter().map(|c| c.at.as_str()).collect();
-        w.conflicts.retain(|at| now.contains(at.as_str()));
+        // A conflict is remembered as who beat whom where: a new loser or a new winner is news.
+        let key = |c: &super::routes::Conflict| format!("{} {} {}", c.at, c.winner, c.loser);
+        let now: HashSet<String> = conflicts.iter().map(key).collect();
+        w.conflicts.retain(|k| now.contains(k));
         for c in &conflicts {
-            if w.conflicts.insert(c.at.clone()) {
+            if w.conflicts.insert(key(c)) {
                 warn!(route = %c.at, winner = %c.winner, shadowed = %c.loser, "two routes for {}: {} wins, {} is ignored", c.at, c.winner, c.loser);
             }
         }
@@ -370,8 +372,15 @@ impl Services {
         let after: HashSet<_> = table.routes().iter().map(|r| r.key()).collect();
         let changed = std::mem::take(&mut w.changed);
         for r in old.routes().iter().filter(|r| !after.contains(&r.key())) {
-            let why = changed.get(&r.service).copied().unwrap_or("tags changed");
-            info!(route = %r.shown(), service = %r.service, "route removed: {} -> {} ({why})", r.shown(), r.service);
+            let shown = r.shown();
+            // Another service's route at the same place: it lost a tie, whatever changed.
+            let now_at = table.routes().iter().find(|n| n.shown() == shown && n.service != r.service);
+            let why = match (now_at, changed.get(&r.service)) {
+                (Some(winner), _) => format!("{} declares it too and wins the tie", winner.service),
+                (None, Some(why)) => (*why).to_string(),
+                (None, None) => "tags changed".to_string(),
+            };
+            info!(route = %shown, service = %r.service, "route removed: {shown} -> {} ({why})", r.service);
         }
         for r in table.routes().iter().filter(|r| !before.contains(&r.key())) {
             let n = r.slot.set().map_or(0, |s| s.candidates(r.tag.as_deref()).map_or(0, |c| c.count()));
@@ -460,6 +469,9 @@ fn log_change(service: &str, old: Option<&ServiceSet>, new: &ServiceSet) {
         None => Vec::new(),
     };
     let changed: Vec<&String> = changed.iter().collect();
+    if added.is_empty() && removed.is_empty() && changed.is_empty() {
+        return;
+    }
     let mut line = format!("{service}: {} -> {} instances", old.map_or(0, |o| o.endpoints.len()), new.endpoints.len());
     for (label, list) in [("added", &added), ("removed", &removed), ("changed", &changed)] {
         if !list.is_empty() {
