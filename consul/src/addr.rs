@@ -121,7 +121,10 @@ mod tests {
     #[test]
     fn refuses_credentials_in_the_address_without_showing_them() {
         let e = ConsulAddr::parse("http://user:s3cret@127.0.0.1:8500").unwrap_err().to_string();
-        assert!(e.contains("user:password@") && !e.contains("s3cret") && e.contains("\"http://127.0.0.1:8500/\""), "{e}");
+        assert!(
+            e.contains("user:password@") && !e.contains("s3cret") && e.contains("\"http://127.0.0.1:8500/\""),
+            "{e}"
+        );
         assert!(ConsulAddr::parse("admin@consul:8500").is_err());
     }
 

@@ -23,7 +23,7 @@ pub struct Args {
     /// Address of the public listener.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:3000")]
     pub listen: SocketAddr,
-    /// Address of the admin listener (/healthz, /readyz, /services).
+    /// Address of the admin listener (/healthz, /readyz, /services, /routes).
     #[arg(long, env = "GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
     /// Consul HTTP address, with or without http://.
@@ -175,7 +175,9 @@ impl Config {
             consul::client::validate_name(s).map_err(ConfigError::ServiceName)?;
         }
         let rules = TagRules { route_tag: args.route_tag.trim().to_string(), prefix: args.route_prefix_tag.clone() };
-        if rules.route_tag.chars().any(char::is_whitespace) {
+        if rules.route_tag.chars().any(char::is_whitespace)
+            || (rules.route_tag.is_empty() && !args.route_tag.is_empty())
+        {
             return Err(ConfigError::RouteTag { flag: "--route-tag", why: "a tag without spaces, or empty for none" });
         }
         if rules.prefix.chars().any(|c| c.is_whitespace() || c == '/') {
@@ -193,7 +195,8 @@ impl Config {
         if services.is_empty() && rules.route_tag.is_empty() && rules.prefix.is_empty() {
             return Err(ConfigError::NothingToRoute);
         }
-        if args.listen == args.admin_listen {
+        // Port 0 asks the kernel for a free port: two of those never collide.
+        if args.listen == args.admin_listen && args.listen.port() != 0 {
             return Err(ConfigError::SameListeners);
         }
         if args.upstream_timeout.is_zero() || args.connect_timeout.is_zero() || args.client_timeout.is_zero() {
@@ -259,6 +262,7 @@ mod tests {
         assert!(parse(&["--services", "a/b"]).is_err());
         assert_eq!(parse(&["--services", ",", "--watcher-bin", "w"]).unwrap().services, Vec::<String>::new());
         assert!(parse(&["--listen", "127.0.0.1:1", "--admin-listen", "127.0.0.1:1"]).is_err());
+        assert!(parse(&["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--watcher-bin", "w"]).is_ok());
         assert!(parse(&["--consul", "https://x"]).is_err());
         assert!(parse(&["--workers", "0", "--watcher-bin", "w"]).is_err());
         assert!(parse(&["--workers", "100000", "--watcher-bin", "w"]).is_err());
@@ -271,7 +275,12 @@ mod tests {
         assert!(e.contains("nothing to route"), "{e}");
         let c = parse(&["--route-tag", "", "--route-prefix-tag", "", "--services", "a", "--watcher-bin", "w"]).unwrap();
         assert_eq!((c.rules.route_tag.as_str(), c.rules.prefix.as_str(), c.services.len()), ("", "", 1));
-        for bad in [&["--route-tag", "a b"][..], &["--route-prefix-tag", "x/"], &["--route-tag", "urlprefix-x"]] {
+        for bad in [
+            &["--route-tag", "a b"][..],
+            &["--route-prefix-tag", "x/"],
+            &["--route-tag", "urlprefix-x"],
+            &["--route-tag", " "],
+        ] {
             let mut args = bad.to_vec();
             args.extend(["--watcher-bin", "w"]);
             let e = parse(&args).unwrap_err();

@@ -38,10 +38,12 @@ impl OptIn {
         (!tag.is_empty() || !prefix.is_empty()).then(|| Self { tag: tag.to_string(), prefix: prefix.to_string() })
     }
 
-    /// Whether a service with these tags opts in.
+    /// Whether a service with these tags opts in. Surrounding whitespace is ignored, as Fabio
+    /// and the gateway's tag parser ignore it.
     pub fn matches<'a>(&self, mut tags: impl Iterator<Item = &'a String>) -> bool {
         tags.any(|t| {
-            (!self.tag.is_empty() && *t == self.tag) || (!self.prefix.is_empty() && t.starts_with(&self.prefix))
+            let t = t.trim();
+            (!self.tag.is_empty() && t == self.tag) || (!self.prefix.is_empty() && t.starts_with(&self.prefix))
         })
     }
 }

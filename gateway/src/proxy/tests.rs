@@ -440,7 +440,8 @@ async fn an_absolute_form_request_is_routed_and_forwarded_by_its_authority() {
     let port = echo_backend().await;
     let t = "urlprefix-api.example.com/v1";
     let app = routed(&[("api", vec![(port, vec![t])], vec![t])]).await;
-    let req = http::Request::get("http://api.example.com/v1/abs").header("host", "other.com").body(Body::empty()).unwrap();
+    let req =
+        http::Request::get("http://api.example.com/v1/abs").header("host", "other.com").body(Body::empty()).unwrap();
     let (status, v) = send(&app, req).await;
     assert_eq!((status, v["headers"]["host"].as_str()), (200, Some("api.example.com")), "{v}");
     assert_eq!(v["headers"]["x-forwarded-host"], "api.example.com");
