@@ -33,7 +33,7 @@ async fn readyz(State(services): State<Arc<Services>>) -> Response {
             if slot.is_static {
                 reasons.push(format!("{service}: not loaded yet"));
             }
-        } else if let Some(why) = services.stale_reason(service) {
+        } else if let Some(why) = services.freshness().stale_reason(service) {
             reasons.push(format!("{service}: stale ({why})"));
         }
     }
@@ -49,7 +49,7 @@ async fn list_services(State(services): State<Arc<Services>>) -> Json<Value> {
     let mut out = Vec::new();
     for slot in services.slots() {
         let service = slot.service.as_str();
-        let stale = services.stale_reason(service);
+        let stale = services.freshness().stale_reason(service);
         let entry = match slot.set() {
             Some(set) => json!({
                 "service": service,
@@ -144,7 +144,7 @@ mod tests {
         assert_eq!(status, 503);
         assert!(body["reasons"][0].as_str().unwrap().contains("not loaded"));
 
-        services.set_watcher_connected(true);
+        services.freshness().set_watcher_connected(true);
         services.apply_snapshot("web", 9, vec![], vec![]);
         let (status, body) = get_json(app.clone(), "/readyz").await;
         assert_eq!(status, 503, "tagged services not listed yet");
@@ -152,7 +152,7 @@ mod tests {
         services.apply_list(&["web".to_string()]);
         assert_eq!(get_json(app.clone(), "/readyz").await.0, 200);
 
-        services.set_readable("web", Some("connection refused".into()));
+        services.freshness().set_readable("web", Some("connection refused".into()));
         let (status, body) = get_json(app.clone(), "/readyz").await;
         assert_eq!(status, 503);
         assert!(body["reasons"][0].as_str().unwrap().contains("stale"));

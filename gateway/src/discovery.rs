@@ -4,8 +4,10 @@
 //! - [`services`] is the one write path: snapshots, `gone` messages and direct reads update the
 //!   followed services ([`set`]) and rebuild the [`routes`] table from their [`tag`]s.
 //! - [`direct`] reads a service from Consul before the watcher has delivered it.
+//! - [`freshness`] knows whether that knowledge is fresh (watcher connected, Consul readable).
 
 pub mod direct;
+pub mod freshness;
 pub mod routes;
 pub mod services;
 pub mod set;

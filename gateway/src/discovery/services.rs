@@ -17,7 +17,6 @@
 //!   cannot read a service.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,8 +26,9 @@ use tracing::{info, warn};
 use watcher::protocol::GoneReason;
 
 use super::direct::DirectRead;
+use super::freshness::Freshness;
 use super::routes::{Route, RouteTable};
-use super::set::{Origin, Read, ServiceSet};
+use super::set::{change_line, Origin, Read, ServiceSet};
 use super::tag::{self, Tag, TagRules};
 
 /// One followed service: its name and its current set (none before the first read).
@@ -76,11 +76,7 @@ pub struct Services {
     writer: Mutex<Writer>,
     table: ArcSwap<RouteTable>,
     direct: Arc<dyn DirectRead>,
-    watcher_connected: AtomicBool,
-    /// Whether the watcher's list of followed services arrived since it connected (only
-    /// expected when services may opt in by tag).
-    listed: AtomicBool,
-    unreadable: Mutex<HashMap<String, String>>,
+    freshness: Freshness,
     last_fetch_error: Mutex<HashMap<String, (Instant, String)>>,
     /// Worker threads: each endpoint keeps its idle connections apart per thread.
     workers: usize,
@@ -108,9 +104,7 @@ impl Services {
             writer: Mutex::new(Writer::default()),
             table: ArcSwap::from_pointee(RouteTable::default()),
             direct,
-            watcher_connected: AtomicBool::new(false),
-            listed: AtomicBool::new(false),
-            unreadable: Mutex::default(),
+            freshness: Freshness::default(),
             last_fetch_error: Mutex::default(),
             workers: 1,
         };
@@ -124,6 +118,11 @@ impl Services {
     pub fn with_workers(mut self, workers: usize) -> Self {
         self.workers = workers.max(1);
         self
+    }
+
+    /// Whether what it knows is fresh: the watcher's connection and Consul's reachability.
+    pub fn freshness(&self) -> &Freshness {
+        &self.freshness
     }
 
     /// The current route table.
@@ -240,7 +239,9 @@ impl Services {
                     self.workers,
                 );
                 if moved {
-                    log_change(service, old.as_deref(), &new);
+                    if let Some(line) = change_line(service, old.as_deref(), &new) {
+                        info!(service, index = new.index, "{line}");
+                    }
                 }
                 new
             }
@@ -267,7 +268,7 @@ impl Services {
             return;
         }
         info!(service, "{service}: no longer followed ({why})");
-        lock(&self.unreadable).remove(service);
+        self.freshness.forget(service);
         self.routes_changed(&mut w, service, why);
     }
 
@@ -286,11 +287,11 @@ impl Services {
             .collect();
         for s in &gone {
             w.slots.remove(s);
-            lock(&self.unreadable).remove(s);
+            self.freshness.forget(s);
             info!(service = %s, "{s}: no longer followed (not in the watcher's list)");
             self.routes_changed(&mut w, s, "service no longer followed");
         }
-        self.listed.store(true, Ordering::Relaxed);
+        self.freshness.listed();
     }
 
     /// The routes a service declares in its tags ([`ServiceSet::declaring`]), logging (once) the
@@ -390,46 +391,13 @@ impl Services {
         self.table.store(Arc::new(table));
     }
 
-    /// Records whether the watcher can read `service` from Consul.
-    pub fn set_readable(&self, service: &str, error: Option<String>) {
-        let mut unreadable = lock(&self.unreadable);
-        match error {
-            Some(e) => {
-                if unreadable.insert(service.to_string(), e.clone()).is_none() {
-                    warn!(service, error = %e, "watcher cannot read the service from Consul; serving the last known instances");
-                }
-            }
-            None => {
-                if unreadable.remove(service).is_some() {
-                    info!(service, "watcher reads the service from Consul again");
-                }
-            }
-        }
-    }
-
-    /// Records whether the watcher is connected.
-    pub fn set_watcher_connected(&self, connected: bool) {
-        self.watcher_connected.store(connected, Ordering::Relaxed);
-        if connected {
-            self.listed.store(false, Ordering::Relaxed);
-        }
-    }
-
-    /// Why the data of `service` may be out of date, if it may be.
-    pub fn stale_reason(&self, service: &str) -> Option<String> {
-        if !self.watcher_connected.load(Ordering::Relaxed) {
-            return Some("watcher not connected".to_string());
-        }
-        lock(&self.unreadable).get(service).map(|e| format!("Consul unreachable: {e}"))
-    }
-
     /// Why routes from tags may be incomplete: the watcher has not listed what it follows yet,
     /// or listed services whose snapshots have not come yet (each named, up to 10).
     pub fn unlisted_reasons(&self) -> Vec<String> {
         if !self.follows_tags() {
             return Vec::new();
         }
-        if !self.listed.load(Ordering::Relaxed) {
+        if !self.freshness.is_listed() {
             return vec!["the watcher has not listed the tagged services yet".to_string()];
         }
         let w = lock(&self.writer);
@@ -444,41 +412,6 @@ impl Services {
     pub fn rules(&self) -> &TagRules {
         &self.rules
     }
-}
-
-/// The change line users watch: `service-web: 3 -> 2 instances, removed 127.0.0.1:3001`.
-fn log_change(service: &str, old: Option<&ServiceSet>, new: &ServiceSet) {
-    let before = old.map(ServiceSet::authorities).unwrap_or_default();
-    let after = new.authorities();
-    let added: Vec<&String> = after.difference(&before).collect();
-    let removed: Vec<&String> = before.difference(&after).collect();
-    // Same address, something else changed (tags, weight, metadata).
-    let changed: Vec<String> = match old {
-        Some(old) => {
-            let before: HashMap<String, &Instance> =
-                old.endpoints.iter().map(|e| (e.instance.authority(), &e.instance)).collect();
-            let mut v: Vec<String> = new
-                .endpoints
-                .iter()
-                .filter(|e| before.get(&e.instance.authority()).is_some_and(|i| **i != e.instance))
-                .map(|e| e.instance.authority())
-                .collect();
-            v.sort();
-            v
-        }
-        None => Vec::new(),
-    };
-    let changed: Vec<&String> = changed.iter().collect();
-    if added.is_empty() && removed.is_empty() && changed.is_empty() {
-        return;
-    }
-    let mut line = format!("{service}: {} -> {} instances", old.map_or(0, |o| o.endpoints.len()), new.endpoints.len());
-    for (label, list) in [("added", &added), ("removed", &removed), ("changed", &changed)] {
-        if !list.is_empty() {
-            line.push_str(&format!(", {label} {}", list.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")));
-        }
-    }
-    info!(service, index = new.index, "{line}");
 }
 
 #[cfg(test)]

@@ -155,6 +155,42 @@ impl Choice {
     }
 }
 
+/// The change line users watch: `service-web: 3 -> 2 instances, removed 127.0.0.1:3001`, or
+/// `None` when no instance came, went or changed.
+pub fn change_line(service: &str, old: Option<&ServiceSet>, new: &ServiceSet) -> Option<String> {
+    let before = old.map(ServiceSet::authorities).unwrap_or_default();
+    let after = new.authorities();
+    let added: Vec<&String> = after.difference(&before).collect();
+    let removed: Vec<&String> = before.difference(&after).collect();
+    // Same address, something else changed (tags, weight, metadata).
+    let changed: Vec<String> = match old {
+        Some(old) => {
+            let before: HashMap<String, &Instance> =
+                old.endpoints.iter().map(|e| (e.instance.authority(), &e.instance)).collect();
+            let mut v: Vec<String> = new
+                .endpoints
+                .iter()
+                .filter(|e| before.get(&e.instance.authority()).is_some_and(|i| **i != e.instance))
+                .map(|e| e.instance.authority())
+                .collect();
+            v.sort();
+            v
+        }
+        None => Vec::new(),
+    };
+    let changed: Vec<&String> = changed.iter().collect();
+    if added.is_empty() && removed.is_empty() && changed.is_empty() {
+        return None;
+    }
+    let mut line = format!("{service}: {} -> {} instances", old.map_or(0, |o| o.endpoints.len()), new.endpoints.len());
+    for (label, list) in [("added", &added), ("removed", &removed), ("changed", &changed)] {
+        if !list.is_empty() {
+            line.push_str(&format!(", {label} {}", list.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")));
+        }
+    }
+    Some(line)
+}
+
 /// The tags a service's routes come from: the catalog's (every registered instance's, so a route
 /// whose instances all fail answers 503 rather than falling through to a shorter route) — unless
 /// a routable instance carries a tag the catalog does not list. The catalog and the instances

@@ -52,11 +52,11 @@ impl Socket {
                         old.abort();
                     }
                     info!("watcher connected");
-                    services.set_watcher_connected(true);
+                    services.freshness().set_watcher_connected(true);
                     let services = services.clone();
                     current = Some(tokio::spawn(async move {
                         read_messages(stream, &services).await;
-                        services.set_watcher_connected(false);
+                        services.freshness().set_watcher_connected(false);
                     }));
                 }
                 Err(e) => {
@@ -132,7 +132,7 @@ pub fn apply(line: &str, services: &Services) {
         Ok(Some(Message::Snapshot(s))) => services.apply_snapshot(&s.service, s.index, s.instances, s.tags),
         Ok(Some(Message::Status(s))) => {
             let error = if s.healthy { None } else { Some(s.error.unwrap_or_else(|| "unknown error".into())) };
-            services.set_readable(&s.service, error);
+            services.freshness().set_readable(&s.service, error);
         }
         Ok(Some(Message::Gone(g))) => services.apply_gone(&g.service, g.reason),
         Ok(Some(Message::Services(l))) => services.apply_list(&l.services),
@@ -185,17 +185,17 @@ mod tests {
             .await
             .unwrap();
         for _ in 0..100 {
-            if services.stale_reason("web").is_some_and(|r| r.contains("down")) {
+            if services.freshness().stale_reason("web").is_some_and(|r| r.contains("down")) {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         let set = services.slots()[0].set().expect("snapshot applied after garbage");
         assert_eq!(set.index, 7);
-        assert!(services.stale_reason("web").unwrap().contains("down"));
+        assert!(services.freshness().stale_reason("web").unwrap().contains("down"));
         drop(conn);
         for _ in 0..100 {
-            if services.stale_reason("web").is_some_and(|r| r.contains("watcher")) {
+            if services.freshness().stale_reason("web").is_some_and(|r| r.contains("watcher")) {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

@@ -1,6 +1,6 @@
 use super::*;
 use crate::discovery::direct::{FetchFuture, StaticRead};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use watcher::protocol::GoneReason;
 
 fn inst(port: u16, tags: &[&str]) -> Instance {
@@ -161,13 +161,13 @@ fn a_declared_route_sends_to_the_instances_carrying_its_tag_and_splits_canaries(
 #[test]
 fn staleness_follows_watcher_and_consul() {
     let s = services(&["web"]);
-    assert!(s.stale_reason("web").is_some());
-    s.set_watcher_connected(true);
-    assert!(s.stale_reason("web").is_none());
-    s.set_readable("web", Some("connection refused".into()));
-    assert!(s.stale_reason("web").unwrap().contains("Consul unreachable"));
-    s.set_readable("web", None);
-    assert!(s.stale_reason("web").is_none());
+    assert!(s.freshness().stale_reason("web").is_some());
+    s.freshness().set_watcher_connected(true);
+    assert!(s.freshness().stale_reason("web").is_none());
+    s.freshness().set_readable("web", Some("connection refused".into()));
+    assert!(s.freshness().stale_reason("web").unwrap().contains("Consul unreachable"));
+    s.freshness().set_readable("web", None);
+    assert!(s.freshness().stale_reason("web").is_none());
     assert_eq!(s.unlisted_reasons().len(), 1, "not listed yet");
     s.apply_snapshot("early", 1, vec![], tags(&["gateway"]));
     s.apply_list(&["early".to_string(), "a".to_string(), "b".to_string()]);
