@@ -67,7 +67,28 @@ def round_ratios(rounds):
         med = lambda k: statistics.median(r[k] / ref[r["round"]][k] for r in rs)  # noqa: E731
         out.append(f"- {name}: req/s {med('rps'):.2f}×, CPU µs/req {med('cpu_us_per_req'):.2f}×, "
                    f"p50 {med('p50'):.2f}×, p99 {med('p99'):.2f}×, p99.9 {med('p999'):.2f}×")
-    return "Within-round ratios to nginx (median over rounds):\n\n" + "\n".join(out)
+    text = "Within-round ratios to nginx (median over rounds):\n\n" + "\n".join(out)
+    base = baseline_ratios(rounds)
+    return text + ("\n\n" + base if base else "")
+
+
+def baseline_ratios(rounds):
+    """With --baseline-bin-dir: each gateway's CPU µs/req and req/s against the baseline build with the
+    same workers, in the same round (their median, and every round's ratio)."""
+    by = {(r["name"], r["round"]): r for r in rounds}
+    out = []
+    for name in dict.fromkeys(r["name"] for r in rounds if r["name"].startswith("gateway ")):
+        base = "baseline " + name[len("gateway "):]
+        pairs = [(r, by[(base, r["round"])]) for r in rounds if r["name"] == name and (base, r["round"]) in by]
+        if not pairs:
+            continue
+        cpu = [a["cpu_us_per_req"] / b["cpu_us_per_req"] for a, b in pairs]
+        rps = [a["rps"] / b["rps"] for a, b in pairs]
+        out.append(f"- {name} / {base}: CPU µs/req {statistics.median(cpu):.3f}× (rounds: "
+                   f"{', '.join(f'{x:.3f}' for x in cpu)}), req/s {statistics.median(rps):.3f}× (rounds: "
+                   f"{', '.join(f'{x:.3f}' for x in rps)})")
+    return ("This build against the baseline build, within rounds (median, then each round):\n\n" + "\n".join(out)
+            if out else "")
 
 
 def rounds_table(rounds):
