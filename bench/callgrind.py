@@ -208,7 +208,7 @@ def main(argv):
                 if o.extra_routes is not None:
                     took = wait_routes(proc, routes, o.routes_timeout)
                     phases.log(f"gateway lists {routes} routes, {took:.1f} s after /readyz")
-                    label += f", {routes} routes"
+                    label += f", {routes} routes" + ("" if o.extra_route_tag == "gateway" else f" ({o.extra_route_tag})")
                     instr_on = late
             elif name == "nginx":
                 proc = start_nginx_ref(procs, run_dir, backends.ports)
