@@ -44,7 +44,18 @@ def parse_args(argv):
     p.add_argument("--scale-instances", type=int, default=5, help="instances per service in the scale test (default 5)")
     p.add_argument("--scale-reps", type=int, help="changes measured at scale, one service each (default 5; smoke 1)")
     p.add_argument("--scale-checks", default="yes,no",
-                   help="which scale variants: instances with a passing check (yes), without (no); default yes,no")
+                   help="which --services scale variants: instances with a passing check (yes), without (no), "
+                        "none; default yes,no")
+    p.add_argument("--scale-tagged", default=None, metavar="N[,N...]",
+                   help="also the scale variant of services that opt in by tag, at each of these sizes "
+                        "(default 2500; smoke 100; none: skip)")
+    p.add_argument("--scale-tagged-instances", type=int, default=3,
+                   help="instances per service in the tagged scale variant (default 3)")
+    p.add_argument("--scale-cost-changes", type=int, default=None,
+                   help="check flips over which the tagged variant measures the cost of one change "
+                        "(default 20; smoke 2)")
+    p.add_argument("--scale-workers", type=int, default=None,
+                   help="gateway --workers in the tagged scale variant (default: the gateway's own default)")
     p.add_argument("--scale-timeout", type=float, help="s to wait for /readyz at scale (default 30; smoke 10)")
     p.add_argument("--consul-mode", choices=("server", "dev"), default="server",
                    help="server (default): one Consul server as in production; dev: `consul agent -dev`, "
@@ -72,11 +83,16 @@ def parse_args(argv):
     full = not o.smoke
     for name, full_v, smoke_v in [("rounds", 5, 1), ("duration", 10, 2), ("warmup", 2, 1), ("prop_reps", 20, 3),
                                   ("prop_timeout", 10.0, 5.0), ("quiet", 1.0, 0.3), ("failover_duration", 20, 3),
-                                  ("scale_services", 1000, 100), ("scale_reps", 5, 1), ("scale_timeout", 30.0, 10.0)]:
+                                  ("scale_services", 1000, 100), ("scale_reps", 5, 1), ("scale_timeout", 30.0, 10.0),
+                                  ("scale_tagged", "2500", "100"), ("scale_cost_changes", 20, 2)]:
         if getattr(o, name) is None:
             setattr(o, name, full_v if full else smoke_v)
     o.workers = [int(w) for w in o.workers.split(",") if w]
-    o.scale_checks = [{"yes": True, "no": False}[x] for x in o.scale_checks.split(",") if x]
+    try:
+        o.scale_checks = [{"yes": True, "no": False}[x] for x in o.scale_checks.split(",") if x and x != "none"]
+        o.scale_tagged = [int(x) for x in o.scale_tagged.split(",") if x and x != "none"]
+    except (KeyError, ValueError):
+        p.error("--scale-checks takes yes,no,none; --scale-tagged a comma list of service counts or none")
     o.only = [x for x in o.only.split(",") if x]
     for x in o.only:
         if x not in PHASES:
@@ -250,6 +266,9 @@ def render(o, info, results, argv):
         out += ["## Failover", "", report.failover_section(results["failover"]), ""]
     if "scale" in results:
         for v in results["scale"]:
+            if v.get("kind") == "tagged":
+                out += [f"## Scale: {v['services']} services that opt in by tag", "", report.tagged_section(v), ""]
+                continue
             out += [f"## Scale: instances {'with a passing check each' if v['checks'] else 'without checks'}", "",
                     report.scale_section(v), ""]
     out += ["## Targets", "", report.targets(s or {}, results.get("propagation"), results.get("failover"),

@@ -40,8 +40,9 @@ class Prober:
     """`threads` keep-alive clients sending GET path continuously; each response is recorded as
     (sent, received, port-that-answered or None, status or error text)."""
 
-    def __init__(self, port, path, threads=4):
-        self.port, self.path, self.n = port, path, threads
+    def __init__(self, port, path, threads=4, interval=0.0):
+        """interval: seconds each thread waits after a response (0: back to back)."""
+        self.port, self.path, self.n, self.interval = port, path, threads, interval
         self.events = deque()  # appended by the client threads, drained by take()
         self.errors = 0
         self.responses = 0
@@ -88,12 +89,14 @@ class Prober:
                     self.errors += 1
                 self.events.append((ts, te, port, r.status))
                 self.responses += 1
+                if self.interval:
+                    self._stop.wait(self.interval)
             except (OSError, http.client.HTTPException) as e:
                 self.errors += 1
                 self.events.append((ts, time.monotonic(), None, type(e).__name__))
                 conn.close()
                 conn = None
-                time.sleep(0.001)
+                time.sleep(max(0.001, self.interval))
         if conn:
             conn.close()
 

@@ -13,8 +13,8 @@ from contextlib import closing
 from concurrent.futures import ThreadPoolExecutor
 
 from . import load
-from .procs import (HarnessError, RssSampler, consul_connections, cpu_seconds_between, machine_busy_seconds,
-                    tree_cpu_ticks, tree_memory, wait_quiet, descendants,
+from .procs import (HarnessError, RssSampler, bytes_sent_from, comm, consul_connections, cpu_seconds_between,
+                    machine_busy_seconds, tree_cpu_ticks, tree_memory, wait_quiet, wait_until, descendants,
                     tree_sched_ns, sched_seconds_between)
 from .services import Backends, http_json, http_status, start_gateway, start_multi_backend, start_reference
 
@@ -309,13 +309,16 @@ def failover(env, backends, targets):
 def scale(env):
     """Both kinds of registration, one after the other, each with its own gateway: instances with a
     passing check of their own (as the registrator registers them) and instances without any check
-    (a watcher may have to treat those differently: registering one moves no check index)."""
+    (a watcher may have to treat those differently: registering one moves no check index); then
+    services that opt in by tag, at each size of --scale-tagged."""
     o = env.opts
-    ports = [int(p) for p in _ports(o.scale_instances)]
+    ports = [int(p) for p in _ports(max(o.scale_instances, o.scale_tagged_instances))]
     start_multi_backend(env.procs, env.run_dir, "scale-backends", ports, cpus=env.backend_cpus)
     out = []
     for checks in o.scale_checks:
-        out.append(scale_one(env, ports, checks))
+        out.append(scale_one(env, ports[:o.scale_instances], checks))
+    for n in o.scale_tagged:
+        out.append(scale_tagged(env, ports[:o.scale_tagged_instances], n))
     return out
 
 
@@ -376,7 +379,7 @@ def scale_one(env, ports, checks):
     with closing(env.consul.connection()) as c:  # leave Consul as it was for the next variant
         for node in nodes:
             env.consul.must("PUT", "/v1/catalog/deregister", {"Node": node}, c)
-    return {"checks": checks, "services": n, "instances": k, "register_s": reg_s, "ready_s": ready_s, "timeout": o.scale_timeout,
+    return {"kind": kind, "checks": checks, "services": n, "instances": k, "register_s": reg_s, "ready_s": ready_s, "timeout": o.scale_timeout,
             "loaded": loaded, "full": full, "stale": stale, "conns_now": conns_now, "conns_max": conns_max,
             "changes": changes, "rss": rss, "hwm": hwm}
 
@@ -417,3 +420,267 @@ def _scale_change(env, gw, service, ports, k, victim_j, nodes):
 
 def _s(v):
     return "never (timeout)" if v is None else f"{v:.2f} s"
+
+
+# ---- 4b. scale, routes from tags ----
+
+TAGGED_PREFIX = "svc-tag-"
+
+
+def scale_tagged(env, ports, n):
+    """n services that opt in with the tag `gateway` (route /svc-tag-<i>/), k instances each with a
+    passing check of its own, registered before the gateway starts (no --services but service-web,
+    whose route a prober uses to see whether requests stall while routes load). Measures: gateway
+    start → every route live (log lines, confirmed by GET /routes), connections to Consul, a new
+    service routable after its TTL check passes, one instance change, and the cost of a change
+    (CPU of the watcher, Consul and the gateway; bytes Consul sends the watcher) over K check flips,
+    and of a route change over K tag changes."""
+    o = env.opts
+    k = len(ports)
+    names = [f"{TAGGED_PREFIX}{i:05d}" for i in range(n)]
+    nodes = [f"bench-tagged-node-{j}" for j in range(k)]
+    instances = [{"node": nodes[j], "sid": f"{s}-{j}", "name": s, "port": ports[j], "tags": ["gateway"],
+                  "check": "passing"} for s in names for j in range(k)]
+    reg_s = env.consul.register_many(instances)
+    log(f"scale (tagged): registered {n} services x {k} instances (tag gateway, a passing check each) in {reg_s:.1f} s")
+    sizes = _answer_sizes(env.consul)
+    # Consul's own cost of a check flip with no watcher reading (the write alone), for comparison.
+    flips = _flip_plan(names, nodes, ports, o.scale_cost_changes)
+    idle_s = 0.5 if o.smoke else 3.0  # each process's CPU at rest is measured over this long
+    write_only = _flip_cost(env, None, flips, idle_s)
+
+    extra = ["--workers", str(o.scale_workers)] if o.scale_workers else []
+    t0 = time.monotonic()
+    gw, _ = start_gateway(env.procs, env.bin_dir, "gateway-scale-tagged", env.consul, [SERVICE], extra,
+                          wait_ready=False)
+    conns_max, ready_s, logged_s, live_s, live = {}, None, None, None, 0
+    deadline = t0 + o.scale_timeout
+    added, last_added, pos = 0, None, 0
+    # One request every 5 ms to the static route: a stall of the gateway's event loop shows as a gap.
+    with load.Prober(gw.port, f"/{SERVICE}/", threads=1, interval=0.005) as pr:
+        while time.monotonic() < deadline:
+            if not gw.alive():
+                raise HarnessError(f"the gateway exited at scale ({gw.popen.returncode}); see {gw.log_path}")
+            if ready_s is None and http_status(f"http://127.0.0.1:{gw.admin}/readyz", timeout=1) == 200:
+                ready_s = time.monotonic() - t0
+            if logged_s is None:
+                m, t, pos = gw.count_since(pos, "route added: /" + TAGGED_PREFIX)
+                added, last_added = added + m, t or last_added
+                if added >= n:
+                    logged_s = last_added - t0
+            if logged_s is not None:
+                live = _live_routes(gw, k)
+                if live >= n:
+                    live_s = time.monotonic() - t0
+                    break
+            for c, v in consul_connections(gw.pid, env.consul.port).items():
+                conns_max[c] = max(conns_max.get(c, 0), v)
+            time.sleep(0.02 if logged_s is None else 0.25)
+        stall = _stall(pr.take())
+    if live_s is None:
+        live = _live_routes(gw, k)
+    time.sleep(0.5)
+    conns_now = consul_connections(gw.pid, env.consul.port)
+    for c, v in conns_now.items():
+        conns_max[c] = max(conns_max.get(c, 0), v)
+    log(f"scale (tagged): /readyz after {_s(ready_s)}; last route logged after {_s(logged_s)}; "
+        f"{live}/{n} routes live with all {k} instances after {_s(live_s)}; connections to Consul now {conns_now}, "
+        f"max {conns_max}; longest wait for a /{SERVICE}/ response meanwhile {stall['max_gap'] * 1e3:.0f} ms")
+
+    new = [_new_service(env, gw, ports[i % k], i) for i in range(o.scale_reps)] if live_s is not None else []
+    cost = _flip_cost(env, gw, flips, idle_s) if live_s is not None else None
+    route_cost = (_flip_cost(env, gw, _route_plan(names, nodes, ports, o.scale_cost_changes), idle_s)
+                  if live_s is not None else None)
+    _, full, _, full_names = _loaded(gw, k)
+    changes = []
+    for i in range(min(o.scale_reps, len(full_names))):
+        target = full_names[(len(full_names) // 2 + i * len(full_names) // o.scale_reps) % len(full_names)]
+        changes.append(_scale_change(env, gw, target, ports, k, i % k, nodes))
+    rss = tree_memory(gw.pid, "VmRSS")
+    hwm = tree_memory(gw.pid, "VmHWM")
+    env.procs.stop(gw)
+    with closing(env.consul.connection()) as c:
+        for node in nodes:
+            env.consul.must("PUT", "/v1/catalog/deregister", {"Node": node}, c)
+        for i in range(o.scale_reps):
+            env.consul.agent_deregister(f"svc-new-{i}", c)
+    return {"kind": "tagged", "checks": True, "services": n, "instances": k, "register_s": reg_s,
+            "ready_s": live_s, "readyz_s": ready_s, "logged_s": logged_s, "live": live, "timeout": o.scale_timeout,
+            "loaded": live, "full": full, "stale": 0, "conns_now": conns_now, "conns_max": conns_max,
+            "stall": stall, "workers": o.scale_workers, "new": new, "changes": changes, "cost": cost,
+            "write_only": write_only, "route_cost": route_cost, "sizes": sizes, "rss": rss, "hwm": hwm}
+
+
+def _answer_sizes(consul):
+    """Bytes of the cluster-wide answers the multiplexed watcher reads (as Consul sends them: no gzip)."""
+    out = {}
+    with closing(consul.connection(timeout=60)) as c:
+        for path in ("/v1/health/state/any", "/v1/catalog/services"):
+            out[path] = len(consul.must("GET", path, None, c))
+    return out
+
+
+def _live_routes(gw, k):
+    """Routes /svc-tag-* that GET /routes lists with all k instances."""
+    try:
+        status, body = http_json(f"http://127.0.0.1:{gw.admin}/routes", timeout=30)
+    except Exception:  # noqa: BLE001 - report, never crash the harness on the gateway's admin output
+        return 0
+    routes = (body or {}).get("routes", []) if isinstance(body, dict) else []
+    return sum(1 for r in routes if str(r.get("service", "")).startswith(TAGGED_PREFIX) and r.get("instances") == k)
+
+
+def _stall(events):
+    """The longest a request to an existing route waited while routes loaded: the largest latency,
+    and the longest gap between two responses, after the first 200."""
+    events = sorted(events, key=lambda e: e[1])
+    first = next((i for i, e in enumerate(events) if e[3] == 200), None)
+    if first is None:
+        return {"max_gap": 0.0, "max_latency": 0.0, "responses": 0, "errors": 0}
+    ev = events[first:]
+    gaps = [b[1] - a[1] for a, b in zip(ev, ev[1:])]
+    return {"max_gap": max(gaps, default=0.0), "max_latency": max(e[1] - e[0] for e in ev), "responses": len(ev),
+            "errors": sum(1 for e in ev if e[3] != 200)}
+
+
+def _new_service(env, gw, port, i):
+    """A new service opts in (tag gateway) with a TTL check, critical at first; once its route answers
+    503 (listed, no instance), the check is set passing. Result: the time to its first 200 through
+    the gateway, from the pass call's return (and from its start), and the registration → route
+    listed time."""
+    o = env.opts
+    name, sid = f"svc-new-{i}", f"svc-new-{i}"
+    with closing(env.consul.connection()) as c, load.Prober(gw.port, f"/{name}/", threads=o.prober_threads) as pr:
+        tr = time.monotonic()
+        env.consul.must("PUT", "/v1/agent/service/register",
+                        {"ID": sid, "Name": name, "Address": "127.0.0.1", "Port": port, "Tags": ["gateway"],
+                         "Check": {"CheckID": f"service:{sid}", "TTL": "10m", "Status": "critical"}}, c)
+        listed = None
+        deadline = tr + o.prop_timeout
+        while listed is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+            for ev in pr.take():
+                if ev[3] == 503:
+                    listed = ev[1] - tr
+                    break
+        if listed is None:
+            return {"service": name, "skipped": f"/{name}/ never answered 503 (route, no instance) within "
+                                                f"{o.prop_timeout:.0f} s"}
+        time.sleep(random.uniform(0.05, 0.2))
+        pr.take()
+        tc = time.monotonic()
+        env.consul.must("PUT", f"/v1/agent/check/pass/service:{sid}", None, c)
+        t0 = time.monotonic()
+        d, _ = load.wait_first(pr, port, t0, o.prop_timeout)
+    log(f"scale (tagged): {name} listed {listed * 1e3:.1f} ms after registering; first 200 {_ms(d)} after its "
+        f"check passed (call {1e3 * (t0 - tc):.1f} ms)")
+    return {"service": name, "listed": listed, "routable": d, "routable_call": None if d is None else d + t0 - tc,
+            "call_ms": (t0 - tc) * 1e3}
+
+
+def _flip_plan(names, nodes, ports, count):
+    """count instance changes: instance 0 of a service goes critical, then passing again (two
+    changes), on count/2 services spread over the list. Each: (node, sid, service, port, check
+    status, tags, the gateway's log line that shows it)."""
+    plan = []
+    for s in _spread(names, count):
+        plan += [(nodes[0], f"{s}-0", s, ports[0], "critical", ["gateway"], f"{s}: "),
+                 (nodes[0], f"{s}-0", s, ports[0], "passing", ["gateway"], f"{s}: ")]
+    return plan
+
+
+def _route_plan(names, nodes, ports, count):
+    """count route changes: instance 0 of a service also declares `urlprefix-/alt-<service>`, then
+    no longer (two changes: a route added, a route removed; the table is rebuilt for each)."""
+    plan = []
+    for s in _spread(names, count, offset=1):
+        plan += [(nodes[0], f"{s}-0", s, ports[0], "passing", ["gateway", f"urlprefix-/alt-{s}"],
+                  f"route added: /alt-{s} "),
+                 (nodes[0], f"{s}-0", s, ports[0], "passing", ["gateway"], f"route removed: /alt-{s} ")]
+    return plan
+
+
+def _spread(names, count, offset=0):
+    pairs = max(1, count // 2)
+    step = max(1, len(names) // pairs)
+    return [names[(p * step + step // 2 + offset) % len(names)] for p in range(pairs)]
+
+
+def _proc_io(pid, key="rchar"):
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _watcher_pid(gw):
+    kids = [p for p in descendants(gw.pid) if p != gw.pid and comm(p) == "watcher"]
+    return kids[0] if kids else None
+
+
+def _flip_cost(env, gw, plan, idle_s):
+    """CPU (scheduler run time) of the watcher, Consul and the gateway per change over the check
+    flips in plan, minus what each used at rest over the same time (measured just before, for
+    idle_s); and the bytes Consul sent per change on its HTTP connections to 127.0.0.1, the gateway's
+    tree (tcp_info bytes_sent; the harness talks from 127.0.0.2). Without gw: Consul's cost of the
+    writes alone (no watcher reading), each flip followed by a 150 ms pause. With gw: each flip waits
+    for the gateway's log line of the service's change."""
+    watcher = _watcher_pid(gw) if gw else None
+    parties = {"consul": env.consul.proc.pid}
+    if gw:
+        parties["gateway"] = gw.pid  # its own threads only below: the watcher is listed apart
+        if watcher:
+            parties["watcher"] = watcher
+
+    def snap():
+        out = {}
+        for name, pid in parties.items():
+            if name == "gateway":
+                out[name] = sum(v for (p, _), v in tree_sched_ns(pid).items() if p == pid)
+            else:
+                out[name] = sum(tree_sched_ns(pid).values())
+        out["sent"] = bytes_sent_from(env.consul.port)
+        return out
+
+    a = snap()
+    time.sleep(idle_s)
+    b = snap()
+    idle_rate = {k: (b[k] - a[k]) / idle_s for k in parties}
+    waits, missed = [], 0
+    with closing(env.consul.connection()) as c:
+        t_start = time.monotonic()
+        s0 = snap()
+        for node, sid, name, port, status, tags, want in plan:
+            tc = time.monotonic()
+            env.consul.set_check(node, sid, name, port, status, tags, c)
+            if gw is None:
+                time.sleep(0.15)
+                continue
+            # The gateway's line: `svc-tag-00012: 3 -> 2 instances, removed ...`, `route added: /alt-...`
+            seen = wait_until(lambda: gw.lines_since(tc, want), env.opts.prop_timeout, 0.002)
+            if seen:
+                waits.append(seen[0] - tc)
+            else:
+                missed += 1
+            time.sleep(0.05)  # let the readers finish what follows the change (answers in flight)
+        elapsed = time.monotonic() - t_start
+        s1 = snap()
+    n = len(plan)
+    per = {}
+    for k in parties:
+        used = (s1[k] - s0[k]) / 1e9
+        per[k] = {"raw_ms": used * 1e3 / n, "net_ms": max(0.0, used - idle_rate[k] / 1e9 * elapsed) * 1e3 / n,
+                  "idle_ms_per_s": idle_rate[k] / 1e6}
+    sent = sum(v - s0["sent"].get(c, 0) for c, v in s1["sent"].items())
+    closed = len(set(s0["sent"]) - set(s1["sent"]))
+    out = {"changes": n, "elapsed": elapsed, "per_change": per, "missed": missed,
+           "sent_per_change": sent / n if gw else None, "closed_conns": closed, "seen_ms": [w * 1e3 for w in waits]}
+    desc = ", ".join(f"{k} {v['net_ms']:.2f} ms" for k, v in per.items())
+    log(f"scale (tagged): cost per change over {n} check flips{' (no gateway: the writes alone)' if not gw else ''}: "
+        f"{desc}" + (f"; Consul sent {sent / n / 1e3:.0f} kB per change to the gateway's tree" if gw else ""))
+    return out
+

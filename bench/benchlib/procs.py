@@ -36,11 +36,27 @@ class Proc:
         return self.popen.poll() is None
 
     def lines_since(self, t0, needle):
-        """(time, line) of the first captured line at or after t0 containing needle, or None."""
-        for t, line in list(self.lines):
-            if t >= t0 and needle in line:
-                return t, line
-        return None
+        """(time, line) of the first captured line at or after t0 containing needle, or None.
+        Reads back from the newest line only as far as t0, so polling it stays cheap with many lines."""
+        found = None
+        i = len(self.lines)
+        while i > 0:
+            i -= 1
+            t, line = self.lines[i]
+            if t < t0:
+                break
+            if needle in line:
+                found = (t, line)
+        return found
+
+    def count_since(self, start, needle):
+        """(lines from index start on that contain needle, their latest time or None, next start)."""
+        end = len(self.lines)
+        n, last = 0, None
+        for t, line in self.lines[start:end]:
+            if needle in line:
+                n, last = n + 1, t
+        return n, last, end
 
 
 class Procs:
@@ -310,6 +326,26 @@ def consul_connections(root, consul_port):
         if n:
             out[comm(p)] = out.get(comm(p), 0) + n
     return out
+
+
+def bytes_sent_from(port, peer_ip="127.0.0.1"):
+    """{(local, peer): bytes_sent} of the established TCP connections from local port `port` to
+    `peer_ip` (tcp_info, through `ss -tin`); {} if ss is missing."""
+    try:
+        out = subprocess.run(["ss", "-tinH", "state", "established", f"( sport = :{port} and dst {peer_ip} )"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    res, key = {}, None
+    for line in out.splitlines():
+        if not line.startswith((" ", "\t")):
+            f = line.split()
+            key = (f[-2], f[-1]) if len(f) >= 2 else None
+            continue
+        for part in line.split():
+            if part.startswith("bytes_sent:") and key:
+                res[key] = int(part.split(":", 1)[1])
+    return res
 
 
 def _read_lines(path):

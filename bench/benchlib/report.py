@@ -67,7 +67,28 @@ def round_ratios(rounds):
         med = lambda k: statistics.median(r[k] / ref[r["round"]][k] for r in rs)  # noqa: E731
         out.append(f"- {name}: req/s {med('rps'):.2f}×, CPU µs/req {med('cpu_us_per_req'):.2f}×, "
                    f"p50 {med('p50'):.2f}×, p99 {med('p99'):.2f}×, p99.9 {med('p999'):.2f}×")
-    return "Within-round ratios to nginx (median over rounds):\n\n" + "\n".join(out)
+    text = "Within-round ratios to nginx (median over rounds):\n\n" + "\n".join(out)
+    base = baseline_ratios(rounds)
+    return text + ("\n\n" + base if base else "")
+
+
+def baseline_ratios(rounds):
+    """With --baseline-bin-dir: each gateway's CPU µs/req and req/s against the baseline build with the
+    same workers, in the same round (their median, and every round's ratio)."""
+    by = {(r["name"], r["round"]): r for r in rounds}
+    out = []
+    for name in dict.fromkeys(r["name"] for r in rounds if r["name"].startswith("gateway ")):
+        base = "baseline " + name[len("gateway "):]
+        pairs = [(r, by[(base, r["round"])]) for r in rounds if r["name"] == name and (base, r["round"]) in by]
+        if not pairs:
+            continue
+        cpu = [a["cpu_us_per_req"] / b["cpu_us_per_req"] for a, b in pairs]
+        rps = [a["rps"] / b["rps"] for a, b in pairs]
+        out.append(f"- {name} / {base}: CPU µs/req {statistics.median(cpu):.3f}× (rounds: "
+                   f"{', '.join(f'{x:.3f}' for x in cpu)}), req/s {statistics.median(rps):.3f}× (rounds: "
+                   f"{', '.join(f'{x:.3f}' for x in rps)})")
+    return ("This build against the baseline build, within rounds (median, then each round):\n\n" + "\n".join(out)
+            if out else "")
 
 
 def rounds_table(rounds):
@@ -163,6 +184,76 @@ def scale_section(s):
     ])
 
 
+def _sec(v):
+    return "never" if v is None else f"{v:.2f} s"
+
+
+def tagged_section(s):
+    """The tagged scale variant: routes from tags at scale, new services, changes and their cost."""
+    n, k = s["services"], s["instances"]
+    st = s["stall"]
+    workers = f"--workers {s['workers']}" if s.get("workers") else "default --workers"
+    new = [x for x in s["new"] if "skipped" not in x]
+    chs = [c for c in s["changes"] if "skipped" not in c]
+    lines = [
+        f"- {n} services × {k} instances, each service tagged `gateway` (route `/svc-tag-<i>`), each instance with a "
+        f"passing check of its own; registered through `/v1/txn` in {s['register_s']:.1f} s, before the gateway "
+        f"started (with `--services service-web`, {workers})",
+        f"- Gateway start → every route live (GET /routes lists all {n} with all {k} instances): "
+        + (_sec(s["ready_s"]) if s["ready_s"] is not None else f"**not within {s['timeout']:.0f} s** ({s['live']} of {n})")
+        + f"; the last `route added` log line at {_sec(s['logged_s'])}; /readyz 200 at {_sec(s['readyz_s'])}",
+        f"- Meanwhile, one request every 5 ms to the static route /service-web/: longest gap between two responses "
+        f"{st['max_gap'] * 1e3:.0f} ms, slowest response {st['max_latency'] * 1e3:.0f} ms ({st['responses']} responses, "
+        f"{st['errors']} not 200)",
+        f"- TCP connections to Consul held by the gateway's process tree: now {_fmt(s['conns_now'])}; "
+        f"max seen while loading {_fmt(s['conns_max'])}",
+    ]
+    if new:
+        lines.append(
+            f"- A new service (agent registration, tag `gateway`, TTL check critical; its route answers 503) → first "
+            f"200 through the gateway after its check is set passing (`PUT /v1/agent/check/pass`), from the call's "
+            f"return: {_stats([x['routable'] for x in new])}; from the call's start: "
+            f"{_stats([x['routable_call'] for x in new])}; registration → route listed (first 503): "
+            f"{_stats([x['listed'] for x in new])}")
+    for x in s["new"]:
+        if "skipped" in x:
+            lines.append(f"- New service {x['service']} not measured: {x['skipped']}")
+    if chs:
+        lines.append(f"- One change (catalog deregistration of one instance) → not routed any more: "
+                     f"{_stats([c['dereg'] for c in chs])}; client errors {sum(c['prober_errors'] for c in chs)}")
+    c, w = s.get("cost"), s.get("write_only")
+    if c:
+        per = c["per_change"]
+        lines.append(
+            f"- Cost of one change (a check flip: catalog re-registration of one instance with its check critical, "
+            f"then passing; {c['changes']} flips, each awaited in the gateway's log, minus each process's CPU at rest): "
+            + ", ".join(f"{name} {v['net_ms']:.2f} ms CPU (raw {v['raw_ms']:.2f}; at rest {v['idle_ms_per_s']:.2f} ms/s)"
+                        for name, v in per.items())
+            + f"; Consul sent {c['sent_per_change'] / 1e3:.0f} kB per change to the gateway's tree (tcp_info "
+              f"bytes_sent of its HTTP connections to 127.0.0.1{'; ' + str(c['closed_conns']) + ' closed meanwhile, not counted' if c['closed_conns'] else ''})"
+            + (f"; change seen in the gateway's log after median {statistics.median(c['seen_ms']):.1f} ms, "
+               f"max {max(c['seen_ms']):.1f} ms" if c["seen_ms"] else "")
+            + (f"; **{c['missed']} not seen**" if c["missed"] else ""))
+    r = s.get("route_cost")
+    if r:
+        per = r["per_change"]
+        lines.append(
+            f"- Cost of one route change (instance 0 of a service re-registered with the tag "
+            f"`urlprefix-/alt-<service>` added, then removed: a route added or removed, the table rebuilt; "
+            f"{r['changes']} changes, each awaited in the gateway's log): "
+            + ", ".join(f"{name} {v['net_ms']:.2f} ms CPU" for name, v in per.items())
+            + (f"; seen in the gateway's log after median {statistics.median(r['seen_ms']):.1f} ms, "
+               f"max {max(r['seen_ms']):.1f} ms" if r["seen_ms"] else "")
+            + (f"; **{r['missed']} not seen**" if r["missed"] else ""))
+    if w:
+        lines.append(f"- The same flips with no gateway running (Consul's cost of the writes alone): Consul "
+                     f"{w['per_change']['consul']['net_ms']:.2f} ms CPU per change")
+    lines.append("- Answers the watcher re-reads, as Consul sends them (no gzip): "
+                 + ", ".join(f"`{p}` {b / 1e3:.0f} kB" for p, b in s["sizes"].items()))
+    lines.append(f"- RSS: {_fmt_mb(s['rss'])}; peak (VmHWM): {_fmt_mb(s['hwm'])}")
+    return "\n".join(lines)
+
+
 def _fmt(d):
     return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
 
@@ -212,6 +303,9 @@ def targets(summary, prop, fo, sc, gw_name):
         rows.append(("watcher RSS ≤ 10 MB (peak)", f"{w / 1024:.1f} MB" if w else "no watcher process", 0 < w <= 10 * 1024))
     for v in sc or []:
         n = v["services"]
+        if v.get("kind") == "tagged":
+            rows += _tagged_targets(v)
+            continue
         tag = f"scale ({n} services, {'with' if v['checks'] else 'no'} checks)"
         rows.append((f"{tag}: loaded ≤ 3 s",
                      f"{v['ready_s']:.2f} s" if v["ready_s"] is not None else f"never ({v['loaded']}/{n} loaded)",
@@ -231,3 +325,22 @@ def targets(summary, prop, fo, sc, gw_name):
     lines = ["| target | measured | met |", "|---|---|---|"]
     lines += [f"| {t} | {m} | {'–' if ok is None else 'yes' if ok else '**no**'} |" for t, m, ok in rows]
     return "\n".join(lines)
+
+
+def _tagged_targets(v):
+    n = v["services"]
+    tag = f"scale ({n} services by tag)"
+    rows = [(f"{tag}: every route live ≤ 3 s", _sec(v["ready_s"]) if v["ready_s"] is not None else f"never ({v['live']}/{n})",
+             v["ready_s"] is not None and v["ready_s"] <= 3)]
+    new = [x["routable"] for x in v["new"] if "skipped" not in x]
+    rows.append((f"{tag}: new service routable ≤ 250 ms after its check passes (max of {len(new)})",
+                 "not measured" if not new else f"timeout ({new.count(None)} of {len(new)})" if None in new
+                 else f"{max(new) * 1e3:.1f} ms", bool(new) and None not in new and max(new) <= 0.250))
+    ds = [c["dereg"] for c in v["changes"] if "skipped" not in c]
+    rows.append((f"{tag}: one change ≤ 250 ms (max of {len(ds)})",
+                 "not measured" if not ds else f"timeout ({ds.count(None)} of {len(ds)})" if None in ds
+                 else f"{max(ds) * 1e3:.1f} ms", bool(ds) and None not in ds and max(ds) <= 0.250))
+    conns = sum(v["conns_max"].values())
+    rows.append((f"{tag}: ≤ 16 connections to Consul", f"{conns} max seen while loading, "
+                 f"{sum(v['conns_now'].values())} after (whole gateway tree)", conns <= 16))
+    return rows

@@ -5,15 +5,19 @@ count against Consul's per-client-IP connection limit that the gateway's watcher
 runs into at scale. All traffic stays on loopback.
 """
 
+import contextlib
 import http.client
 import json
 import os
 import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from .procs import HarnessError, free_port, wait_until
 
 HARNESS_SOURCE_IP = "127.0.0.2"
+TXN_MAX_OPS = 64  # Consul's limit on the operations of one /v1/txn
 
 
 class Consul:
@@ -97,6 +101,54 @@ class Consul:
             body["Check"] = {"CheckID": f"service:{sid}", "Name": f"{name} alive", "Status": "passing",
                              "ServiceID": sid}
         self.must("PUT", "/v1/catalog/register", body, conn)
+
+    def set_check(self, node, sid, name, port, status, tags=(), conn=None):
+        """Re-registers a catalog instance with its own check in `status` (passing, warning, critical):
+        how a check flips on a node no agent owns."""
+        body = {"Node": node, "Address": "127.0.0.1",
+                "Service": {"ID": sid, "Service": name, "Address": "127.0.0.1", "Port": port, "Tags": list(tags)},
+                "Check": {"CheckID": f"service:{sid}", "Name": f"{name} alive", "Status": status, "ServiceID": sid}}
+        self.must("PUT", "/v1/catalog/register", body, conn)
+
+    def register_many(self, instances, workers=16):
+        """Registers many catalog instances fast: `/v1/txn` batches (Consul takes at most 64
+        operations per transaction) over `workers` parallel keep-alive connections. `instances`:
+        dicts with node, sid, name, port, and optionally tags (list) and check (a status, or None for
+        no check). Nodes are created first. Returns the seconds it took."""
+        t0 = time.monotonic()
+        with contextlib.closing(self.connection()) as c:
+            for node in sorted({i["node"] for i in instances}):
+                self.must("PUT", "/v1/catalog/register", {"Node": node, "Address": "127.0.0.1"}, c)
+        batches, ops = [], []
+        for i in instances:
+            op = [{"Service": {"Verb": "set", "Node": i["node"], "Service": {
+                "ID": i["sid"], "Service": i["name"], "Address": "127.0.0.1", "Port": i["port"],
+                "Tags": list(i.get("tags") or [])}}}]
+            if i.get("check"):
+                op.append({"Check": {"Verb": "set", "Check": {
+                    "Node": i["node"], "CheckID": f"service:{i['sid']}", "Name": f"{i['name']} alive",
+                    "Status": i["check"], "ServiceID": i["sid"]}}})
+            if len(ops) + len(op) > TXN_MAX_OPS:
+                batches.append(ops)
+                ops = []
+            ops += op
+        if ops:
+            batches.append(ops)
+        local, conns = threading.local(), []
+
+        def send(batch):
+            if not hasattr(local, "c"):
+                local.c = self.connection(timeout=60)
+                conns.append(local.c)
+            self.must("PUT", "/v1/txn", batch, local.c)
+
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(send, batches))
+        finally:
+            for c in conns:
+                c.close()
+        return time.monotonic() - t0
 
     def catalog_deregister(self, node, sid, conn=None):
         self.must("PUT", "/v1/catalog/deregister", {"Node": node, "ServiceID": sid}, conn)
@@ -218,10 +270,11 @@ def start_reference(procs, run_dir, backend_ports, cpus=None):
 def start_gateway(procs, bin_dir, name, consul, services, extra=(), cpus=None, ready_timeout=30, wait_ready=True,
                   wrapper=()):
     """Starts the gateway (under `wrapper`, e.g. valgrind, if given); returns (proc, seconds from start
-    to /readyz 200 or None)."""
+    to /readyz 200 or None). No `services`: no `--services` (routes from tags only)."""
     port, admin = free_port(), free_port()
     argv = [*wrapper, os.path.join(bin_dir, "gateway"), "--listen", f"127.0.0.1:{port}", "--admin-listen",
-            f"127.0.0.1:{admin}", "--consul", consul.addr, "--services", ",".join(services), *extra]
+            f"127.0.0.1:{admin}", "--consul", consul.addr, *(["--services", ",".join(services)] if services else []),
+            *extra]
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "info")
     t0 = time.monotonic()
