@@ -86,7 +86,10 @@ async fn routes(State(services): State<Arc<Services>>) -> Json<Value> {
             let set = r.slot.set();
             let choice = set.as_ref().and_then(|s| s.candidates(r.tag.as_deref()));
             let weights = |c: &crate::proxy::balancer::Candidates| -> Vec<Value> {
-                c.endpoints().iter().map(|e| json!({"instance": e.instance.authority(), "id": e.instance.id, "weight": e.weight()})).collect()
+                c.endpoints()
+                    .iter()
+                    .map(|e| json!({"instance": e.instance.authority(), "id": e.instance.id, "weight": e.weight()}))
+                    .collect()
             };
             let (host, host_kind) = match &r.host {
                 Host::Any => (None, "any"),

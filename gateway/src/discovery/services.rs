@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use consul::Instance;
-use watcher::protocol::GoneReason;
 use tracing::{info, warn};
+use watcher::protocol::GoneReason;
 
 use super::direct::DirectRead;
 use super::routes::{Route, RouteTable};
@@ -166,7 +166,8 @@ impl Services {
                     return Ok(set);
                 }
                 info!(service, instances = instances.len(), "loaded directly from Consul (no watcher snapshot yet)");
-                let set = Arc::new(ServiceSet::new(service, instances, Vec::new(), index, Origin::Direct, None, &self.rules));
+                let set =
+                    Arc::new(ServiceSet::new(service, instances, Vec::new(), index, Origin::Direct, None, &self.rules));
                 slot.set.store(Some(set.clone()));
                 Ok(set)
             }
@@ -210,7 +211,8 @@ impl Services {
             Some(old) if old.same_instances(&instances) && !routes_changed => old.refreshed(index),
             _ => {
                 let moved = old.as_ref().is_none_or(|o| !o.same_instances(&instances));
-                let new = ServiceSet::new(service, instances, tags, index, Origin::Watcher, old.as_deref(), &self.rules);
+                let new =
+                    ServiceSet::new(service, instances, tags, index, Origin::Watcher, old.as_deref(), &self.rules);
                 if moved {
                     log_change(service, old.as_deref(), &new);
                 }
@@ -243,8 +245,12 @@ impl Services {
     pub fn apply_list(&self, services: &[String]) {
         let listed: HashSet<&str> = services.iter().map(String::as_str).collect();
         let mut w = lock(&self.writer);
-        let gone: Vec<String> =
-            w.slots.values().filter(|s| !s.is_static && !listed.contains(s.service.as_str())).map(|s| s.service.clone()).collect();
+        let gone: Vec<String> = w
+            .slots
+            .values()
+            .filter(|s| !s.is_static && !listed.contains(s.service.as_str()))
+            .map(|s| s.service.clone())
+            .collect();
         for s in &gone {
             w.slots.remove(s);
             lock(&self.unreadable).remove(s);

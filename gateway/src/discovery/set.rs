@@ -157,7 +157,7 @@ fn choices(endpoints: &[Arc<Endpoint>], tags: &[String], rules: &TagRules) -> Ve
             None => Choice { main: Candidates::new(carrying), split: None },
             Some(split) => {
                 let (canary, main): (Vec<_>, Vec<_>) =
-                    carrying.into_iter().partition(|e| e.instance.tags.iter().any(|it| *it == split.tag));
+                    carrying.into_iter().partition(|e| e.instance.tags.contains(&split.tag));
                 Choice {
                     main: Candidates::new(main),
                     split: Some(SplitChoice {

@@ -129,7 +129,11 @@ mod tests {
 
     #[tokio::test]
     async fn socket_is_private_and_lines_apply_skipping_garbage() {
-        let services = Arc::new(Services::new(["web".to_string()], TagRules { route_tag: "gateway".into(), prefix: "urlprefix-".into() }, Arc::new(StaticRead::default())));
+        let services = Arc::new(Services::new(
+            ["web".to_string()],
+            TagRules { route_tag: "gateway".into(), prefix: "urlprefix-".into() },
+            Arc::new(StaticRead::default()),
+        ));
         let socket = Socket::bind().unwrap();
         let path = socket.path();
         assert!(is_private(&path));

@@ -231,8 +231,13 @@ mod tests {
             ("x-forwarded-proto", "https"),
         ]);
         let peer: SocketAddr = "10.0.0.9:4000".parse().unwrap();
-        let h =
-            upstream_headers(&client, &Uri::from_static("/x"), Some(peer), &HeaderValue::from_static("10.1.1.1:80"), None);
+        let h = upstream_headers(
+            &client,
+            &Uri::from_static("/x"),
+            Some(peer),
+            &HeaderValue::from_static("10.1.1.1:80"),
+            None,
+        );
         assert_eq!(h["host"], "10.1.1.1:80");
         assert_eq!(h["x-forwarded-host"], "gw.example");
         assert_eq!(h.get_all("x-forwarded-proto").iter().collect::<Vec<_>>(), ["http"], "ours replaces the client's");

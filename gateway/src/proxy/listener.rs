@@ -98,7 +98,10 @@ mod tests {
         let services = Arc::new(Services::new(["web".to_string()], rules, Arc::new(StaticRead::default())));
         let proxy = Arc::new(Proxy {
             services,
-            timeouts: crate::proxy::upstream::Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) },
+            timeouts: crate::proxy::upstream::Timeouts {
+                connect: Duration::from_secs(1),
+                idle: Duration::from_secs(60),
+            },
             timeout: Duration::from_secs(1),
             max_replay_body: 1024,
         });

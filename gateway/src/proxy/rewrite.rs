@@ -81,7 +81,11 @@ mod tests {
         let r = |url: &str| Redirect { code: 301, url: url.into() };
         assert_eq!(location(&r("https://n.example$path"), "/a/b?c=1"), "https://n.example/a/b?c=1");
         assert_eq!(location(&r("https://n.example/"), "/a?c=1"), "https://n.example/?c=1");
-        assert_eq!(location(&r("https://n.example/?x=2"), "/a?c=1"), "https://n.example/?x=2", "the URL's own query wins");
+        assert_eq!(
+            location(&r("https://n.example/?x=2"), "/a?c=1"),
+            "https://n.example/?x=2",
+            "the URL's own query wins"
+        );
         assert_eq!(location(&r("/v2$path"), "/a"), "/v2/a");
     }
 

@@ -73,7 +73,8 @@ fn inst(port: u16) -> Instance {
 
 async fn app(ports: &[u16], timeout: Duration) -> Proxy {
     let rules = TagRules { route_tag: "gateway".into(), prefix: "urlprefix-".into() };
-    let services = Arc::new(Services::new(["web".to_string(), "empty".to_string()], rules, Arc::new(StaticRead::default())));
+    let services =
+        Arc::new(Services::new(["web".to_string(), "empty".to_string()], rules, Arc::new(StaticRead::default())));
     services.apply_snapshot("web", 1, ports.iter().map(|p| inst(*p)).collect(), vec![]);
     services.apply_snapshot("empty", 1, vec![], vec![]);
     let timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
@@ -276,8 +277,11 @@ async fn bytes_past_the_end_of_a_response_never_answer_the_next_request() {
     }
 }
 
+/// A service for [`routed`]: `(service, instance ports with their tags, catalog tags)`.
+type Routed<'a> = (&'a str, Vec<(u16, Vec<&'a str>)>, Vec<&'a str>);
+
 /// A proxy over `routes`: each `(service, instance ports with their tags, catalog tags)`.
-async fn routed(services: &[(&str, Vec<(u16, Vec<&str>)>, Vec<&str>)]) -> Proxy {
+async fn routed(services: &[Routed<'_>]) -> Proxy {
     let rules = TagRules { route_tag: "gateway".into(), prefix: "urlprefix-".into() };
     let s = Arc::new(Services::new(Vec::<String>::new(), rules, Arc::new(StaticRead::default())));
     for (name, instances, tags) in services {
@@ -380,7 +384,8 @@ async fn a_split_route_keeps_each_client_on_its_side() {
         // The same client, with its cookie, stays where it was sent, and gets no new cookie.
         let pair = cookie.split(';').next().unwrap().to_string();
         for _ in 0..3 {
-            let req = http::Request::get("/shop/y").header("cookie", format!("a=b; {pair}")).body(Body::empty()).unwrap();
+            let req =
+                http::Request::get("/shop/y").header("cookie", format!("a=b; {pair}")).body(Body::empty()).unwrap();
             let resp = app.serve(req, None).await;
             assert!(resp.headers().get("set-cookie").is_none());
             let body = resp.into_body().collect().await.unwrap().to_bytes();

@@ -19,8 +19,8 @@ use tokio::sync::{oneshot, watch};
 use tracing::error;
 
 use crate::proxy::listener;
-use crate::proxy::Proxy;
 use crate::proxy::upstream;
+use crate::proxy::Proxy;
 
 /// Binds `n` listening sockets to `addr`; with more than one, `SO_REUSEPORT` lets them share it.
 /// Port 0 is resolved by the first socket and reused by the others.

@@ -149,7 +149,8 @@ fn a_declared_route_sends_to_the_instances_carrying_its_tag_and_splits_canaries(
     );
     let set = slot_of(&s, "shop").set().unwrap();
     let choice = set.candidates(Some(t)).unwrap();
-    let ports = |c: &crate::proxy::balancer::Candidates| c.endpoints().iter().map(|e| e.instance.port).collect::<Vec<_>>();
+    let ports =
+        |c: &crate::proxy::balancer::Candidates| c.endpoints().iter().map(|e| e.instance.port).collect::<Vec<_>>();
     assert_eq!(ports(&choice.main), [1, 4]);
     let split = choice.split.as_ref().unwrap();
     assert_eq!((ports(&split.canary), split.percent), (vec![2], 10));
