@@ -3,16 +3,29 @@
 //! Reads return a [`QueryResult`] carrying `X-Consul-Index`, so callers can run blocking queries;
 //! the index rules themselves live in [`crate::index`]. The ACL token goes into `X-Consul-Token`
 //! on every request and nowhere else.
+//!
+//! Plain `http://` is HTTP/1.1: one connection per request in flight. `https://` offers HTTP/2 by
+//! ALPN ([`crate::tls`]); Consul's HTTPS listener takes it, and then every request of one
+//! [`Client`] (and its clones) is a stream on one connection, up to the server's
+//! `SETTINGS_MAX_CONCURRENT_STREAMS` (250 on Consul 1.8). Beyond that, requests wait in the client
+//! for a stream to end: they do not open another connection. [`Client::separate`] gives a
+//! client with connections of its own, to spread long polls over several connections.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::de::DeserializeOwned;
 
 use crate::model::{canonical, AgentRegistration, AgentService, CatalogEntry, HealthEntry, Instance};
-use crate::{index, ConsulAddr, Error, HealthStatuses, Token};
+use crate::{index, ConsulAddr, Error, HealthStatuses, TlsConfig, Token};
 
+/// How often an idle HTTP/2 connection is pinged, so a Consul that vanished without closing it
+/// (a host gone, a cable pulled) is noticed within a minute instead of at the long polls' timeout.
+const H2_KEEPALIVE: Duration = Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection counts as dead.
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a non-blocking call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections kept to Consul.
@@ -48,12 +61,14 @@ pub struct QueryResult {
     pub checkless: bool,
 }
 
-/// A Consul HTTP API client. Cheap to clone (shares one connection pool).
+/// A Consul HTTP API client. Cheap to clone (clones share one connection pool).
 #[derive(Clone, Debug)]
 pub struct Client {
     pub(crate) http: reqwest::Client,
     pub(crate) base: ConsulAddr,
     pub(crate) token: Token,
+    /// The TLS configuration (https only), kept to build [`Client::separate`] pools.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Checks that a name can be used as one URL path segment without surprises.
@@ -71,17 +86,46 @@ pub fn validate_name(name: &str) -> Result<(), Error> {
 }
 
 impl Client {
-    /// A client for the agent at `base`.
+    /// A client for the agent at `base`; for `https://`, trusting the built-in roots (see
+    /// [`Client::with_tls`] for a CA of your own, as Consul's own certificates need).
     pub fn new(base: ConsulAddr, token: Token) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(90))
-            // Consul limits connections per client address (200 by default): keep few idle ones.
-            // Connections in use are bounded by the callers (one per blocking query, a few reads).
-            .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self { http, base, token }
+        match Self::with_tls(base.clone(), token.clone(), &TlsConfig::default()) {
+            Ok(c) => c,
+            // Unreachable in practice (nothing is read from disk); keep a working client anyway.
+            Err(_) => Self { http: reqwest::Client::new(), base, token, tls: None },
+        }
+    }
+
+    /// A client for the agent at `base`, with `tls` for an `https://` address (ignored for
+    /// `http://`, as Consul's tools do).
+    ///
+    /// # Errors
+    /// The TLS files cannot be read or used.
+    pub fn with_tls(base: ConsulAddr, token: Token, tls: &TlsConfig) -> Result<Self, Error> {
+        let tls = if base.is_https() { Some(Arc::new(tls.client_config()?)) } else { None };
+        let http = build_http(tls.as_deref())?;
+        Ok(Self { http, base, token, tls })
+    }
+
+    /// A client for [`crate::addr::ENV_ADDR`]'s address `base`, the token from
+    /// `CONSUL_HTTP_TOKEN` and TLS from the `CONSUL_CACERT` family ([`TlsConfig::from_env`]).
+    ///
+    /// # Errors
+    /// As [`TlsConfig::from_env`] and [`Client::with_tls`].
+    pub fn from_env(base: ConsulAddr) -> Result<Self, Error> {
+        Self::with_tls(base, Token::from_env(), &TlsConfig::from_env()?)
+    }
+
+    /// A client to the same agent, with the same settings, and connections of its own: over
+    /// HTTP/2 its requests are streams on another connection than this client's.
+    pub fn separate(&self) -> Self {
+        let http = build_http(self.tls.as_deref()).unwrap_or_else(|_| self.http.clone());
+        Self { http, base: self.base.clone(), token: self.token.clone(), tls: self.tls.clone() }
+    }
+
+    /// Whether this client speaks TLS (and so HTTP/2 where Consul takes it).
+    pub fn is_https(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The agent address this client talks to.
@@ -132,6 +176,17 @@ impl Client {
             }
         };
         Ok(QueryResult { index, instances: canonical(instances), checkless })
+    }
+
+    /// The HTTP version Consul answers this client with (`/v1/status/leader`): HTTP/2 when an
+    /// `https://` agent took `h2` by ALPN, HTTP/1.1 otherwise.
+    ///
+    /// # Errors
+    /// Consul unreachable or answering with an error.
+    pub async fn protocol(&self) -> Result<http::Version, Error> {
+        let endpoint = "/v1/status/leader";
+        let resp = self.send(endpoint, self.request(Method::GET, self.url(endpoint)).timeout(CALL_TIMEOUT)).await?;
+        Ok(resp.version())
     }
 
     /// Registers (or re-registers) a service with the local agent.
@@ -205,6 +260,22 @@ impl Client {
         }
         Err(Error::Status { endpoint: endpoint.to_string(), status, body })
     }
+}
+
+fn build_http(tls: Option<&rustls::ClientConfig>) -> Result<reqwest::Client, Error> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(90))
+        // Consul limits connections per client address (200 by default): keep few idle ones.
+        // Connections in use are bounded by the callers (one per blocking query, a few reads).
+        .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS)
+        .http2_keep_alive_interval(H2_KEEPALIVE)
+        .http2_keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
+        .http2_keep_alive_while_idle(true);
+    if let Some(tls) = tls {
+        b = b.use_preconfigured_tls(tls.clone());
+    }
+    b.build().map_err(|e| Error::Tls { why: format!("cannot build the HTTP client: {e}") })
 }
 
 pub(crate) fn consul_index(resp: &Response) -> u64 {

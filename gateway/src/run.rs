@@ -27,7 +27,7 @@ use crate::proxy::{listener, upstream, Proxy};
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Before any endpoint (and its connection pool) exists.
     upstream::set_thread_slots(cfg.workers);
-    let client = consul::Client::new(cfg.consul.clone(), consul::Token::from_env());
+    let client = consul::Client::from_env(cfg.consul.clone()).context("cannot set up the Consul client")?;
     let direct = Arc::new(ConsulRead { client, view: cfg.view });
     let services = Arc::new(Services::new(cfg.services.clone(), cfg.rules.clone(), direct));
 
