@@ -4,7 +4,9 @@
 //! the instance set really changed (a blocking query may return without a change).
 //!
 //! [`watch_followed`] runs one such loop per followed service, starting and stopping them as the
-//! catalog follower ([`crate::follow`]) says. The `Cursor` rules here are shared by every loop.
+//! catalog follower ([`crate::follow`]) says, each on the client its [`Pool`] hands out (one
+//! client for all in per-service mode; a few HTTP/2 connections in streams mode,
+//! [`crate::streams`]). The `Cursor` rules here are shared by every loop.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use tracing::{debug, warn};
 
 use crate::follow::Event;
 use crate::state::State;
+use crate::streams::Pool;
 use common::backoff::{Backoff, TokenBucket};
 
 /// How a service is watched.
@@ -156,10 +159,10 @@ pub async fn watch_service(client: Client, service: String, cfg: WatchConfig, st
 }
 
 /// Watches the static `services`, and every service the follower's `events` add, each with its
-/// own loop; stops a service's loop when it goes. Ends when `events` closes; dropping it stops
-/// every loop.
+/// own loop on the client `pool` assigns it; stops a service's loop (and frees its place in the
+/// pool) when it goes. Ends when `events` closes; dropping it stops every loop.
 pub async fn watch_followed(
-    client: Client,
+    pool: Pool,
     cfg: WatchConfig,
     state: State,
     services: Vec<String>,
@@ -170,7 +173,8 @@ pub async fn watch_followed(
     let start = |set: &mut JoinSet<()>, running: &mut HashMap<String, AbortHandle>, service: String| {
         if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(service) {
             let service = slot.key().clone();
-            slot.insert(set.spawn(watch_service(client.clone(), service, cfg.clone(), state.clone())));
+            let client = pool.assign(&service);
+            slot.insert(set.spawn(watch_service(client, service, cfg.clone(), state.clone())));
         }
     };
     for s in services {
@@ -181,6 +185,7 @@ pub async fn watch_followed(
         for (service, _) in &change.gone {
             if let Some(task) = running.remove(service) {
                 task.abort();
+                pool.release(service);
             }
         }
         for service in change.added {
