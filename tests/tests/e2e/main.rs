@@ -10,5 +10,6 @@ mod health_status;
 mod lifecycle;
 mod modes;
 mod routing;
+mod tls;
 mod upstream;
 mod watcher;
