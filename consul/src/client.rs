@@ -69,6 +69,8 @@ pub struct Client {
     pub(crate) token: Token,
     /// The TLS configuration (https only), kept to build [`Client::separate`] pools.
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// HTTP/2 from the first byte ([`Client::http2_only`]).
+    h2_only: bool,
 }
 
 /// Checks that a name can be used as one URL path segment without surprises.
@@ -92,7 +94,7 @@ impl Client {
         match Self::with_tls(base.clone(), token.clone(), &TlsConfig::default()) {
             Ok(c) => c,
             // Unreachable in practice (nothing is read from disk); keep a working client anyway.
-            Err(_) => Self { http: reqwest::Client::new(), base, token, tls: None },
+            Err(_) => Self { http: reqwest::Client::new(), base, token, tls: None, h2_only: false },
         }
     }
 
@@ -103,8 +105,8 @@ impl Client {
     /// The TLS files cannot be read or used.
     pub fn with_tls(base: ConsulAddr, token: Token, tls: &TlsConfig) -> Result<Self, Error> {
         let tls = if base.is_https() { Some(Arc::new(tls.client_config()?)) } else { None };
-        let http = build_http(tls.as_deref())?;
-        Ok(Self { http, base, token, tls })
+        let http = build_http(tls.as_deref(), false)?;
+        Ok(Self { http, base, token, tls, h2_only: false })
     }
 
     /// A client for [`crate::addr::ENV_ADDR`]'s address `base`, the token from
@@ -119,8 +121,22 @@ impl Client {
     /// A client to the same agent, with the same settings, and connections of its own: over
     /// HTTP/2 its requests are streams on another connection than this client's.
     pub fn separate(&self) -> Self {
-        let http = build_http(self.tls.as_deref()).unwrap_or_else(|_| self.http.clone());
-        Self { http, base: self.base.clone(), token: self.token.clone(), tls: self.tls.clone() }
+        let http = build_http(self.tls.as_deref(), self.h2_only).unwrap_or_else(|_| self.http.clone());
+        Self { http, base: self.base.clone(), token: self.token.clone(), tls: self.tls.clone(), h2_only: self.h2_only }
+    }
+
+    /// Like [`Client::separate`], speaking HTTP/2 from the first byte, for an `https://` agent
+    /// known to take `h2` ([`Client::protocol`]); `None` for `http://` (Consul has no cleartext
+    /// HTTP/2).
+    ///
+    /// Why: with `h2` left to ALPN, the HTTP client cannot know a new connection will be shared,
+    /// so every request that starts before the first handshake ends opens a connection of its
+    /// own (measured: 2,500 long polls started at once opened thousands, and Consul's
+    /// per-client limit reset them). Known to be HTTP/2, they wait for the one connection.
+    pub fn http2_only(&self) -> Option<Self> {
+        let tls = self.tls.clone()?;
+        let http = build_http(Some(&tls), true).ok()?;
+        Some(Self { http, base: self.base.clone(), token: self.token.clone(), tls: Some(tls), h2_only: true })
     }
 
     /// Whether this client speaks TLS (and so HTTP/2 where Consul takes it).
@@ -262,7 +278,7 @@ impl Client {
     }
 }
 
-fn build_http(tls: Option<&rustls::ClientConfig>) -> Result<reqwest::Client, Error> {
+fn build_http(tls: Option<&rustls::ClientConfig>, h2_only: bool) -> Result<reqwest::Client, Error> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .pool_idle_timeout(Duration::from_secs(90))
@@ -274,6 +290,9 @@ fn build_http(tls: Option<&rustls::ClientConfig>) -> Result<reqwest::Client, Err
         .http2_keep_alive_while_idle(true);
     if let Some(tls) = tls {
         b = b.use_preconfigured_tls(tls.clone());
+    }
+    if h2_only {
+        b = b.http2_prior_knowledge();
     }
     b.build().map_err(|e| Error::Tls { why: format!("cannot build the HTTP client: {e}") })
 }

@@ -197,7 +197,13 @@ async fn run(args: Args) -> ExitCode {
                 max_connections = args.max_connections,
                 "watching in streams mode (one blocking query per service, as HTTP/2 streams)"
             );
-            let pool = Pool::new(client.clone(), args.streams_per_connection, args.max_connections);
+            // HTTP/2 from the first byte: one connection per client however many long polls start
+            // at once (Consul was just seen to take h2).
+            let Some(h2) = client.http2_only() else {
+                error!("cannot set up HTTP/2 to Consul");
+                return ExitCode::FAILURE;
+            };
+            let pool = Pool::new(h2, args.streams_per_connection, args.max_connections);
             let (events, feed) = tokio::sync::mpsc::channel(1);
             if follower.is_some() {
                 // The catalog query is one more stream, on the first connection.
@@ -256,10 +262,12 @@ async fn run(args: Args) -> ExitCode {
 const CATALOG_STREAM: &str = " catalog/services";
 
 /// Whether Consul answers over HTTP/2; asks until it answers (nothing can be watched before).
+/// Asks on a connection of its own, closed after: the watch loops use clients of their own.
 async fn speaks_h2(client: &Client) -> bool {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let probe = client.separate();
     loop {
-        match client.protocol().await {
+        match probe.protocol().await {
             Ok(v) => {
                 info!(version = ?v, "Consul's HTTPS API answers");
                 return v == http::Version::HTTP_2;

@@ -241,3 +241,45 @@ fn one_client_queues_long_polls_past_consuls_stream_limit() {
         assert_eq!(tcp_connections_to(std::process::id(), consul.https_port()), 2);
     });
 }
+
+/// Many requests started at once on a new HTTP/2-only client share one connection (left to ALPN,
+/// each request started before the first handshake ends would open its own).
+#[test]
+fn an_http2_only_client_opens_one_connection_for_a_burst() {
+    let consul = Consul::start_tls();
+    let tls = consul::TlsConfig { ca_file: Some(consul.ca_file()), ..consul::TlsConfig::default() };
+    let base = consul::Client::with_tls(consul.https_addr().parse().unwrap(), consul::Token::default(), &tls).unwrap();
+    let plain = consul::Client::new(consul.addr().parse().unwrap(), consul::Token::default());
+    assert!(plain.http2_only().is_none(), "no HTTP/2 on cleartext");
+    let client = base.http2_only().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        // Connections counted from another thread while the reads run.
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let port = consul.https_port();
+        let sampler = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut max = 0;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    max = max.max(tcp_connections_to(std::process::id(), port));
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                max
+            })
+        };
+        let mut reads = tokio::task::JoinSet::new();
+        for i in 0..200 {
+            let client = client.clone();
+            reads.spawn(
+                async move { client.instances(consul::View::Catalog, &format!("s{i}"), 0, Duration::ZERO).await },
+            );
+        }
+        while let Some(r) = reads.join_next().await {
+            r.unwrap().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(sampler.join().unwrap(), 1, "200 reads at once on one connection");
+        assert_eq!(client.protocol().await.unwrap(), http::Version::HTTP_2);
+    });
+}
