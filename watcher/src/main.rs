@@ -207,7 +207,7 @@ async fn run(args: Args) -> ExitCode {
             let (events, feed) = tokio::sync::mpsc::channel(1);
             if follower.is_some() {
                 // The catalog query is one more stream, on the first connection.
-                let catalog = pool.assign(CATALOG_STREAM);
+                let catalog = pool.assign(CATALOG_STREAM).client;
                 tasks.spawn(watcher::follow::run(catalog, cfg.clone(), follower, state.clone(), events));
             } else {
                 _no_follower = Some(events);

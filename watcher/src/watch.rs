@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 
 use crate::follow::Event;
 use crate::state::State;
-use crate::streams::Pool;
+use crate::streams::{Lane, Pool};
 use common::backoff::{Backoff, TokenBucket};
 
 /// How a service is watched.
@@ -130,12 +130,25 @@ impl Progress {
 
 /// Watches one service until the task is dropped, writing every change into `state`.
 pub async fn watch_service(client: Client, service: String, cfg: WatchConfig, state: State) {
+    watch_service_on(Lane { client, permits: None }, service, cfg, state).await;
+}
+
+/// [`watch_service`] on a lane of a [`Pool`]: each read holds one of the lane's permits (if it
+/// has any) while it is in flight.
+pub async fn watch_service_on(lane: Lane, service: String, cfg: WatchConfig, state: State) {
     let mut progress = Progress::default();
     let mut bucket = TokenBucket::new(cfg.burst, cfg.rate);
     let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
+    let client = &lane.client;
     loop {
         bucket.take().await;
-        match client.instances(cfg.view, &service, progress.cursor.index, cfg.wait).await {
+        let permit = match &lane.permits {
+            Some(p) => p.acquire().await.ok(),
+            None => None,
+        };
+        let read = client.instances(cfg.view, &service, progress.cursor.index, cfg.wait).await;
+        drop(permit);
+        match read {
             Ok(r) => {
                 backoff.reset();
                 state.set_status(&service, true, None);
@@ -173,8 +186,8 @@ pub async fn watch_followed(
     let start = |set: &mut JoinSet<()>, running: &mut HashMap<String, AbortHandle>, service: String| {
         if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(service) {
             let service = slot.key().clone();
-            let client = pool.assign(&service);
-            slot.insert(set.spawn(watch_service(client, service, cfg.clone(), state.clone())));
+            let lane = pool.assign(&service);
+            slot.insert(set.spawn(watch_service_on(lane, service, cfg.clone(), state.clone())));
         }
     };
     for s in services {

@@ -181,11 +181,12 @@ fn tls_settings_are_honoured_and_plain_http_still_works() {
     env.push(("CONSUL_CLIENT_CERT", consul.ca_file().display().to_string()));
     let mut w = Watcher::start(&["--route-tag", "gateway"], &env);
     assert_eq!(w.exit_code(), Some(2), "{}", w.log_text());
-    assert!(w.log_text().contains("CONSUL_CLIENT_KEY"), "{}", w.log_text());
+    w.wait_log("CONSUL_CLIENT_KEY");
     let mut w =
         Watcher::start(&["--route-tag", "gateway", "--mode", "streams"], &[("CONSUL_HTTP_ADDR", consul.addr())]);
     assert_eq!(w.exit_code(), Some(2));
-    assert!(w.log_text().contains("--mode streams needs an https:// Consul address"), "{}", w.log_text());
+    // (The log reader may still be reading the last line when the process is gone.)
+    w.wait_log("--mode streams needs an https:// Consul address");
 
     // Plain http, same agent: as before (auto with a follower multiplexes, over HTTP/1.1).
     let w = Watcher::start(&["--route-tag", "gateway"], &[("CONSUL_HTTP_ADDR", consul.addr())]);
