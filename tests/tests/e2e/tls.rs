@@ -262,11 +262,15 @@ fn an_http2_only_client_opens_one_connection_for_a_burst() {
             let done = done.clone();
             std::thread::spawn(move || {
                 let mut max = 0;
-                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                loop {
+                    // One more look after the reads: the connection stays open in the pool.
+                    let last = done.load(std::sync::atomic::Ordering::SeqCst);
                     max = max.max(tcp_connections_to(std::process::id(), port));
+                    if last {
+                        break max;
+                    }
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                max
             })
         };
         let mut reads = tokio::task::JoinSet::new();
