@@ -1,6 +1,7 @@
 //! Consul addresses and ACL tokens as every Consul tool accepts them.
 //!
-//! `CONSUL_HTTP_ADDR` may be `host:port` or `http://host:port`; the token comes from
+//! `CONSUL_HTTP_ADDR` may be `host:port`, `http://host:port` or `https://host:port` (TLS set up
+//! by [`crate::tls`]); the token comes from
 //! `CONSUL_HTTP_TOKEN`. The token type never shows its value in `Debug` or `Display`, so it cannot
 //! leak into a log line by accident.
 
@@ -20,23 +21,19 @@ pub const DEFAULT_ADDR: &str = "http://127.0.0.1:8500";
 pub struct ConsulAddr(String);
 
 impl ConsulAddr {
-    /// Parses `host:port`, `http://host:port` (a trailing `/` is fine). `https://` and `unix://`
-    /// are refused with a clear error: this build speaks plain HTTP only.
+    /// Parses `host:port`, `http://host:port` or `https://host:port` (a trailing `/` is fine).
+    /// `unix://` is refused with a clear error.
     pub fn parse(raw: &str) -> Result<Self, Error> {
         let raw = raw.trim();
         let bad = |why: &str| Error::InvalidAddress { addr: raw.to_string(), why: why.to_string() };
         if raw.is_empty() {
             return Err(bad("empty"));
         }
-        let with_scheme =
-            match raw.split_once("://") {
-                None => format!("http://{raw}"),
-                Some(("http", _)) => raw.to_string(),
-                Some(("https", _)) => return Err(bad(
-                    "https is not supported by this build; put Consul's plain HTTP listener or a local agent in front",
-                )),
-                Some((scheme, _)) => return Err(bad(&format!("unsupported scheme {scheme:?}"))),
-            };
+        let with_scheme = match raw.split_once("://") {
+            None => format!("http://{raw}"),
+            Some(("http" | "https", _)) => raw.to_string(),
+            Some((scheme, _)) => return Err(bad(&format!("unsupported scheme {scheme:?}"))),
+        };
         let mut url = reqwest::Url::parse(&with_scheme).map_err(|e| bad(&e.to_string()))?;
         if !url.username().is_empty() || url.password().is_some() {
             // Shown without the secret: the error is logged.
@@ -54,6 +51,11 @@ impl ConsulAddr {
             return Err(bad("must not carry a query or fragment"));
         }
         Ok(Self(url.as_str().trim_end_matches('/').to_string()))
+    }
+
+    /// Whether the address is `https://`.
+    pub fn is_https(&self) -> bool {
+        self.0.starts_with("https://")
     }
 
     /// The base URL, e.g. `http://127.0.0.1:8500`.
@@ -116,6 +118,17 @@ mod tests {
         assert_eq!(ConsulAddr::parse("127.0.0.1:8500").unwrap().as_str(), "http://127.0.0.1:8500");
         assert_eq!(ConsulAddr::parse("http://consul:8500/").unwrap().as_str(), "http://consul:8500");
         assert_eq!(ConsulAddr::parse(" localhost:1 ").unwrap().as_str(), "http://localhost:1");
+        assert!(!ConsulAddr::parse("127.0.0.1:8500").unwrap().is_https());
+    }
+
+    #[test]
+    fn accepts_https() {
+        let a = ConsulAddr::parse("https://consul.example:8501/").unwrap();
+        assert_eq!(a.as_str(), "https://consul.example:8501");
+        assert!(a.is_https());
+        // The default port of the scheme is dropped by the URL parser, as for http.
+        assert_eq!(ConsulAddr::parse("https://127.0.0.1:443").unwrap().as_str(), "https://127.0.0.1");
+        assert!(!ConsulAddr::parse("http://127.0.0.1:8501").unwrap().is_https());
     }
 
     #[test]
@@ -130,7 +143,7 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_speak() {
-        for bad in ["", "https://c:8501", "unix:///tmp/consul.sock", "http://", "http://c:8500/?x=1"] {
+        for bad in ["", "ftp://c:8501", "unix:///tmp/consul.sock", "http://", "https://", "http://c:8500/?x=1"] {
             let err = ConsulAddr::parse(bad).unwrap_err();
             assert!(matches!(err, Error::InvalidAddress { .. }), "{bad}: {err}");
         }

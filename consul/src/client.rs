@@ -3,16 +3,29 @@
 //! Reads return a [`QueryResult`] carrying `X-Consul-Index`, so callers can run blocking queries;
 //! the index rules themselves live in [`crate::index`]. The ACL token goes into `X-Consul-Token`
 //! on every request and nowhere else.
+//!
+//! Plain `http://` is HTTP/1.1: one connection per request in flight. `https://` offers HTTP/2 by
+//! ALPN ([`crate::tls`]); Consul's HTTPS listener takes it, and then every request of one
+//! [`Client`] (and its clones) is a stream on one connection, up to the server's
+//! `SETTINGS_MAX_CONCURRENT_STREAMS` (250 on Consul 1.8). Beyond that, requests wait in the client
+//! for a stream to end: they do not open another connection. [`Client::separate`] gives a
+//! client with connections of its own, to spread long polls over several connections.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::de::DeserializeOwned;
 
 use crate::model::{canonical, AgentRegistration, AgentService, CatalogEntry, HealthEntry, Instance};
-use crate::{index, ConsulAddr, Error, HealthStatuses, Token};
+use crate::{index, ConsulAddr, Error, HealthStatuses, TlsConfig, Token};
 
+/// How often an idle HTTP/2 connection is pinged, so a Consul that vanished without closing it
+/// (a host gone, a cable pulled) is noticed within a minute instead of at the long polls' timeout.
+const H2_KEEPALIVE: Duration = Duration::from_secs(30);
+/// How long a ping may go unanswered before the connection counts as dead.
+const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a non-blocking call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections kept to Consul.
@@ -48,12 +61,16 @@ pub struct QueryResult {
     pub checkless: bool,
 }
 
-/// A Consul HTTP API client. Cheap to clone (shares one connection pool).
+/// A Consul HTTP API client. Cheap to clone (clones share one connection pool).
 #[derive(Clone, Debug)]
 pub struct Client {
     pub(crate) http: reqwest::Client,
     pub(crate) base: ConsulAddr,
     pub(crate) token: Token,
+    /// The TLS configuration (https only), kept to build [`Client::separate`] pools.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// HTTP/2 from the first byte ([`Client::http2_only`]).
+    h2_only: bool,
 }
 
 /// Checks that a name can be used as one URL path segment without surprises.
@@ -71,17 +88,60 @@ pub fn validate_name(name: &str) -> Result<(), Error> {
 }
 
 impl Client {
-    /// A client for the agent at `base`.
+    /// A client for the agent at `base`; for `https://`, trusting the built-in roots (see
+    /// [`Client::with_tls`] for a CA of your own, as Consul's own certificates need).
     pub fn new(base: ConsulAddr, token: Token) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(90))
-            // Consul limits connections per client address (200 by default): keep few idle ones.
-            // Connections in use are bounded by the callers (one per blocking query, a few reads).
-            .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
-        Self { http, base, token }
+        match Self::with_tls(base.clone(), token.clone(), &TlsConfig::default()) {
+            Ok(c) => c,
+            // Unreachable in practice (nothing is read from disk); keep a working client anyway.
+            Err(_) => Self { http: reqwest::Client::new(), base, token, tls: None, h2_only: false },
+        }
+    }
+
+    /// A client for the agent at `base`, with `tls` for an `https://` address (ignored for
+    /// `http://`, as Consul's tools do).
+    ///
+    /// # Errors
+    /// The TLS files cannot be read or used.
+    pub fn with_tls(base: ConsulAddr, token: Token, tls: &TlsConfig) -> Result<Self, Error> {
+        let tls = if base.is_https() { Some(Arc::new(tls.client_config()?)) } else { None };
+        let http = build_http(tls.as_deref(), false)?;
+        Ok(Self { http, base, token, tls, h2_only: false })
+    }
+
+    /// A client for [`crate::addr::ENV_ADDR`]'s address `base`, the token from
+    /// `CONSUL_HTTP_TOKEN` and TLS from the `CONSUL_CACERT` family ([`TlsConfig::from_env`]).
+    ///
+    /// # Errors
+    /// As [`TlsConfig::from_env`] and [`Client::with_tls`].
+    pub fn from_env(base: ConsulAddr) -> Result<Self, Error> {
+        Self::with_tls(base, Token::from_env(), &TlsConfig::from_env()?)
+    }
+
+    /// A client to the same agent, with the same settings, and connections of its own: over
+    /// HTTP/2 its requests are streams on another connection than this client's.
+    pub fn separate(&self) -> Self {
+        let http = build_http(self.tls.as_deref(), self.h2_only).unwrap_or_else(|_| self.http.clone());
+        Self { http, base: self.base.clone(), token: self.token.clone(), tls: self.tls.clone(), h2_only: self.h2_only }
+    }
+
+    /// Like [`Client::separate`], speaking HTTP/2 from the first byte, for an `https://` agent
+    /// known to take `h2` ([`Client::protocol`]); `None` for `http://` (Consul has no cleartext
+    /// HTTP/2).
+    ///
+    /// Why: with `h2` left to ALPN, the HTTP client cannot know a new connection will be shared,
+    /// so every request that starts before the first handshake ends opens a connection of its
+    /// own (measured: 2,500 long polls started at once opened thousands, and Consul's
+    /// per-client limit reset them). Known to be HTTP/2, they wait for the one connection.
+    pub fn http2_only(&self) -> Option<Self> {
+        let tls = self.tls.clone()?;
+        let http = build_http(Some(&tls), true).ok()?;
+        Some(Self { http, base: self.base.clone(), token: self.token.clone(), tls: Some(tls), h2_only: true })
+    }
+
+    /// Whether this client speaks TLS (and so HTTP/2 where Consul takes it).
+    pub fn is_https(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The agent address this client talks to.
@@ -132,6 +192,17 @@ impl Client {
             }
         };
         Ok(QueryResult { index, instances: canonical(instances), checkless })
+    }
+
+    /// The HTTP version Consul answers this client with (`/v1/status/leader`): HTTP/2 when an
+    /// `https://` agent took `h2` by ALPN, HTTP/1.1 otherwise.
+    ///
+    /// # Errors
+    /// Consul unreachable or answering with an error.
+    pub async fn protocol(&self) -> Result<http::Version, Error> {
+        let endpoint = "/v1/status/leader";
+        let resp = self.send(endpoint, self.request(Method::GET, self.url(endpoint)).timeout(CALL_TIMEOUT)).await?;
+        Ok(resp.version())
     }
 
     /// Registers (or re-registers) a service with the local agent.
@@ -205,6 +276,29 @@ impl Client {
         }
         Err(Error::Status { endpoint: endpoint.to_string(), status, body })
     }
+}
+
+fn build_http(tls: Option<&rustls::ClientConfig>, h2_only: bool) -> Result<reqwest::Client, Error> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(90))
+        // Consul limits connections per client address (200 by default): keep few idle ones.
+        // Connections in use are bounded by the callers (one per blocking query, a few reads).
+        .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS)
+        .http2_keep_alive_interval(H2_KEEPALIVE)
+        .http2_keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
+        .http2_keep_alive_while_idle(true);
+    if let Some(tls) = tls {
+        b = b.use_preconfigured_tls(tls.clone());
+    }
+    if h2_only {
+        // The pool's idle timer counts from the last checkout, not the last stream: a connection
+        // carrying only long polls for 90 s would be dropped from the pool while busy, and the
+        // next request would open another one (seen in bench/change_cost.py: 19 connections on
+        // a cap of 16). Dead connections are found by the keep-alive pings instead.
+        b = b.http2_prior_knowledge().pool_idle_timeout(None);
+    }
+    b.build().map_err(|e| Error::Tls { why: format!("cannot build the HTTP client: {e}") })
 }
 
 pub(crate) fn consul_index(resp: &Response) -> u64 {

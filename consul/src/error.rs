@@ -11,6 +11,12 @@ pub enum Error {
         /// Why it was refused.
         why: String,
     },
+    /// The TLS settings cannot be used (see [`crate::tls`]).
+    #[error("TLS to Consul: {why}")]
+    Tls {
+        /// Why.
+        why: String,
+    },
     /// A service or check name that cannot be put in a URL path safely.
     #[error("invalid name {0:?}: use letters, digits, '-', '_' and '.' only")]
     InvalidName(String),

@@ -5,6 +5,7 @@
 //!
 //! ## Layout
 //! - [`addr`]: `CONSUL_HTTP_ADDR`-style addresses and the ACL token (which never prints).
+//! - [`tls`]: `CONSUL_CACERT` and friends: TLS to an `https://` address, HTTP/2 by ALPN.
 //! - [`model`]: [`Instance`], the normalised view of one service instance, and the raw response shapes.
 //! - [`name`]: service names compared as Consul compares them (without regard to case).
 //! - [`health`]: [`HealthStatuses`], which check statuses make an instance routable.
@@ -20,9 +21,11 @@ pub mod health;
 pub mod index;
 pub mod model;
 pub mod name;
+pub mod tls;
 
 pub use addr::{ConsulAddr, Token};
 pub use client::{Client, QueryResult, View};
 pub use error::Error;
 pub use health::HealthStatuses;
 pub use model::{AgentCheck, AgentRegistration, Instance};
+pub use tls::TlsConfig;

@@ -26,7 +26,9 @@ pub struct Args {
     /// Address of the admin listener (/healthz, /readyz, /services, /routes).
     #[arg(long, env = "GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
-    /// Consul HTTP address, with or without http://.
+    /// Consul HTTP address: host:port, http://host:port, or https://host:port (TLS from
+    /// CONSUL_CACERT, CONSUL_CLIENT_CERT/KEY and CONSUL_TLS_SERVER_NAME, which the watcher
+    /// inherits too).
     #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = consul::addr::DEFAULT_ADDR)]
     pub consul: ConsulAddr,
     /// Comma list of services routable at /<service>/* whatever their tags (static routes).
@@ -263,7 +265,8 @@ mod tests {
         assert_eq!(parse(&["--services", ",", "--watcher-bin", "w"]).unwrap().services, Vec::<String>::new());
         assert!(parse(&["--listen", "127.0.0.1:1", "--admin-listen", "127.0.0.1:1"]).is_err());
         assert!(parse(&["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--watcher-bin", "w"]).is_ok());
-        assert!(parse(&["--consul", "https://x"]).is_err());
+        assert!(parse(&["--consul", "unix:///x"]).is_err());
+        assert!(parse(&["--consul", "https://x", "--watcher-bin", "w"]).unwrap().consul.is_https());
         assert!(parse(&["--workers", "0", "--watcher-bin", "w"]).is_err());
         assert!(parse(&["--workers", "100000", "--watcher-bin", "w"]).is_err());
         assert_eq!(parse(&["--workers", "3", "--watcher-bin", "w"]).unwrap().workers, 3);

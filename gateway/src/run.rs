@@ -25,7 +25,7 @@ use crate::proxy::{listener, Proxy};
 /// # Errors
 /// A listener or the watcher socket cannot be set up.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let client = consul::Client::new(cfg.consul.clone(), consul::Token::from_env());
+    let client = consul::Client::from_env(cfg.consul.clone()).context("cannot set up the Consul client")?;
     let direct = Arc::new(ConsulRead { client, view: cfg.view });
     let services = Arc::new(Services::new(cfg.services.clone(), cfg.rules.clone(), direct).with_workers(cfg.workers));
 

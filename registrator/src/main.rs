@@ -91,7 +91,9 @@ async fn main() -> anyhow::Result<()> {
         deregister: args.deregister,
         cleanup: args.cleanup,
     };
-    run(opts, Client::new(addr, token), async {
+    let client =
+        Client::with_tls(addr, token, &consul::TlsConfig::from_env()?).context("cannot set up the Consul client")?;
+    run(opts, client, async {
         let sig = common::shutdown_signal().await;
         info!("{sig} received; stopping (registrations stay for the next registrator)");
     })

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use common::LogFormat;
-use consul::{Client, ConsulAddr, Token};
+use consul::{Client, ConsulAddr};
 use tracing::info;
 
 mod app;
@@ -60,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
     info!(listen = %local, ip = %me.ip, hostname = %me.hostname, "serviceweb listening");
 
     let registration = if args.register {
-        let client = Client::new(args.consul.clone(), Token::from_env());
+        let client = Client::from_env(args.consul.clone()).context("cannot set up the Consul client")?;
         let address = args.advertise.clone().unwrap_or_else(|| me.ip.to_string());
         let reg = registration::Registration::new(client, &args.name, &me.hostname, address, local.port(), args.ttl)
             .with_tags(args.tags.iter().filter(|t| !t.is_empty()).cloned().collect());

@@ -1,5 +1,9 @@
 //! A real `consul agent -dev` on free loopback ports, restartable on the same ports with an empty
 //! state (dev mode keeps everything in memory), plus the few API calls tests make.
+//!
+//! [`Consul::start_tls`] adds an HTTPS listener, with a CA and a server certificate made by
+//! `consul tls ca create` / `consul tls cert create -server` in the agent's temp dir. The tests'
+//! own calls always go to the plain HTTP listener.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,6 +15,8 @@ use crate::{free_port, http, wait_for};
 pub struct Consul {
     child: Option<Child>,
     ports: [u16; 4],
+    /// The HTTPS port and the CA file, with [`Consul::start_tls`].
+    tls: Option<(u16, PathBuf)>,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -38,16 +44,49 @@ impl Consul {
     pub fn start_on(http_port: u16) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("consul.log");
-        let mut c = Self { child: None, ports: [http_port, free_port(), free_port(), free_port()], log, _dir: dir };
+        let mut c =
+            Self { child: None, ports: [http_port, free_port(), free_port(), free_port()], tls: None, log, _dir: dir };
+        c.spawn();
+        c
+    }
+
+    /// Like [`Consul::start`], with an HTTPS listener too (TLS 1.2+, HTTP/2 by ALPN), its
+    /// certificate signed by a CA made for this agent ([`Consul::ca_file`]); clients are not
+    /// asked for a certificate.
+    pub fn start_tls() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for args in [&["tls", "ca", "create"][..], &["tls", "cert", "create", "-server"]] {
+            let out = Command::new(consul_bin()).args(args).current_dir(dir.path()).output().expect("consul tls");
+            assert!(out.status.success(), "consul {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let log = dir.path().join("consul.log");
+        let ca = dir.path().join("consul-agent-ca.pem");
+        let mut c = Self {
+            child: None,
+            ports: [free_port(), free_port(), free_port(), free_port()],
+            tls: Some((free_port(), ca)),
+            log,
+            _dir: dir,
+        };
         c.spawn();
         c
     }
 
     fn spawn(&mut self) {
         let [http_port, serf_lan, serf_wan, server] = self.ports;
-        let hcl = format!(
-            "ports {{ http = {http_port}, dns = -1, grpc = -1, serf_lan = {serf_lan}, serf_wan = {serf_wan}, server = {server} }}"
+        let https = self.tls.as_ref().map_or(-1, |(port, _)| i32::from(*port));
+        let mut hcl = format!(
+            "ports {{ http = {http_port}, https = {https}, dns = -1, grpc = -1, serf_lan = {serf_lan}, serf_wan = {serf_wan}, server = {server} }}"
         );
+        if self.tls.is_some() {
+            let dir = self._dir.path();
+            hcl.push_str(&format!(
+                " ca_file = {:?} cert_file = {:?} key_file = {:?} verify_incoming = false",
+                dir.join("consul-agent-ca.pem"),
+                dir.join("dc1-server-consul-0.pem"),
+                dir.join("dc1-server-consul-0-key.pem"),
+            ));
+        }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("consul log");
         let child = Command::new(consul_bin())
             .args(["agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-log-level", "warn", "-hcl", &hcl])
@@ -75,6 +114,21 @@ impl Consul {
     /// `http://127.0.0.1:<port>`.
     pub fn addr(&self) -> String {
         format!("http://127.0.0.1:{}", self.ports[0])
+    }
+
+    /// `https://127.0.0.1:<port>` (with [`Consul::start_tls`]).
+    pub fn https_addr(&self) -> String {
+        format!("https://127.0.0.1:{}", self.https_port())
+    }
+
+    /// The HTTPS port (with [`Consul::start_tls`]).
+    pub fn https_port(&self) -> u16 {
+        self.tls.as_ref().expect("started with start_tls").0
+    }
+
+    /// The CA that signed the HTTPS listener's certificate (with [`Consul::start_tls`]).
+    pub fn ca_file(&self) -> PathBuf {
+        self.tls.as_ref().expect("started with start_tls").1.clone()
     }
 
     /// Stops the agent (SIGKILL: an outage, not a graceful leave).

@@ -17,6 +17,8 @@
 //! - [`watch`]: one blocking-query loop per service (index rules, rate limit, backoff, change
 //!   detection), started and stopped as services are followed.
 //! - [`mux`]: many services over two blocking queries plus targeted re-reads (for scale).
+//! - [`streams`]: one blocking query per service as HTTP/2 streams over a few connections (for
+//!   scale against an HTTPS Consul): which connection carries which service.
 //! - [`names`]: the followed services, found by the names Consul reports (case-insensitively).
 //! - [`checks`]: which services' checks changed, from two answers of `/v1/health/state/any`.
 //! - [`scan`]: which services changed, from a node-by-node read of the catalog.
@@ -36,4 +38,5 @@ pub mod output;
 pub mod protocol;
 pub mod scan;
 pub mod state;
+pub mod streams;
 pub mod watch;

@@ -7,12 +7,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use common::backoff::Backoff;
 use common::LogFormat;
-use consul::{Client, ConsulAddr, HealthStatuses, Token, View};
+use consul::{Client, ConsulAddr, HealthStatuses, View};
 use tokio::io::AsyncReadExt;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use watcher::followed::{Follower, OptIn};
 use watcher::state::State;
+use watcher::streams::Pool;
 use watcher::watch::{watch_followed, watch_service, WatchConfig};
 
 /// Watches services in Consul with blocking queries and prints or forwards every change.
@@ -22,10 +24,14 @@ use watcher::watch::{watch_followed, watch_service, WatchConfig};
 /// needed.
 ///
 /// The ACL token is read from CONSUL_HTTP_TOKEN only (never a flag, so it never shows in `ps`).
+/// For an https:// address, TLS is set up from CONSUL_CACERT (the CA to trust; default: the
+/// built-in public roots), CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY (a client certificate, both
+/// or neither) and CONSUL_TLS_SERVER_NAME (the name to check the server's certificate against),
+/// and HTTP/2 is offered by ALPN.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Consul HTTP address, with or without http://.
+    /// Consul HTTP address: host:port, http://host:port, or https://host:port (TLS, HTTP/2).
     #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = consul::addr::DEFAULT_ADDR)]
     consul: ConsulAddr,
     /// A service to watch always, tagged or not, registered or not; repeat the flag or give a
@@ -59,12 +65,23 @@ struct Args {
     /// Sustained Consul requests per second per service (bursts of 5 are allowed).
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
-    /// How to watch: one blocking query per service (`per-service`), or two cluster-wide
-    /// blocking queries plus re-reads of the services that changed (`multiplexed`, a handful of
-    /// connections whatever the number of services). `auto` multiplexes above 12 --service
-    /// names, and whenever services are followed by tag (their number has no bound).
+    /// How to watch: one blocking query per service (`per-service`, one connection each over
+    /// HTTP/1.1); two cluster-wide blocking queries plus re-reads of the services that changed
+    /// (`multiplexed`, a handful of connections whatever the number of services, but each change
+    /// re-reads every check in the cluster); or one blocking query per service as HTTP/2 streams
+    /// over a few connections (`streams`, https:// only: a change costs one answer). `auto`
+    /// streams when Consul speaks HTTP/2 (https), else multiplexes above 12 --service names and
+    /// whenever services are followed by tag (their number has no bound).
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     mode: Mode,
+    /// In streams mode, long polls per HTTP/2 connection (Consul 1.8 allows 250 streams; the
+    /// rest is room for the catalog query).
+    #[arg(long, default_value_t = watcher::streams::DEFAULT_STREAMS_PER_CONNECTION, value_name = "N")]
+    streams_per_connection: usize,
+    /// In streams mode, the most HTTP/2 connections to Consul. Past streams-per-connection times
+    /// this, long polls wait for a free stream (and changes are seen late).
+    #[arg(long, default_value_t = watcher::streams::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    max_connections: usize,
     /// In multiplexed mode, re-read every service this often as a safety net.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     resync: Duration,
@@ -86,6 +103,8 @@ enum Mode {
     PerService,
     /// Two blocking queries, whatever the number of services.
     Multiplexed,
+    /// One blocking query per service, as HTTP/2 streams over a few connections (https only).
+    Streams,
 }
 
 /// Above this many services, `auto` multiplexes (keeps connections to Consul few).
@@ -108,6 +127,14 @@ fn main() -> ExitCode {
         error!("--rate must be a positive number of requests per second");
         return ExitCode::from(2);
     }
+    if args.streams_per_connection == 0 || args.max_connections == 0 {
+        error!("--streams-per-connection and --max-connections must be at least 1");
+        return ExitCode::from(2);
+    }
+    if args.mode == Mode::Streams && !args.consul.is_https() {
+        error!("--mode streams needs an https:// Consul address (HTTP/2 is negotiated over TLS)");
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -119,7 +146,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> ExitCode {
-    let client = Client::new(args.consul.clone(), Token::from_env());
+    let client = match Client::from_env(args.consul.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let view = if args.catalog { View::Catalog } else { View::Health(args.health_status) };
     let cfg = WatchConfig { view, wait: args.wait, rate: args.rate, ..WatchConfig::default() };
     let rule = OptIn::new(&args.route_tag, &args.route_prefix_tag);
@@ -131,22 +164,68 @@ async fn run(args: Args) -> ExitCode {
     // Without a follower the static list is the whole set: announce it at once.
     let state = State::with_static(&services, rule.is_none());
     let follower = rule.map(|rule| Follower::new(services.clone(), rule));
-    let multiplexed = match args.mode {
-        Mode::Auto => follower.is_some() || services.len() > AUTO_MAX_PER_SERVICE,
-        Mode::PerService => false,
-        Mode::Multiplexed => true,
+    let many = follower.is_some() || services.len() > AUTO_MAX_PER_SERVICE;
+    let mode = match args.mode {
+        Mode::Auto if client.is_https() => match speaks_h2(&client).await {
+            true => Mode::Streams,
+            false if many => Mode::Multiplexed,
+            false => Mode::PerService,
+        },
+        Mode::Auto if many => Mode::Multiplexed,
+        Mode::Auto => Mode::PerService,
+        Mode::Streams => {
+            if !speaks_h2(&client).await {
+                error!("--mode streams: Consul answers over HTTP/1.1, not HTTP/2; use --mode multiplexed");
+                return ExitCode::from(2);
+            }
+            Mode::Streams
+        }
+        m => m,
     };
     let mut tasks = tokio::task::JoinSet::new();
-    if multiplexed {
-        let mux = watcher::mux::watch_many(client.clone(), services, cfg.clone(), args.resync, state.clone(), follower);
-        tasks.spawn(mux);
-    } else if let Some(follower) = follower {
-        let (events, feed) = tokio::sync::mpsc::channel(1);
-        tasks.spawn(watcher::follow::run(client.clone(), cfg.clone(), Some(follower), state.clone(), events));
-        tasks.spawn(watch_followed(client.clone(), cfg.clone(), state.clone(), services, feed));
-    } else {
-        for s in services {
-            tasks.spawn(watch_service(client.clone(), s, cfg.clone(), state.clone()));
+    // Keeps the follower's feed open when there is no follower (static services only).
+    let mut _no_follower = None;
+    match mode {
+        Mode::Multiplexed => {
+            let mux =
+                watcher::mux::watch_many(client.clone(), services, cfg.clone(), args.resync, state.clone(), follower);
+            tasks.spawn(mux);
+        }
+        Mode::Streams => {
+            info!(
+                streams_per_connection = args.streams_per_connection,
+                max_connections = args.max_connections,
+                "watching in streams mode (one blocking query per service, as HTTP/2 streams)"
+            );
+            // HTTP/2 from the first byte: one connection per client however many long polls start
+            // at once (Consul was just seen to take h2).
+            let Some(h2) = client.http2_only() else {
+                error!("cannot set up HTTP/2 to Consul");
+                return ExitCode::FAILURE;
+            };
+            let pool = Pool::new(h2, args.streams_per_connection, args.max_connections);
+            let (events, feed) = tokio::sync::mpsc::channel(1);
+            if follower.is_some() {
+                // The catalog query is one more stream, on the first connection.
+                let catalog = pool.assign(CATALOG_STREAM).client;
+                tasks.spawn(watcher::follow::run(catalog, cfg.clone(), follower, state.clone(), events));
+            } else {
+                _no_follower = Some(events);
+            }
+            tasks.spawn(watch_followed(pool, cfg.clone(), state.clone(), services, feed));
+        }
+        _ => {
+            if let Some(follower) = follower {
+                let (events, feed) = tokio::sync::mpsc::channel(1);
+                tasks.spawn(watcher::follow::run(client.clone(), cfg.clone(), Some(follower), state.clone(), events));
+                // One client for every loop: over HTTP/1.1 each long poll opens its own connection.
+                let pool = Pool::new(client.clone(), usize::MAX, 1);
+                tasks.spawn(watch_followed(pool, cfg.clone(), state.clone(), services, feed));
+            } else {
+                for s in services {
+                    tasks.spawn(watch_service(client.clone(), s, cfg.clone(), state.clone()));
+                }
+            }
         }
     }
     let output = async {
@@ -177,6 +256,29 @@ async fn run(args: Args) -> ExitCode {
     };
     tasks.abort_all();
     code
+}
+
+/// The key the follower's catalog query takes in the streams pool (not a valid service name).
+const CATALOG_STREAM: &str = " catalog/services";
+
+/// Whether Consul answers over HTTP/2; asks until it answers (nothing can be watched before).
+/// Asks on a connection of its own, closed after: the watch loops use clients of their own.
+async fn speaks_h2(client: &Client) -> bool {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let probe = client.separate();
+    loop {
+        match probe.protocol().await {
+            Ok(v) => {
+                info!(version = ?v, "Consul's HTTPS API answers");
+                return v == http::Version::HTTP_2;
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach Consul to see whether it speaks HTTP/2");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
 }
 
 /// Resolves when stdin reaches end of file or fails.

@@ -4,7 +4,9 @@
 //! the instance set really changed (a blocking query may return without a change).
 //!
 //! [`watch_followed`] runs one such loop per followed service, starting and stopping them as the
-//! catalog follower ([`crate::follow`]) says. The `Cursor` rules here are shared by every loop.
+//! catalog follower ([`crate::follow`]) says, each on the client its [`Pool`] hands out (one
+//! client for all in per-service mode; a few HTTP/2 connections in streams mode,
+//! [`crate::streams`]). The `Cursor` rules here are shared by every loop.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use tracing::{debug, warn};
 
 use crate::follow::Event;
 use crate::state::State;
+use crate::streams::{Lane, Pool};
 use common::backoff::{Backoff, TokenBucket};
 
 /// How a service is watched.
@@ -127,12 +130,25 @@ impl Progress {
 
 /// Watches one service until the task is dropped, writing every change into `state`.
 pub async fn watch_service(client: Client, service: String, cfg: WatchConfig, state: State) {
+    watch_service_on(Lane { client, permits: None }, service, cfg, state).await;
+}
+
+/// [`watch_service`] on a lane of a [`Pool`]: each read holds one of the lane's permits (if it
+/// has any) while it is in flight.
+pub async fn watch_service_on(lane: Lane, service: String, cfg: WatchConfig, state: State) {
     let mut progress = Progress::default();
     let mut bucket = TokenBucket::new(cfg.burst, cfg.rate);
     let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
+    let client = &lane.client;
     loop {
         bucket.take().await;
-        match client.instances(cfg.view, &service, progress.cursor.index, cfg.wait).await {
+        let permit = match &lane.permits {
+            Some(p) => p.acquire().await.ok(),
+            None => None,
+        };
+        let read = client.instances(cfg.view, &service, progress.cursor.index, cfg.wait).await;
+        drop(permit);
+        match read {
             Ok(r) => {
                 backoff.reset();
                 state.set_status(&service, true, None);
@@ -156,10 +172,10 @@ pub async fn watch_service(client: Client, service: String, cfg: WatchConfig, st
 }
 
 /// Watches the static `services`, and every service the follower's `events` add, each with its
-/// own loop; stops a service's loop when it goes. Ends when `events` closes; dropping it stops
-/// every loop.
+/// own loop on the client `pool` assigns it; stops a service's loop (and frees its place in the
+/// pool) when it goes. Ends when `events` closes; dropping it stops every loop.
 pub async fn watch_followed(
-    client: Client,
+    pool: Pool,
     cfg: WatchConfig,
     state: State,
     services: Vec<String>,
@@ -170,7 +186,8 @@ pub async fn watch_followed(
     let start = |set: &mut JoinSet<()>, running: &mut HashMap<String, AbortHandle>, service: String| {
         if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(service) {
             let service = slot.key().clone();
-            slot.insert(set.spawn(watch_service(client.clone(), service, cfg.clone(), state.clone())));
+            let lane = pool.assign(&service);
+            slot.insert(set.spawn(watch_service_on(lane, service, cfg.clone(), state.clone())));
         }
     };
     for s in services {
@@ -181,6 +198,7 @@ pub async fn watch_followed(
         for (service, _) in &change.gone {
             if let Some(task) = running.remove(service) {
                 task.abort();
+                pool.release(service);
             }
         }
         for service in change.added {

@@ -75,7 +75,7 @@ fn a_killed_gateway_takes_its_watcher_with_it() {
 fn bad_configuration_is_a_clear_error_not_a_panic() {
     for (args, needle) in [
         (vec!["--services", "a/b"], "invalid"),
-        (vec!["--consul", "https://consul:8501"], "https"),
+        (vec!["--consul", "unix:///run/consul.sock"], "unsupported scheme"),
         (vec!["--listen", "127.0.0.1:1", "--admin-listen", "127.0.0.1:1"], "must differ"),
         (vec!["--upstream-timeout", "soon"], "upstream-timeout"),
     ] {

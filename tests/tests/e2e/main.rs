@@ -11,5 +11,6 @@ mod lifecycle;
 mod modes;
 mod routes;
 mod routing;
+mod tls;
 mod upstream;
 mod watcher;

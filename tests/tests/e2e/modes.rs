@@ -5,6 +5,10 @@
 //! `web` and Consul holds it under several spellings, and the whole sequence runs once per
 //! `--health-status` setting. The multiplexed mode's safety-net resync stays at its default
 //! (5 minutes), so it cannot hide a missed change.
+//!
+//! The same sequence runs once more between the multiplexed mode (plain HTTP) and the streams
+//! mode (HTTPS, HTTP/2, `--streams-per-connection 4` so its 13 long polls take 4 connections)
+//! against one agent with both listeners.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -40,9 +44,15 @@ impl Watcher {
             args.extend(["--service".to_string(), format!("svc-{i}")]);
         }
         let stderr = if std::env::var_os("E2E_ECHO_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() };
-        let mut child = Command::new(bin("watcher"))
+        let mut cmd = Command::new(bin("watcher"));
+        if mode == "streams" {
+            args.extend(["--streams-per-connection".to_string(), "4".to_string()]);
+            cmd.env("CONSUL_HTTP_ADDR", consul.https_addr()).env("CONSUL_CACERT", consul.ca_file());
+        } else {
+            cmd.env("CONSUL_HTTP_ADDR", consul.addr());
+        }
+        let mut child = cmd
             .args(&args)
-            .env("CONSUL_HTTP_ADDR", consul.addr())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -125,24 +135,36 @@ impl Script {
 
 #[test]
 fn both_modes_give_the_same_answers_with_passing_only() {
-    both_modes_agree("passing");
+    both_modes_agree("passing", ["per-service", "multiplexed"]);
 }
 
 #[test]
 fn both_modes_give_the_same_answers_with_passing_and_warning() {
-    both_modes_agree("passing,warning");
+    both_modes_agree("passing,warning", ["per-service", "multiplexed"]);
 }
 
-fn both_modes_agree(health_status: &str) {
+/// The streams mode over HTTPS against the multiplexed mode over plain HTTP, same agent.
+#[test]
+fn streams_over_https_and_multiplexed_give_the_same_answers() {
+    both_modes_agree("passing", ["multiplexed", "streams"]);
+}
+
+fn both_modes_agree(health_status: &str, modes: [&'static str; 2]) {
     let warn_ok = health_status.contains("warning");
     // With warning allowed, `a` if the step put something in warning; else `b`.
     let w = |a: &'static [&'static str], b: &'static [&'static str]| if warn_ok { a } else { b };
-    let mut consul = Consul::start();
+    let mut consul = if modes.contains(&"streams") { Consul::start_tls() } else { Consul::start() };
     // Another watched service and an unwatched one: their changes move indexes, not our set.
     consul.register("svc-0", "svc-0-1", 3000);
     consul.register("unwatched", "u-1", 3001);
-    let watchers =
-        [Watcher::start(&consul, "per-service", health_status), Watcher::start(&consul, "multiplexed", health_status)];
+    let watchers = modes.map(|mode| Watcher::start(&consul, mode, health_status));
+    if modes.contains(&"streams") {
+        // 13 long polls, 4 per connection.
+        let streams = &watchers[1];
+        wait_for(Duration::from_secs(10), "the streams mode's 4 connections", || {
+            (e2e::tcp_connections_to(streams.child.id(), consul.https_port()) == 4).then_some(())
+        });
+    }
     let mut s = Script { watchers, previous: None };
     s.expect("start: nothing registered", &[]);
 

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# What one change costs the watcher and Consul, by watch mode (multiplexed over HTTP/1.1, streams
+# over HTTP/2), at 2,500 and 5,000 services x 3. See the docstring of bench/change_cost.py.
+#
+#   bash bench/change_cost.sh                 # full run (about 15 minutes)
+#   bash bench/change_cost.sh --smoke         # 200 services, a minute
+#   bash bench/change_cost.sh --help          # every option
+#
+# Env: BENCH_NO_BUILD=1 skips `cargo build --release -p watcher`.
+set -euo pipefail
+bench=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$bench")
+cd "$repo"
+export PATH="$HOME/.cargo/bin:$PATH"
+case " $* " in *" --help "*|*" -h "*) exec python3 "$bench/change_cost.py" "$@" ;; esac
+[ -x .tools/consul ] || bash scripts/install-consul.sh
+command -v ss >/dev/null || { echo "change_cost: ss (iproute2) is missing" >&2; exit 2; }
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+  echo "change_cost: cargo build --release -p watcher" >&2
+  cargo build -q --release -p watcher
+fi
+# change_cost.py stops everything it started; this trap is the backstop if it is killed outright.
+started=$(date +%s)
+cleanup() {
+  local dir
+  dir=$(ls -1dt "$bench"/out/change-cost-*/ 2>/dev/null | head -n1 || true)
+  [ -n "$dir" ] && [ -f "$dir/pgids" ] || return 0
+  [ "$(stat -c %Y "$dir")" -ge "$started" ] || return 0
+  while read -r pg; do
+    kill -KILL -- "-$pg" 2>/dev/null || true
+  done <"$dir/pgids"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+python3 "$bench/change_cost.py" "$@"
