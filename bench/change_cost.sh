@@ -12,6 +12,7 @@ bench=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$bench")
 cd "$repo"
 export PATH="$HOME/.cargo/bin:$PATH"
+. "$bench/tools.sh"
 case " $* " in *" --help "*|*" -h "*) exec python3 "$bench/change_cost.py" "$@" ;; esac
 [ -x .tools/consul ] || bash scripts/install-consul.sh
 command -v ss >/dev/null || { echo "change_cost: ss (iproute2) is missing" >&2; exit 2; }
@@ -20,16 +21,6 @@ if [ -z "${BENCH_NO_BUILD:-}" ]; then
   cargo build -q --release -p watcher
 fi
 # change_cost.py stops everything it started; this trap is the backstop if it is killed outright.
-started=$(date +%s)
-cleanup() {
-  local dir
-  dir=$(ls -1dt "$bench"/out/change-cost-*/ 2>/dev/null | head -n1 || true)
-  [ -n "$dir" ] && [ -f "$dir/pgids" ] || return 0
-  [ "$(stat -c %Y "$dir")" -ge "$started" ] || return 0
-  while read -r pg; do
-    kill -KILL -- "-$pg" 2>/dev/null || true
-  done <"$dir/pgids"
-}
-trap cleanup EXIT
+trap "kill_run_groups 'change-cost-*' $(date +%s)" EXIT
 trap 'exit 130' INT TERM
 python3 "$bench/change_cost.py" "$@"

@@ -26,16 +26,6 @@ fi
 
 # bench.py stops everything it started; this trap is the backstop if it is killed outright:
 # it ends the process groups recorded in the newest run directory's pgids file, nothing else.
-started=$(date +%s)
-cleanup() {
-  local dir
-  dir=$(ls -1dt "$bench"/out/*/ 2>/dev/null | head -n1 || true)
-  [ -n "$dir" ] && [ -f "$dir/pgids" ] || return 0
-  [ "$(stat -c %Y "$dir")" -ge "$started" ] || return 0
-  while read -r pg; do
-    kill -KILL -- "-$pg" 2>/dev/null || true
-  done <"$dir/pgids"
-}
-trap cleanup EXIT
+trap "kill_run_groups '*' $(date +%s)" EXIT
 trap 'exit 130' INT TERM
 python3 "$bench/bench.py" "$@"

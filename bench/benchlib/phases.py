@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import load
 from .procs import (HarnessError, RssSampler, bytes_sent_from, comm, consul_connections, cpu_seconds_between,
-                    machine_busy_seconds, tree_cpu_ticks, tree_memory, wait_quiet, wait_until, descendants,
+                    proc_field, machine_busy_seconds, tree_cpu_ticks, tree_memory, wait_quiet, wait_until, descendants,
                     tree_sched_ns, sched_seconds_between)
 from .services import Backends, http_json, http_status, start_gateway, start_multi_backend, start_reference
 
@@ -607,14 +607,7 @@ def _spread(names, count, offset=0):
 
 
 def _proc_io(pid, key="rchar"):
-    try:
-        with open(f"/proc/{pid}/io") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return proc_field(pid, "io", key)
 
 
 def _watcher_pid(gw):

@@ -235,16 +235,21 @@ def cpu_seconds_between(before, after):
     return ticks / CLK_TCK
 
 
-def status_kb(pid, key):
-    """A kB field of /proc/<pid>/status (VmRSS, VmHWM), or 0 if the process is gone."""
+def proc_field(pid, name, key):
+    """The number after `key:` in /proc/<pid>/<name> (status, io), or 0 if the process is gone."""
     try:
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{pid}/{name}") as f:
             for line in f:
                 if line.startswith(key + ":"):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def status_kb(pid, key):
+    """A kB field of /proc/<pid>/status (VmRSS, VmHWM), or 0 if the process is gone."""
+    return proc_field(pid, "status", key)
 
 
 def comm(pid):
