@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e::{bin, tcp_connections_to, Consul};
@@ -277,25 +277,9 @@ fn both_modes_follow_services_by_tag_alike() {
 #[test]
 fn without_a_static_service_the_tag_alone_is_enough_and_nothing_at_all_is_refused() {
     let consul = Consul::start();
-    let mut child = Command::new(bin("watcher"))
-        .args(["--route-tag", "gateway", "--mode", "multiplexed"])
-        .env("CONSUL_HTTP_ADDR", consul.addr())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, rx) = crate::watcher::run(&consul, &["--route-tag", "gateway", "--mode", "multiplexed"]);
     let first = rx.recv_timeout(Duration::from_secs(10)).expect("a first line within 10 s");
-    assert_eq!(first, r#"{"type":"services","services":[]}"#);
+    assert_eq!(first, serde_json::json!({"type": "services", "services": []}));
     let _ = child.kill();
     let _ = child.wait();
 

@@ -9,7 +9,7 @@ use e2e::{bin, Consul};
 use serde_json::Value;
 
 /// Runs the watcher with `args`, returning a receiver of its stdout lines as JSON.
-fn run(consul: &Consul, args: &[&str]) -> (std::process::Child, mpsc::Receiver<Value>) {
+pub(crate) fn run(consul: &Consul, args: &[&str]) -> (std::process::Child, mpsc::Receiver<Value>) {
     let mut child = Command::new(bin("watcher"))
         .args(args)
         .env("CONSUL_HTTP_ADDR", consul.addr().trim_start_matches("http://"))
