@@ -29,7 +29,7 @@ use super::direct::DirectRead;
 use super::freshness::Freshness;
 use super::routes::{Route, RouteTable};
 use super::set::{change_line, Origin, Read, ServiceSet};
-use super::tag::{self, Tag, TagRules};
+use super::tag::{Tag, TagRules};
 
 /// One followed service: its name and its current set (none before the first read).
 #[derive(Debug)]
@@ -299,25 +299,18 @@ impl Services {
     /// service (in the catalog, or on a routable instance).
     fn routes_of(&self, slot: &Arc<Slot>, w: &mut Writer) -> Vec<Route> {
         let set = slot.set();
-        let tags = set.as_ref().map_or(&[][..], |s| s.declaring.as_slice());
         let mut out = Vec::new();
-        let mut named = slot.is_static
-            || set.as_ref().is_some_and(|s| s.tags.iter().any(|t| self.rules.classify(t) == Tag::NameRoute));
-        for t in tags {
-            match self.rules.classify(t) {
-                Tag::NameRoute => named = true,
-                Tag::Declared(body) => match tag::parse(body) {
-                    Ok(spec) => out.push(Route::declared(t.clone(), spec, slot.clone())),
-                    Err(e) => {
-                        if w.warned.insert((slot.service.clone(), t.clone())) {
-                            warn!(service = %slot.service, tag = %common::untrusted(t), error = %e, "skipping a route tag that cannot be parsed");
-                        }
+        for (t, spec) in set.iter().flat_map(|s| &s.declared) {
+            match spec {
+                Ok(spec) => out.push(Route::declared(t.clone(), spec.clone(), slot.clone())),
+                Err(e) => {
+                    if w.warned.insert((slot.service.clone(), t.clone())) {
+                        warn!(service = %slot.service, tag = %common::untrusted(t), error = %e, "skipping a route tag that cannot be parsed");
                     }
-                },
-                Tag::Other => {}
+                }
             }
         }
-        if named {
+        if slot.is_static || set.as_ref().is_some_and(|s| s.named_by_tag) {
             out.push(Route::name(slot.clone()));
         }
         out

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use consul::Instance;
 use tracing::warn;
 
-use super::tag::{self, Sticky, Tag, TagRules};
+use super::tag::{self, RouteSpec, Sticky, Tag, TagRules};
 use crate::proxy::balancer::{Candidates, Endpoint};
 
 /// Where a service's current set came from.
@@ -23,7 +23,7 @@ pub enum Origin {
 }
 
 /// Where one route sends: its candidates, and the canary side if it splits traffic.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Choice {
     /// The instances that get the traffic (all but the canaries when the route splits).
     pub main: Candidates,
@@ -32,7 +32,7 @@ pub struct Choice {
 }
 
 /// The canary side of a route: the instances with the split's tag and their share of clients.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SplitChoice {
     /// The instances carrying the split tag.
     pub canary: Candidates,
@@ -63,7 +63,7 @@ pub struct Read {
 }
 
 /// One service's current endpoints.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ServiceSet {
     /// The endpoints, in canonical order.
     pub endpoints: Vec<Arc<Endpoint>>,
@@ -71,6 +71,11 @@ pub struct ServiceSet {
     pub tags: Vec<String>,
     /// The tags its routes come from (see [`declaring`]).
     pub declaring: Vec<String>,
+    /// Whether the opt-in tag names it (in the catalog, or on a routable instance).
+    pub named_by_tag: bool,
+    /// Each declaring tag that declares a route (`urlprefix-...`), parsed once: the route, or
+    /// why it cannot be one.
+    pub declared: Vec<(String, Result<RouteSpec, String>)>,
     /// Consul's index the set was read at.
     pub index: u64,
     /// When the set last changed.
@@ -108,22 +113,22 @@ impl ServiceSet {
             })
             .collect();
         let declaring = declaring(&endpoints, &tags);
-        let choices = choices(&endpoints, &declaring, rules);
-        Self { endpoints, tags, declaring, index, changed_at: SystemTime::now(), origin, choices }
+        let named_by_tag = tags.iter().chain(&declaring).any(|t| rules.classify(t) == Tag::NameRoute);
+        let declared: Vec<(String, Result<RouteSpec, String>)> = declaring
+            .iter()
+            .filter_map(|t| match rules.classify(t) {
+                Tag::Declared(body) => Some((t.clone(), tag::parse(body).map_err(|e| e.to_string()))),
+                _ => None,
+            })
+            .collect();
+        let choices = choices(&endpoints, &declared);
+        let changed_at = SystemTime::now();
+        Self { endpoints, tags, declaring, named_by_tag, declared, index, changed_at, origin, choices }
     }
 
     /// The same set read at a later index.
     pub fn refreshed(&self, index: u64) -> Self {
-        let choices = self.choices.iter().map(|(k, c)| (k.clone(), c.clone_shallow())).collect();
-        Self {
-            endpoints: self.endpoints.clone(),
-            tags: self.tags.clone(),
-            declaring: self.declaring.clone(),
-            index,
-            changed_at: self.changed_at,
-            origin: Origin::Watcher,
-            choices,
-        }
+        Self { index, origin: Origin::Watcher, ..self.clone() }
     }
 
     /// Where the route declared by `tag` (`None`: the name route) sends.
@@ -139,19 +144,6 @@ impl ServiceSet {
     /// Whether `other` holds exactly these instances.
     pub fn same_instances(&self, other: &[Instance]) -> bool {
         self.endpoints.len() == other.len() && self.endpoints.iter().zip(other).all(|(e, i)| &e.instance == i)
-    }
-}
-
-impl Choice {
-    fn clone_shallow(&self) -> Self {
-        Self {
-            main: self.main.clone(),
-            split: self.split.as_ref().map(|s| SplitChoice {
-                canary: s.canary.clone(),
-                percent: s.percent,
-                sticky: s.sticky,
-            }),
-        }
     }
 }
 
@@ -209,14 +201,16 @@ fn declaring(endpoints: &[Arc<Endpoint>], catalog: &[String]) -> Vec<String> {
 
 /// The name route sends to every endpoint; a declared route to those whose own tags carry the
 /// declaring tag (as in Fabio), its canaries split off by the split tag.
-fn choices(endpoints: &[Arc<Endpoint>], tags: &[String], rules: &TagRules) -> Vec<(Option<String>, Choice)> {
+fn choices(
+    endpoints: &[Arc<Endpoint>],
+    declared: &[(String, Result<RouteSpec, String>)],
+) -> Vec<(Option<String>, Choice)> {
     let mut out = vec![(None, Choice { main: Candidates::new(endpoints.to_vec()), split: None })];
-    for t in tags {
-        let Tag::Declared(body) = rules.classify(t) else { continue };
-        let Ok(spec) = tag::parse(body) else { continue };
+    for (t, spec) in declared {
+        let Ok(spec) = spec else { continue };
         let carrying: Vec<Arc<Endpoint>> =
             endpoints.iter().filter(|e| e.instance.tags.iter().any(|it| it == t)).cloned().collect();
-        let choice = match spec.split {
+        let choice = match &spec.split {
             None => Choice { main: Candidates::new(carrying), split: None },
             Some(split) => {
                 let (canary, main): (Vec<_>, Vec<_>) =
