@@ -367,12 +367,7 @@ def scale_one(env, ports, checks):
     log(f"scale ({kind}): ready after {_s(ready_s)}; {loaded}/{n} services loaded ({full} with all {k}), "
         f"connections to Consul now {conns_now}, max {conns_max}")
 
-    changes = []
-    # Services the gateway has loaded with all their instances, spread over the list; one instance of
-    # each (a different one every time). If it has loaded none, there is nothing to measure.
-    for i in range(min(o.scale_reps, len(full_names))):
-        target = full_names[(len(full_names) // 2 + i * len(full_names) // o.scale_reps) % len(full_names)]
-        changes.append(_scale_change(env, gw, target, ports, k, i % k, nodes))
+    changes = _spread_changes(env, gw, full_names, ports, k, nodes, o.scale_reps)
     rss = tree_memory(gw.pid, "VmRSS")
     hwm = tree_memory(gw.pid, "VmHWM")
     env.procs.stop(gw)
@@ -492,10 +487,7 @@ def scale_tagged(env, ports, n):
     route_cost = (_flip_cost(env, gw, _route_plan(names, nodes, ports, o.scale_cost_changes), idle_s)
                   if live_s is not None else None)
     _, full, _, full_names = _loaded(gw, k)
-    changes = []
-    for i in range(min(o.scale_reps, len(full_names))):
-        target = full_names[(len(full_names) // 2 + i * len(full_names) // o.scale_reps) % len(full_names)]
-        changes.append(_scale_change(env, gw, target, ports, k, i % k, nodes))
+    changes = _spread_changes(env, gw, full_names, ports, k, nodes, o.scale_reps)
     rss = tree_memory(gw.pid, "VmRSS")
     hwm = tree_memory(gw.pid, "VmHWM")
     env.procs.stop(gw)
@@ -598,6 +590,16 @@ def _route_plan(names, nodes, ports, count):
                   f"route added: /alt-{s} "),
                  (nodes[0], f"{s}-0", s, ports[0], "passing", ["gateway"], f"route removed: /alt-{s} ")]
     return plan
+
+
+def _spread_changes(env, gw, full_names, ports, k, nodes, reps):
+    """One change each on services the gateway has loaded with all their instances, spread over the
+    list, one instance of each (a different one every time); none if it has loaded none."""
+    changes = []
+    for i in range(min(reps, len(full_names))):
+        target = full_names[(len(full_names) // 2 + i * len(full_names) // reps) % len(full_names)]
+        changes.append(_scale_change(env, gw, target, ports, k, i % k, nodes))
+    return changes
 
 
 def _spread(names, count, offset=0):
