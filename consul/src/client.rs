@@ -30,6 +30,9 @@ const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(15);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections kept to Consul.
 pub const MAX_IDLE_CONNECTIONS: usize = 6;
+/// Said with a failed request over `https://` without a client certificate.
+const NO_CLIENT_CERT_HINT: &str =
+    " (no client certificate was offered: if Consul's HTTPS requires one, verify_incoming, set CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY)";
 /// How much of an error body goes into an error message.
 const MAX_ERROR_BODY: usize = 512;
 
@@ -71,6 +74,8 @@ pub struct Client {
     tls: Option<Arc<rustls::ClientConfig>>,
     /// HTTP/2 from the first byte ([`Client::http2_only`]).
     h2_only: bool,
+    /// Whether a client certificate is offered (https only).
+    client_cert: bool,
     /// The consistency mode of every catalog and health read ([`Client::with_consistency`]).
     consistency: Consistency,
 }
@@ -102,6 +107,7 @@ impl Client {
                 token,
                 tls: None,
                 h2_only: false,
+                client_cert: false,
                 consistency: Consistency::Default,
             },
         }
@@ -117,13 +123,14 @@ impl Client {
     ///
     /// # Errors
     /// The TLS files cannot be read or used.
-    pub fn with_tls(base: ConsulAddr, token: Token, tls: &TlsConfig) -> Result<Self, Error> {
-        if base.is_https() && tls.skip_verify {
+    pub fn with_tls(base: ConsulAddr, token: Token, cfg: &TlsConfig) -> Result<Self, Error> {
+        if base.is_https() && cfg.skip_verify {
             tracing::warn!(consul = %base, "CONSUL_HTTP_SSL_VERIFY=false: Consul's certificate is NOT verified; anyone on the path can pose as Consul");
         }
-        let tls = if base.is_https() { Some(Arc::new(tls.client_config()?)) } else { None };
+        let tls = if base.is_https() { Some(Arc::new(cfg.client_config()?)) } else { None };
         let http = build_http(tls.as_deref(), false)?;
-        Ok(Self { http, base, token, tls, h2_only: false, consistency: Consistency::Default })
+        let client_cert = tls.is_some() && cfg.client_cert.is_some();
+        Ok(Self { http, base, token, tls, h2_only: false, client_cert, consistency: Consistency::Default })
     }
 
     /// A client for [`crate::addr::ENV_ADDR`]'s address `base`, the token from
@@ -303,10 +310,11 @@ impl Client {
     }
 
     pub(crate) async fn send(&self, endpoint: &str, req: RequestBuilder) -> Result<Response, Error> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|source| Error::Transport { endpoint: endpoint.to_string(), source: source.without_url() })?;
+        let resp = req.send().await.map_err(|source| Error::Transport {
+            endpoint: endpoint.to_string(),
+            source: source.without_url(),
+            hint: if self.is_https() && !self.client_cert { NO_CLIENT_CERT_HINT } else { "" },
+        })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -353,10 +361,11 @@ pub(crate) fn consul_index(resp: &Response) -> u64 {
 }
 
 pub(crate) async fn decode<T: DeserializeOwned>(endpoint: &str, resp: Response) -> Result<T, Error> {
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|source| Error::Transport { endpoint: endpoint.to_string(), source: source.without_url() })?;
+    let bytes = resp.bytes().await.map_err(|source| Error::Transport {
+        endpoint: endpoint.to_string(),
+        source: source.without_url(),
+        hint: "",
+    })?;
     serde_json::from_slice(&bytes).map_err(|e| Error::Decode { endpoint: endpoint.to_string(), why: e.to_string() })
 }
 

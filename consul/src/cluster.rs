@@ -96,10 +96,11 @@ impl Client {
         let endpoint = format!("/v1/catalog/node/{}", crate::client::path_segment(node));
         let resp = self.indexed_send(&endpoint, index, wait).await?;
         let index = crate::client::consul_index(&resp);
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| Error::Transport { endpoint: endpoint.clone(), source: source.without_url() })?;
+        let bytes = resp.bytes().await.map_err(|source| Error::Transport {
+            endpoint: endpoint.clone(),
+            source: source.without_url(),
+            hint: "",
+        })?;
         let value = node_prints(&bytes).map_err(|e| Error::Decode { endpoint, why: e.to_string() })?;
         Ok(Indexed { index, value })
     }

@@ -42,13 +42,17 @@ pub enum Error {
         why: String,
     },
     /// Consul could not be reached, or the request timed out.
-    #[error("Consul request to {endpoint} failed: {}", chain(source))]
+    #[error("Consul request to {endpoint} failed: {}{hint}", chain(source))]
     Transport {
         /// The API path, without query.
         endpoint: String,
         /// The underlying client error.
         #[source]
         source: reqwest::Error,
+        /// What to check, if the settings suggest something (else empty): an `https://` client
+        /// without a client certificate is told about `verify_incoming`, since a server that
+        /// requires one shows only as a closed connection or an alert.
+        hint: &'static str,
     },
     /// Consul answered with a non-success status. A 403 (ACL: token unknown, or without the
     /// permission) says which permissions the endpoint needs ([`acl_hint`]).

@@ -18,8 +18,9 @@ pub struct Freshness {
     listed: AtomicBool,
     /// Services the watcher cannot read, with why.
     unreadable: Mutex<HashMap<String, String>>,
-    /// Why the watcher cannot read Consul's catalog, if it cannot.
-    consul: Mutex<Option<String>>,
+    /// Why the watcher cannot read Consul's catalog, if it cannot, and whether for want of ACL
+    /// permissions.
+    consul: Mutex<Option<(String, bool)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -46,28 +47,30 @@ impl Freshness {
     }
 
     /// Records whether the watcher can read Consul's catalog (`Some(why)` when not, `denied`
-    /// when for want of ACL permissions); logs once per change of state, never per retry. The
-    /// error comes from the `consul` crate, which never puts the token in a message.
+    /// when for want of ACL permissions); logs once per change of state (readable, unreadable,
+    /// denied), never per retry, while `/readyz` shows the latest error. The error comes from the
+    /// `consul` crate, which never puts the token in a message.
     pub fn set_consul(&self, error: Option<String>, denied: bool) {
         let mut consul = lock(&self.consul);
-        if *consul == error {
-            return;
-        }
-        match &error {
-            Some(e) if denied => {
-                warn!(error = %e, "Consul refuses the gateway's reads (ACL); serving the last known instances, not ready")
+        let was = consul.as_ref().map(|(_, d)| *d);
+        let now = error.as_ref().map(|_| denied);
+        if was != now {
+            match &error {
+                Some(e) if denied => {
+                    warn!(error = %e, "Consul refuses the gateway's reads (ACL); serving the last known instances, not ready")
+                }
+                Some(e) => {
+                    warn!(error = %e, "the watcher cannot read Consul's catalog; serving the last known instances, not ready")
+                }
+                None => info!("the watcher reads Consul's catalog again"),
             }
-            Some(e) => {
-                warn!(error = %e, "the watcher cannot read Consul's catalog; serving the last known instances, not ready")
-            }
-            None => info!("the watcher reads Consul's catalog again"),
         }
-        *consul = error;
+        *consul = error.map(|e| (e, denied));
     }
 
     /// Why the watcher cannot read Consul's catalog, if it cannot.
     pub fn consul_reason(&self) -> Option<String> {
-        lock(&self.consul).clone()
+        lock(&self.consul).as_ref().map(|(e, _)| e.clone())
     }
 
     /// Records whether the watcher is connected; a new connection has listed nothing yet, and

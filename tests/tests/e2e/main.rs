@@ -4,11 +4,13 @@
 // Test helpers outside #[test] functions may unwrap: a failure there is a test failure.
 #![allow(clippy::unwrap_used)]
 
+mod acl;
 mod failures;
 mod follow;
 mod health_status;
 mod lifecycle;
 mod modes;
+mod mtls;
 mod routes;
 mod routing;
 mod tls;
