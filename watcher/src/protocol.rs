@@ -22,7 +22,8 @@
 //!   services by tag, and the check that the token can read nodes). `denied` says Consul refused
 //!   for want of ACL permissions (a 403, or an answer the ACLs emptied; see
 //!   [`consul::Error::is_denied`]); `error` says why, with what the token needs, and never holds
-//!   the token. Sent on connect (once known) and when it flips or its error changes. While
+//!   the token. Sent from the first failure on: on connect and when it flips or its error changes
+//!   (nothing while the catalog has always been readable). While
 //!   unhealthy, what the reader knows may be stale or missing and it is not ready.
 //! - `{"type":"gone","service":"billing","reason":"deregistered"}`: a discovered service left the
 //!   followed set, because it is no longer in `/v1/catalog/services` (`deregistered`) or because

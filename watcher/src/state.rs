@@ -164,7 +164,8 @@ impl State {
     }
 
     /// Records whether Consul's catalog can be read (`None`: it can; `Some(error)`: why not);
-    /// only a flip or another error makes a message.
+    /// only a flip or another error makes a message, and nothing is said before the first
+    /// failure.
     pub fn set_consul(&self, error: Option<&consul::Error>) {
         let status = ConsulStatus {
             healthy: error.is_none(),
@@ -173,7 +174,12 @@ impl State {
         };
         let v = {
             let mut inner = self.lock();
-            if inner.consul.as_ref().is_some_and(|(_, s)| *s == status) {
+            // Nothing to say until something goes wrong: a reader assumes Consul readable.
+            let unchanged = match &inner.consul {
+                Some((_, s)) => *s == status,
+                None => status.healthy,
+            };
+            if unchanged {
                 return;
             }
             let v = inner.bump();
@@ -401,6 +407,8 @@ mod tests {
     #[test]
     fn consul_status_first_and_only_on_changes() {
         let st = State::with_static(&strings(&["a"]), true);
+        st.set_consul(None);
+        assert_eq!(kinds(&st.since(0).0), ["services:a"], "readable from the start: nothing to say");
         let denied = consul::Error::Status {
             endpoint: "/v1/catalog/services".into(),
             status: 403,
