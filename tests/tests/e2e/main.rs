@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod acl;
+mod consistency;
 mod failures;
 mod follow;
 mod health_status;
