@@ -1,9 +1,12 @@
 //! Consul addresses and ACL tokens as every Consul tool accepts them.
 //!
 //! `CONSUL_HTTP_ADDR` may be `host:port`, `http://host:port` or `https://host:port` (TLS set up
-//! by [`crate::tls`]); the token comes from
-//! `CONSUL_HTTP_TOKEN`. The token type never shows its value in `Debug` or `Display`, so it cannot
-//! leak into a log line by accident.
+//! by [`crate::tls`]); the token comes from `CONSUL_HTTP_TOKEN_FILE` or `CONSUL_HTTP_TOKEN`, with
+//! the precedence of Consul's own Go API client (`api/api.go`, `NewClient`): a token file that is
+//! set is read, and its trimmed content, if not empty, wins over `CONSUL_HTTP_TOKEN`; a token
+//! file that cannot be read is an error. The token type never shows its value in `Debug` or
+//! `Display`, so it cannot leak into a log line by accident; errors name the file, never its
+//! content.
 
 use std::fmt;
 
@@ -13,6 +16,8 @@ use crate::Error;
 pub const ENV_ADDR: &str = "CONSUL_HTTP_ADDR";
 /// The environment variable every Consul tool reads the ACL token from.
 pub const ENV_TOKEN: &str = "CONSUL_HTTP_TOKEN";
+/// The environment variable naming a file that holds the ACL token (wins over [`ENV_TOKEN`]).
+pub const ENV_TOKEN_FILE: &str = "CONSUL_HTTP_TOKEN_FILE";
 /// Consul's default HTTP address.
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:8500";
 
@@ -87,9 +92,27 @@ impl Token {
         Self(value.filter(|v| !v.trim().is_empty()))
     }
 
-    /// The token from `CONSUL_HTTP_TOKEN`, if set and not empty.
-    pub fn from_env() -> Self {
-        Self::new(std::env::var(ENV_TOKEN).ok())
+    /// The token from `CONSUL_HTTP_TOKEN_FILE` or `CONSUL_HTTP_TOKEN` (see the module docs for
+    /// which wins); none if neither gives one.
+    ///
+    /// # Errors
+    /// [`Error::TokenFile`] when `CONSUL_HTTP_TOKEN_FILE` names a file that cannot be read.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// Like [`Token::from_env`], reading variables through `var`.
+    ///
+    /// # Errors
+    /// As [`Token::from_env`].
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let from_var = Self::new(var(ENV_TOKEN));
+        let Some(path) = var(ENV_TOKEN_FILE).filter(|p| !p.trim().is_empty()) else { return Ok(from_var) };
+        let content = std::fs::read_to_string(path.trim())
+            .map_err(|e| Error::TokenFile { path: path.trim().into(), why: e.to_string() })?;
+        // As Consul's client: an empty file leaves CONSUL_HTTP_TOKEN in force.
+        let from_file = Self::new(Some(content.trim().to_string()));
+        Ok(if from_file.is_set() { from_file } else { from_var })
     }
 
     /// The secret, for the one place that puts it in a header.
@@ -147,6 +170,40 @@ mod tests {
             let err = ConsulAddr::parse(bad).unwrap_err();
             assert!(matches!(err, Error::InvalidAddress { .. }), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn the_token_file_wins_as_in_consuls_client() {
+        let dir = tempdir("token");
+        let file = dir.join("token");
+        std::fs::write(&file, "  from-file\n").unwrap();
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let f = file.to_str().unwrap().to_string();
+        let e = empty.to_str().unwrap().to_string();
+        let vars = |pairs: Vec<(&'static str, String)>| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        };
+        let t = Token::from_vars(vars(vec![(ENV_TOKEN, "from-var".into()), (ENV_TOKEN_FILE, f.clone())])).unwrap();
+        assert_eq!(t.secret(), Some("from-file"));
+        assert_eq!(Token::from_vars(vars(vec![(ENV_TOKEN_FILE, f)])).unwrap().secret(), Some("from-file"));
+        // An empty file leaves the variable in force; no file, the variable; neither, none.
+        let t = Token::from_vars(vars(vec![(ENV_TOKEN, "from-var".into()), (ENV_TOKEN_FILE, e)])).unwrap();
+        assert_eq!(t.secret(), Some("from-var"));
+        assert_eq!(Token::from_vars(vars(vec![(ENV_TOKEN, "from-var".into())])).unwrap().secret(), Some("from-var"));
+        assert!(!Token::from_vars(vars(vec![(ENV_TOKEN_FILE, " ".into())])).unwrap().is_set());
+        // A file that cannot be read: an error naming it, not its content.
+        let missing = dir.join("missing").to_str().unwrap().to_string();
+        let err = Token::from_vars(vars(vec![(ENV_TOKEN, "s3cret".into()), (ENV_TOKEN_FILE, missing)])).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::TokenFile { .. }) && msg.contains("missing") && !msg.contains("s3cret"), "{msg}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempdir(what: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("consul-{what}-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

@@ -19,7 +19,7 @@ use reqwest::{Method, RequestBuilder, Response, Url};
 use serde::de::DeserializeOwned;
 
 use crate::model::{canonical, AgentRegistration, AgentService, CatalogEntry, HealthEntry, Instance};
-use crate::{index, ConsulAddr, Error, HealthStatuses, TlsConfig, Token};
+use crate::{index, Consistency, ConsulAddr, Error, HealthStatuses, TlsConfig, Token};
 
 /// How often an idle HTTP/2 connection is pinged, so a Consul that vanished without closing it
 /// (a host gone, a cable pulled) is noticed within a minute instead of at the long polls' timeout.
@@ -30,6 +30,9 @@ const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(15);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections kept to Consul.
 pub const MAX_IDLE_CONNECTIONS: usize = 6;
+/// Said with a failed request over `https://` without a client certificate.
+const NO_CLIENT_CERT_HINT: &str =
+    " (no client certificate was offered: if Consul's HTTPS requires one, verify_incoming, set CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY)";
 /// How much of an error body goes into an error message.
 const MAX_ERROR_BODY: usize = 512;
 
@@ -71,6 +74,10 @@ pub struct Client {
     tls: Option<Arc<rustls::ClientConfig>>,
     /// HTTP/2 from the first byte ([`Client::http2_only`]).
     h2_only: bool,
+    /// Whether a client certificate is offered (https only).
+    client_cert: bool,
+    /// The consistency mode of every catalog and health read ([`Client::with_consistency`]).
+    consistency: Consistency,
 }
 
 /// Checks that a name can be used as one URL path segment without surprises.
@@ -94,7 +101,15 @@ impl Client {
         match Self::with_tls(base.clone(), token.clone(), &TlsConfig::default()) {
             Ok(c) => c,
             // Unreachable in practice (nothing is read from disk); keep a working client anyway.
-            Err(_) => Self { http: reqwest::Client::new(), base, token, tls: None, h2_only: false },
+            Err(_) => Self {
+                http: reqwest::Client::new(),
+                base,
+                token,
+                tls: None,
+                h2_only: false,
+                client_cert: false,
+                consistency: Consistency::Default,
+            },
         }
     }
 
@@ -103,26 +118,50 @@ impl Client {
     ///
     /// # Errors
     /// The TLS files cannot be read or used.
-    pub fn with_tls(base: ConsulAddr, token: Token, tls: &TlsConfig) -> Result<Self, Error> {
-        let tls = if base.is_https() { Some(Arc::new(tls.client_config()?)) } else { None };
+    /// With `CONSUL_HTTP_SSL_VERIFY=false` on an `https://` address, logs one warning that the
+    /// server is not verified.
+    ///
+    /// # Errors
+    /// The TLS files cannot be read or used.
+    pub fn with_tls(base: ConsulAddr, token: Token, cfg: &TlsConfig) -> Result<Self, Error> {
+        if base.is_https() && cfg.skip_verify {
+            tracing::warn!(consul = %base, "CONSUL_HTTP_SSL_VERIFY=false: Consul's certificate is NOT verified; anyone on the path can pose as Consul");
+        }
+        let tls = if base.is_https() { Some(Arc::new(cfg.client_config()?)) } else { None };
         let http = build_http(tls.as_deref(), false)?;
-        Ok(Self { http, base, token, tls, h2_only: false })
+        let client_cert = tls.is_some() && cfg.client_cert.is_some();
+        Ok(Self { http, base, token, tls, h2_only: false, client_cert, consistency: Consistency::Default })
     }
 
     /// A client for [`crate::addr::ENV_ADDR`]'s address `base`, the token from
-    /// `CONSUL_HTTP_TOKEN` and TLS from the `CONSUL_CACERT` family ([`TlsConfig::from_env`]).
+    /// `CONSUL_HTTP_TOKEN_FILE` or `CONSUL_HTTP_TOKEN` ([`Token::from_env`]) and TLS from the
+    /// `CONSUL_CACERT` family ([`TlsConfig::from_env`]): every variable Consul's own tools read.
     ///
     /// # Errors
-    /// As [`TlsConfig::from_env`] and [`Client::with_tls`].
+    /// As [`Token::from_env`], [`TlsConfig::from_env`] and [`Client::with_tls`].
     pub fn from_env(base: ConsulAddr) -> Result<Self, Error> {
-        Self::with_tls(base, Token::from_env(), &TlsConfig::from_env()?)
+        Self::with_tls(base, Token::from_env()?, &TlsConfig::from_env()?)
+    }
+
+    /// This client, its catalog and health reads asking for `consistency` (`?stale` or
+    /// `?consistent`; see [`Consistency`]). Agent endpoints and `/v1/status` are local to the
+    /// agent and take no mode.
+    #[must_use]
+    pub fn with_consistency(mut self, consistency: Consistency) -> Self {
+        self.consistency = consistency;
+        self
+    }
+
+    /// The consistency mode of this client's reads.
+    pub fn consistency(&self) -> Consistency {
+        self.consistency
     }
 
     /// A client to the same agent, with the same settings, and connections of its own: over
     /// HTTP/2 its requests are streams on another connection than this client's.
     pub fn separate(&self) -> Self {
         let http = build_http(self.tls.as_deref(), self.h2_only).unwrap_or_else(|_| self.http.clone());
-        Self { http, base: self.base.clone(), token: self.token.clone(), tls: self.tls.clone(), h2_only: self.h2_only }
+        Self { http, tls: self.tls.clone(), ..self.clone() }
     }
 
     /// Like [`Client::separate`], speaking HTTP/2 from the first byte, for an `https://` agent
@@ -136,12 +175,17 @@ impl Client {
     pub fn http2_only(&self) -> Option<Self> {
         let tls = self.tls.clone()?;
         let http = build_http(Some(&tls), true).ok()?;
-        Some(Self { http, base: self.base.clone(), token: self.token.clone(), tls: Some(tls), h2_only: true })
+        Some(Self { http, tls: Some(tls), h2_only: true, ..self.clone() })
     }
 
     /// Whether this client speaks TLS (and so HTTP/2 where Consul takes it).
     pub fn is_https(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// Whether requests carry an ACL token (never the token itself).
+    pub fn has_token(&self) -> bool {
+        self.token.is_set()
     }
 
     /// The agent address this client talks to.
@@ -166,7 +210,7 @@ impl Client {
             View::Catalog => ("catalog/service", false),
         };
         let endpoint = format!("/v1/{prefix}/{service}");
-        let mut url = self.url(&endpoint);
+        let mut url = self.read_url(&endpoint);
         {
             let mut q = url.query_pairs_mut();
             if passing {
@@ -247,6 +291,16 @@ impl Client {
             .unwrap_or_else(|_| Url::parse("http://invalid./").expect("static URL"))
     }
 
+    /// The URL of a catalog or health read: [`Client::url`] with the consistency mode.
+    pub(crate) fn read_url(&self, endpoint: &str) -> Url {
+        let mut url = self.url(endpoint);
+        if let Some(mode) = self.consistency.query_param() {
+            // `?stale=`: Consul looks only at the key, as for Go's client's `params.Set("stale", "")`.
+            url.query_pairs_mut().append_pair(mode, "");
+        }
+        url
+    }
+
     pub(crate) fn request(&self, method: Method, url: Url) -> RequestBuilder {
         let req = self.http.request(method, url);
         match self.token.secret() {
@@ -256,10 +310,11 @@ impl Client {
     }
 
     pub(crate) async fn send(&self, endpoint: &str, req: RequestBuilder) -> Result<Response, Error> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|source| Error::Transport { endpoint: endpoint.to_string(), source: source.without_url() })?;
+        let resp = req.send().await.map_err(|source| Error::Transport {
+            endpoint: endpoint.to_string(),
+            source: source.without_url(),
+            hint: if self.is_https() && !self.client_cert { NO_CLIENT_CERT_HINT } else { "" },
+        })?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -306,10 +361,11 @@ pub(crate) fn consul_index(resp: &Response) -> u64 {
 }
 
 pub(crate) async fn decode<T: DeserializeOwned>(endpoint: &str, resp: Response) -> Result<T, Error> {
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|source| Error::Transport { endpoint: endpoint.to_string(), source: source.without_url() })?;
+    let bytes = resp.bytes().await.map_err(|source| Error::Transport {
+        endpoint: endpoint.to_string(),
+        source: source.without_url(),
+        hint: "",
+    })?;
     serde_json::from_slice(&bytes).map_err(|e| Error::Decode { endpoint: endpoint.to_string(), why: e.to_string() })
 }
 
@@ -336,6 +392,85 @@ mod tests {
         assert!(validate_name("a.b_c").is_ok());
         for bad in ["", "..", "a/b", "a b", "a?b", "ü"] {
             assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// An HTTP/1.1 server on loopback that answers every read with a minimal valid body and
+    /// records each request line.
+    async fn recorder() -> (ConsulAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = ConsulAddr::parse(&listener.local_addr().unwrap().to_string()).unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let mut conn = BufReader::new(stream);
+                    loop {
+                        let mut line = String::new();
+                        if conn.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        // The rest of the head (no request here has a body).
+                        let mut h = String::new();
+                        while conn.read_line(&mut h).await.unwrap_or(0) > 2 {
+                            h.clear();
+                        }
+                        let body = if line.contains("/v1/catalog/services") {
+                            r#"{"consul":[]}"#
+                        } else if line.contains("/v1/catalog/node/") {
+                            "null"
+                        } else {
+                            "[]"
+                        };
+                        record.lock().unwrap().push(line.trim().to_string());
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nX-Consul-Index: 7\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if conn.get_mut().write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    /// Every catalog and health read, blocking or not, asks for the configured mode; the
+    /// default adds nothing.
+    #[tokio::test]
+    async fn every_read_carries_the_consistency_mode() {
+        let (addr, seen) = recorder().await;
+        for mode in [Consistency::Default, Consistency::Stale, Consistency::Consistent] {
+            seen.lock().unwrap().clear();
+            let c = Client::new(addr.clone(), Token::default()).with_consistency(mode);
+            assert_eq!(c.separate().consistency(), mode, "kept by separate()");
+            let wait = Duration::from_secs(1);
+            c.instances(View::default(), "web", 0, wait).await.unwrap();
+            c.instances(View::default(), "web", 5, wait).await.unwrap();
+            c.instances(View::Catalog, "web", 5, wait).await.unwrap();
+            c.catalog_services(0, wait).await.unwrap();
+            c.catalog_services(5, wait).await.unwrap();
+            c.health_state_any(5, wait).await.unwrap();
+            c.catalog_nodes().await.unwrap();
+            c.catalog_node_prints("n1", 5, wait).await.unwrap();
+            let lines = seen.lock().unwrap().clone();
+            assert_eq!(lines.len(), 8, "{lines:?}");
+            for line in &lines {
+                let query = line.split(' ').nth(1).unwrap().split_once('?').map_or("", |(_, q)| q);
+                let params: Vec<&str> = query.split('&').map(|p| p.split('=').next().unwrap()).collect();
+                let has = |p: &str| params.contains(&p);
+                match mode {
+                    Consistency::Default => assert!(!has("stale") && !has("consistent"), "{line}"),
+                    Consistency::Stale => assert!(has("stale") && !has("consistent"), "{line}"),
+                    Consistency::Consistent => assert!(has("consistent") && !has("stale"), "{line}"),
+                }
+            }
+            assert!(lines[1].contains("index=5"), "blocking queries too: {}", lines[1]);
         }
     }
 

@@ -33,6 +33,10 @@ impl Client {
     }
 
     /// Every service name with its tags. With `index > 0`, a blocking query.
+    ///
+    /// # Errors
+    /// As every read; and [`Error::Filtered`] for an answer without any service: every cluster
+    /// has the `consul` service, so an empty answer says the ACL token may read none.
     pub async fn catalog_services(
         &self,
         index: u64,
@@ -40,7 +44,7 @@ impl Client {
     ) -> Result<Indexed<BTreeMap<String, Vec<String>>>, Error> {
         let mut r: Indexed<BTreeMap<String, Option<Vec<String>>>> =
             self.indexed_get("/v1/catalog/services", index, wait).await?;
-        let value = std::mem::take(&mut r.value)
+        let value: BTreeMap<String, Vec<String>> = std::mem::take(&mut r.value)
             .into_iter()
             .map(|(name, tags)| {
                 let mut tags = tags.unwrap_or_default();
@@ -48,7 +52,23 @@ impl Client {
                 (name, tags)
             })
             .collect();
+        if value.is_empty() {
+            return Err(Error::Filtered { endpoint: "/v1/catalog/services".into(), what: "service" });
+        }
         Ok(Indexed { index: r.index, value })
+    }
+
+    /// Checks that the ACL token can read nodes, which the health reads need: without
+    /// `node:read`, `/v1/health/service/<s>` answers an empty list for every service.
+    ///
+    /// # Errors
+    /// As every read; and [`Error::Filtered`] when `/v1/catalog/nodes` is empty (a running
+    /// cluster always has a node: the one that answers).
+    pub async fn check_node_read(&self) -> Result<(), Error> {
+        if self.catalog_nodes().await?.is_empty() {
+            return Err(Error::Filtered { endpoint: "/v1/catalog/nodes".into(), what: "node" });
+        }
+        Ok(())
     }
 
     /// The names of every node in the catalog.
@@ -76,10 +96,11 @@ impl Client {
         let endpoint = format!("/v1/catalog/node/{}", crate::client::path_segment(node));
         let resp = self.indexed_send(&endpoint, index, wait).await?;
         let index = crate::client::consul_index(&resp);
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|source| Error::Transport { endpoint: endpoint.clone(), source: source.without_url() })?;
+        let bytes = resp.bytes().await.map_err(|source| Error::Transport {
+            endpoint: endpoint.clone(),
+            source: source.without_url(),
+            hint: "",
+        })?;
         let value = node_prints(&bytes).map_err(|e| Error::Decode { endpoint, why: e.to_string() })?;
         Ok(Indexed { index, value })
     }
@@ -97,7 +118,7 @@ impl Client {
 
     /// A GET of `endpoint`; with `index > 0` a blocking query (and a timeout longer than `wait`).
     async fn indexed_send(&self, endpoint: &str, index: u64, wait: Duration) -> Result<reqwest::Response, Error> {
-        let mut url = self.url(endpoint);
+        let mut url = self.read_url(endpoint);
         let timeout = if index > 0 {
             url.query_pairs_mut()
                 .append_pair("index", &index.to_string())

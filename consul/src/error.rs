@@ -17,6 +17,18 @@ pub enum Error {
         /// Why.
         why: String,
     },
+    /// `CONSUL_HTTP_TOKEN_FILE` names a file that cannot be read (the message never holds a
+    /// token).
+    #[error("cannot read the ACL token file {path:?} (CONSUL_HTTP_TOKEN_FILE): {why}")]
+    TokenFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it cannot be read.
+        why: String,
+    },
+    /// A consistency mode other than `default`, `stale` or `consistent`.
+    #[error("invalid consistency mode {0:?}: use default, stale or consistent")]
+    InvalidConsistency(String),
     /// A service or check name that cannot be put in a URL path safely.
     #[error("invalid name {0:?}: use letters, digits, '-', '_' and '.' only")]
     InvalidName(String),
@@ -30,16 +42,21 @@ pub enum Error {
         why: String,
     },
     /// Consul could not be reached, or the request timed out.
-    #[error("Consul request to {endpoint} failed: {}", chain(source))]
+    #[error("Consul request to {endpoint} failed: {}{hint}", chain(source))]
     Transport {
         /// The API path, without query.
         endpoint: String,
         /// The underlying client error.
         #[source]
         source: reqwest::Error,
+        /// What to check, if the settings suggest something (else empty): an `https://` client
+        /// without a client certificate is told about `verify_incoming`, since a server that
+        /// requires one shows only as a closed connection or an alert.
+        hint: &'static str,
     },
-    /// Consul answered with a non-success status.
-    #[error("Consul answered {status} for {endpoint}: {body}")]
+    /// Consul answered with a non-success status. A 403 (ACL: token unknown, or without the
+    /// permission) says which permissions the endpoint needs ([`acl_hint`]).
+    #[error("Consul answered {status} for {endpoint}: {body}{}", acl_hint(*status, endpoint))]
     Status {
         /// The API path, without query.
         endpoint: String,
@@ -47,6 +64,17 @@ pub enum Error {
         status: u16,
         /// The start of the response body.
         body: String,
+    },
+    /// Consul answered, but its ACLs filtered everything out: a read that can never be empty in a
+    /// running cluster (every cluster has the `consul` service and at least one node) came back
+    /// empty. Consul does not answer 403 for a token that lacks a read permission (or for no
+    /// token under `default_policy = "deny"`): it leaves out what the token may not see.
+    #[error("Consul's answer for {endpoint} is empty, which no running cluster's is: the ACL token cannot read any {what} (check the ACL token in CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE and its policy: service:read, node:read)")]
+    Filtered {
+        /// The API path, without query.
+        endpoint: String,
+        /// What the token cannot see: `service` or `node`.
+        what: &'static str,
     },
     /// Consul's answer could not be decoded.
     #[error("cannot decode Consul's answer for {endpoint}: {why}")]
@@ -64,12 +92,34 @@ impl Error {
         matches!(self, Error::Transport { .. })
     }
 
+    /// Whether Consul refused the request for want of ACL permissions (403: the token is unknown
+    /// to Consul, `ACL not found`, or lacks a permission, `Permission denied`).
+    /// Also true for an answer its ACLs emptied ([`Error::Filtered`]).
+    pub fn is_denied(&self) -> bool {
+        self.status() == Some(403) || matches!(self, Error::Filtered { .. })
+    }
+
     /// The HTTP status Consul answered with, if it answered.
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Status { status, .. } => Some(*status),
             _ => None,
         }
+    }
+}
+
+/// For a 403, what to check: the token (`CONSUL_HTTP_TOKEN` / `CONSUL_HTTP_TOKEN_FILE`) and the
+/// permissions the endpoint needs (Consul's ACL rules: reads of the catalog and health need
+/// `service:read` and `node:read`; the agent's service endpoints need `service:write`). Empty for
+/// any other status.
+pub fn acl_hint(status: u16, endpoint: &str) -> &'static str {
+    if status != 403 {
+        return "";
+    }
+    if endpoint.starts_with("/v1/agent/") {
+        " (check the ACL token in CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE and its policy: service:write on the service)"
+    } else {
+        " (check the ACL token in CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE and its policy: service:read, node:read)"
     }
 }
 

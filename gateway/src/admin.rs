@@ -1,6 +1,7 @@
-//! The admin listener: `GET /healthz` (the process is alive), `GET /readyz` (every static service
-//! is loaded and fresh, and the watcher has listed the tagged services, else 503 with the
-//! reasons), `GET /services` (each followed service's instances, Consul index, last change, and
+//! The admin listener: `GET /healthz` (the process is alive), `GET /readyz` (the watcher can read
+//! Consul's catalog, every static service is loaded and fresh, and the watcher has listed the
+//! tagged services, else 503 with the reasons: a 403 from Consul shows here with the permissions
+//! the token needs), `GET /services` (each followed service's instances, Consul index, last change, and
 //! whether the data is stale) and `GET /routes` (the route table in match order).
 
 use std::sync::Arc;
@@ -27,11 +28,17 @@ pub fn router(services: Arc<Services>) -> Router {
 
 async fn readyz(State(services): State<Arc<Services>>) -> Response {
     let mut reasons = Vec::new();
+    if let Some(why) = services.freshness().consul_reason() {
+        reasons.push(format!("consul: {why}"));
+    }
     for slot in services.slots() {
         let service = slot.service.as_str();
         if slot.set().is_none() {
             if slot.is_static {
-                reasons.push(format!("{service}: not loaded yet"));
+                match services.freshness().stale_reason(service) {
+                    Some(why) => reasons.push(format!("{service}: not loaded yet ({why})")),
+                    None => reasons.push(format!("{service}: not loaded yet")),
+                }
             }
         } else if let Some(why) = services.freshness().stale_reason(service) {
             reasons.push(format!("{service}: stale ({why})"));
@@ -156,6 +163,18 @@ mod tests {
         let (status, body) = get_json(app.clone(), "/readyz").await;
         assert_eq!(status, 503);
         assert!(body["reasons"][0].as_str().unwrap().contains("stale"));
+
+        // Consul refusing the watcher comes first, with why.
+        services.freshness().set_readable("web", None);
+        services
+            .freshness()
+            .set_consul(Some("Consul answered 403 for /v1/catalog/services: ACL not found".into()), true);
+        let (status, body) = get_json(app.clone(), "/readyz").await;
+        assert_eq!(status, 503);
+        assert!(body["reasons"][0].as_str().unwrap().starts_with("consul: Consul answered 403"), "{body}");
+        services.freshness().set_consul(None, false);
+        assert_eq!(get_json(app.clone(), "/readyz").await.0, 200);
+        services.freshness().set_readable("web", Some("connection refused".into()));
 
         let (_, body) = get_json(app, "/services").await;
         assert_eq!(body["services"][0]["index"], 9);

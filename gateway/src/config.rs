@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::LogFormat;
-use consul::{ConsulAddr, HealthStatuses, View};
+use consul::{Consistency, ConsulAddr, HealthStatuses, View};
 
 use crate::discovery::tag::TagRules;
 use crate::proxy::upstream::Timeouts;
@@ -15,8 +15,9 @@ use crate::proxy::upstream::Timeouts;
 /// their tags (`urlprefix-[host]/path [options]`), and /<service>/* for services tagged `gateway`
 /// or named in --services.
 ///
-/// The Consul ACL token is read from CONSUL_HTTP_TOKEN (passed to the watcher through its
-/// environment, never on a command line, never logged).
+/// The Consul ACL token is read from CONSUL_HTTP_TOKEN_FILE or CONSUL_HTTP_TOKEN (the file wins,
+/// as in Consul's own tools; passed to the watcher through its environment, never on a command
+/// line, never logged); it needs service:read and node:read.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "gateway", version, about)]
 pub struct Args {
@@ -27,8 +28,8 @@ pub struct Args {
     #[arg(long, env = "GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
     /// Consul HTTP address: host:port, http://host:port, or https://host:port (TLS from
-    /// CONSUL_CACERT, CONSUL_CLIENT_CERT/KEY and CONSUL_TLS_SERVER_NAME, which the watcher
-    /// inherits too).
+    /// CONSUL_CACERT or CONSUL_CAPATH, CONSUL_CLIENT_CERT/KEY, CONSUL_TLS_SERVER_NAME and
+    /// CONSUL_HTTP_SSL_VERIFY, which the watcher inherits too).
     #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = consul::addr::DEFAULT_ADDR)]
     pub consul: ConsulAddr,
     /// Comma list of services routable at /<service>/* whatever their tags (static routes).
@@ -44,6 +45,13 @@ pub struct Args {
     /// (README, "Routing"). Empty: off.
     #[arg(long, env = "GATEWAY_ROUTE_PREFIX_TAG", default_value = "urlprefix-", value_name = "PREFIX")]
     pub route_prefix_tag: String,
+    /// Consistency mode of every Consul read, the watcher's and the gateway's own (Consul's
+    /// "Consistency Modes"): `default` (the leader answers), `stale` (any server answers: reads
+    /// may lag the leader a little, but keep working while the servers elect a leader) or
+    /// `consistent` (the leader confirms its leadership with a quorum first: never stale, slower,
+    /// nothing without a leader).
+    #[arg(long, env = "GATEWAY_CONSISTENCY", default_value = "default", value_name = "MODE")]
+    pub consistency: Consistency,
     /// The watcher executable (default: `watcher` next to the gateway executable).
     #[arg(long, env = "GATEWAY_WATCHER_BIN")]
     pub watcher_bin: Option<PathBuf>,
@@ -105,6 +113,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Consul's HTTP address.
     pub consul: ConsulAddr,
+    /// The consistency mode of every Consul read (the watcher's too).
+    pub consistency: Consistency,
     /// The static services, valid Consul names, sorted and deduplicated (maybe none).
     pub services: Vec<String>,
     /// Which tags make routes.
@@ -222,6 +232,7 @@ impl Config {
             listen: args.listen,
             admin_listen: args.admin_listen,
             consul: args.consul,
+            consistency: args.consistency,
             services,
             rules,
             view,
@@ -270,6 +281,16 @@ mod tests {
         assert!(parse(&["--workers", "0", "--watcher-bin", "w"]).is_err());
         assert!(parse(&["--workers", "100000", "--watcher-bin", "w"]).is_err());
         assert_eq!(parse(&["--workers", "3", "--watcher-bin", "w"]).unwrap().workers, 3);
+    }
+
+    #[test]
+    fn consistency_is_one_of_three() {
+        assert_eq!(parse(&["--watcher-bin", "w"]).unwrap().consistency, Consistency::Default);
+        for (v, c) in [("stale", Consistency::Stale), ("consistent", Consistency::Consistent)] {
+            assert_eq!(parse(&["--consistency", v, "--watcher-bin", "w"]).unwrap().consistency, c);
+        }
+        let e = parse(&["--consistency", "eventual", "--watcher-bin", "w"]).unwrap_err();
+        assert!(e.contains("--consistency") && e.contains("default, stale or consistent"), "{e}");
     }
 
     #[test]

@@ -25,7 +25,11 @@ use crate::proxy::{listener, Proxy};
 /// # Errors
 /// A listener or the watcher socket cannot be set up.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let client = consul::Client::from_env(cfg.consul.clone()).context("cannot set up the Consul client")?;
+    // Every variable Consul's tools read (address, token or token file, TLS); the watcher reads
+    // the same ones from the environment it inherits.
+    let client = consul::Client::from_env(cfg.consul.clone())
+        .context("cannot set up the Consul client")?
+        .with_consistency(cfg.consistency);
     let direct = Arc::new(ConsulRead { client, view: cfg.view });
     let services = Arc::new(Services::new(cfg.services.clone(), cfg.rules.clone(), direct).with_workers(cfg.workers));
 
@@ -54,6 +58,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         workers,
         admin = %admin_listener.local_addr()?,
         consul = %cfg.consul,
+        consistency = %cfg.consistency,
         services = ?cfg.services,
         route_tag = %cfg.rules.route_tag,
         route_prefix_tag = %cfg.rules.prefix,
@@ -119,10 +124,29 @@ fn watcher_command(cfg: &Config, socket: &str) -> WatcherCommand {
         consul::View::Catalog => args.push("--catalog".into()),
         consul::View::Health(statuses) => args.extend(["--health-status".to_string(), statuses.to_string()]),
     }
+    args.extend(["--consistency".to_string(), cfg.consistency.to_string()]);
     let format = match cfg.log_format {
         common::LogFormat::Text => "text",
         common::LogFormat::Json => "json",
     };
     args.extend(["--log-format".to_string(), format.to_string()]);
     WatcherCommand { bin: cfg.watcher_bin.clone(), args }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn the_watcher_gets_the_consistency_mode_and_never_the_token() {
+        let args =
+            crate::config::Args::try_parse_from(["gateway", "--consistency", "stale", "--watcher-bin", "/bin/watcher"])
+                .unwrap();
+        let cmd = watcher_command(&Config::from_args(args).unwrap(), "/tmp/s.sock");
+        let joined = cmd.args.join(" ");
+        assert!(joined.contains("--consistency stale"), "{joined}");
+        // The token goes by the inherited environment (CONSUL_HTTP_TOKEN or _FILE), never argv.
+        assert!(!joined.to_lowercase().contains("token"), "{joined}");
+    }
 }

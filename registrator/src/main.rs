@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use common::LogFormat;
-use consul::{Client, ConsulAddr, Token};
+use consul::{Client, ConsulAddr};
 use registrator::run::{run, Options};
 use registrator::sync::Deregister;
 use tracing::{info, warn};
@@ -14,7 +14,9 @@ use tracing::{info, warn};
 /// Registers the ports of running Docker containers as Consul services.
 ///
 /// Docker: DOCKER_HOST or /var/run/docker.sock. Consul: --consul / CONSUL_HTTP_ADDR, ACL token
-/// from CONSUL_HTTP_TOKEN (never logged). Per-container settings come from SERVICE_* env vars or
+/// from CONSUL_HTTP_TOKEN_FILE or CONSUL_HTTP_TOKEN (never logged; the token needs service:write),
+/// TLS from CONSUL_CACERT, CONSUL_CAPATH, CONSUL_CLIENT_CERT/KEY, CONSUL_TLS_SERVER_NAME and
+/// CONSUL_HTTP_SSL_VERIFY, as every Consul tool. Per-container settings come from SERVICE_* env vars or
 /// labels, as with gliderlabs/registrator (see the README's registrator section).
 #[derive(Parser, Debug)]
 #[command(version, about)]
@@ -75,11 +77,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     common::init_logging(args.log_format);
     let addr = ConsulAddr::parse(&consul_address(&args)).context("invalid Consul address")?;
-    let token = Token::from_env();
+    let client = Client::from_env(addr.clone()).context("cannot set up the Consul client")?;
     if args.network.is_some() && !args.internal {
         warn!("--network only matters with --internal");
     }
-    info!(consul = %addr, token = token.is_set(), internal = args.internal, "registrator starting");
+    info!(consul = %addr, token = client.has_token(), internal = args.internal, "registrator starting");
     let opts = Options {
         hostname: args.hostname.filter(|h| !h.trim().is_empty()),
         internal: args.internal,
@@ -91,8 +93,6 @@ async fn main() -> anyhow::Result<()> {
         deregister: args.deregister,
         cleanup: args.cleanup,
     };
-    let client =
-        Client::with_tls(addr, token, &consul::TlsConfig::from_env()?).context("cannot set up the Consul client")?;
     run(opts, client, async {
         let sig = common::shutdown_signal().await;
         info!("{sig} received; stopping (registrations stay for the next registrator)");

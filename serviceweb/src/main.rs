@@ -37,7 +37,9 @@ struct Args {
     /// TTL of the health check; the instance reports every third of it.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     ttl: Duration,
-    /// Consul HTTP address (token from CONSUL_HTTP_TOKEN).
+    /// Consul HTTP address. Token from CONSUL_HTTP_TOKEN_FILE or CONSUL_HTTP_TOKEN (it needs
+    /// service:write on this service); TLS from CONSUL_CACERT, CONSUL_CAPATH,
+    /// CONSUL_CLIENT_CERT/KEY, CONSUL_TLS_SERVER_NAME and CONSUL_HTTP_SSL_VERIFY.
     #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = consul::addr::DEFAULT_ADDR)]
     consul: ConsulAddr,
     /// Log format on stderr.

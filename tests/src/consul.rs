@@ -3,7 +3,8 @@
 //!
 //! [`Consul::start_tls`] adds an HTTPS listener, with a CA and a server certificate made by
 //! `consul tls ca create` / `consul tls cert create -server` in the agent's temp dir. The tests'
-//! own calls always go to the plain HTTP listener.
+//! own calls always go to the plain HTTP listener. [`Consul::start_mtls`] (HTTPS only, client
+//! certificates required) and [`Consul::start_acl`] (ACLs, default deny) are in [`secure`].
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,12 +12,18 @@ use std::time::Duration;
 
 use crate::{free_port, http, wait_for};
 
+pub mod secure;
+
 /// A running Consul dev agent.
 pub struct Consul {
     child: Option<Child>,
     ports: [u16; 4],
     /// The HTTPS port and the CA file, with [`Consul::start_tls`].
     tls: Option<(u16, PathBuf)>,
+    /// HTTPS only, with client certificates required ([`Consul::start_mtls`]).
+    mtls: bool,
+    /// The ACL master token, with [`Consul::start_acl`].
+    acl_master: Option<String>,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -44,8 +51,15 @@ impl Consul {
     pub fn start_on(http_port: u16) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("consul.log");
-        let mut c =
-            Self { child: None, ports: [http_port, free_port(), free_port(), free_port()], tls: None, log, _dir: dir };
+        let mut c = Self {
+            child: None,
+            ports: [http_port, free_port(), free_port(), free_port()],
+            tls: None,
+            mtls: false,
+            acl_master: None,
+            log,
+            _dir: dir,
+        };
         c.spawn();
         c
     }
@@ -65,6 +79,8 @@ impl Consul {
             child: None,
             ports: [free_port(), free_port(), free_port(), free_port()],
             tls: Some((free_port(), ca)),
+            mtls: false,
+            acl_master: None,
             log,
             _dir: dir,
         };
@@ -75,18 +91,20 @@ impl Consul {
     fn spawn(&mut self) {
         let [http_port, serf_lan, serf_wan, server] = self.ports;
         let https = self.tls.as_ref().map_or(-1, |(port, _)| i32::from(*port));
+        let http_listener = if self.mtls { -1 } else { i32::from(http_port) };
         let mut hcl = format!(
-            "ports {{ http = {http_port}, https = {https}, dns = -1, grpc = -1, serf_lan = {serf_lan}, serf_wan = {serf_wan}, server = {server} }}"
+            "ports {{ http = {http_listener}, https = {https}, dns = -1, grpc = -1, serf_lan = {serf_lan}, serf_wan = {serf_wan}, server = {server} }}"
         );
         if self.tls.is_some() {
             let dir = self._dir.path();
             hcl.push_str(&format!(
-                " ca_file = {:?} cert_file = {:?} key_file = {:?} verify_incoming = false",
+                " ca_file = {:?} cert_file = {:?} key_file = {:?}",
                 dir.join("consul-agent-ca.pem"),
                 dir.join("dc1-server-consul-0.pem"),
                 dir.join("dc1-server-consul-0-key.pem"),
             ));
         }
+        hcl.push_str(&self.security_hcl());
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("consul log");
         let child = Command::new(consul_bin())
             .args(["agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-log-level", "warn", "-hcl", &hcl])
@@ -97,11 +115,22 @@ impl Consul {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e} (run scripts/install-consul.sh)", consul_bin().display()));
         self.child = Some(child);
+        if self.mtls {
+            return self.wait_ready_mtls();
+        }
         let client = http();
         let base = self.addr();
+        // Under ACLs (default deny) the node list needs a token that may read nodes.
+        let token = self.acl_master.clone().unwrap_or_default();
         wait_for(Duration::from_secs(30), "Consul to elect itself and list its node", || {
             let leader = client.get(format!("{base}/v1/status/leader")).send().ok()?.text().ok()?;
-            let nodes = client.get(format!("{base}/v1/catalog/nodes")).send().ok()?.text().ok()?;
+            let nodes = client
+                .get(format!("{base}/v1/catalog/nodes"))
+                .header("X-Consul-Token", &token)
+                .send()
+                .ok()?
+                .text()
+                .ok()?;
             (leader.len() > 2 && nodes.contains("e2e-")).then_some(())
         });
     }
@@ -246,6 +275,9 @@ impl Consul {
 
     fn put(&self, path: &str, body: serde_json::Value) {
         let mut req = http().put(format!("{}{path}", self.addr()));
+        if let Some(token) = &self.acl_master {
+            req = req.header("X-Consul-Token", token);
+        }
         if !body.is_null() {
             req = req.json(&body);
         }

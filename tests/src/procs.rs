@@ -8,6 +8,19 @@ use std::time::{Duration, Instant};
 
 use crate::{bin, children, free_port, get_json, http, wait_for, Consul};
 
+/// Every variable Consul's tools (and ours) read.
+pub const CONSUL_VARS: [&str; 9] = [
+    "CONSUL_HTTP_ADDR",
+    "CONSUL_HTTP_TOKEN",
+    "CONSUL_HTTP_TOKEN_FILE",
+    "CONSUL_CACERT",
+    "CONSUL_CAPATH",
+    "CONSUL_CLIENT_CERT",
+    "CONSUL_CLIENT_KEY",
+    "CONSUL_TLS_SERVER_NAME",
+    "CONSUL_HTTP_SSL_VERIFY",
+];
+
 /// A child process with its stderr lines collected.
 pub struct Proc {
     child: Child,
@@ -28,7 +41,11 @@ impl Proc {
         let name = name.as_str();
         let mut cmd = Command::new(path);
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        cmd.env_remove("CONSUL_HTTP_ADDR").env_remove("CONSUL_HTTP_TOKEN").env("NO_COLOR", "1");
+        // Only what the test gives: none of the variables Consul's tools read leaks in.
+        for var in CONSUL_VARS {
+            cmd.env_remove(var);
+        }
+        cmd.env("NO_COLOR", "1");
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -147,6 +164,27 @@ impl Gateway {
         Self { proc, port, admin_port }
     }
 
+    /// Starts a gateway configured for Consul only through `env` (`CONSUL_HTTP_ADDR` and the
+    /// rest of Consul's variables: no `--consul`, no `--services`), without waiting for
+    /// readiness. Services opt in by tag.
+    pub fn start_env(env: &[(&str, String)], extra: &[&str]) -> Self {
+        let (port, admin_port) = (free_port(), free_port());
+        let mut args: Vec<String> = vec![
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{admin_port}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let proc = Proc::spawn("gateway", &args, env);
+        Self { proc, port, admin_port }
+    }
+
+    /// `/readyz` now: its status and body.
+    pub fn readyz(&self) -> (u16, serde_json::Value) {
+        get_json(&http(), &self.admin("/readyz")).unwrap_or((0, serde_json::Value::Null))
+    }
+
     /// Waits until `/readyz` answers 200.
     pub fn wait_ready(&self) {
         let client = http();
@@ -188,12 +226,20 @@ pub struct ServiceWeb {
 impl ServiceWeb {
     /// Starts an instance; with `consul`, it registers itself there.
     pub fn start(consul: Option<&Consul>) -> Self {
+        let env = consul.map(|c| vec![("CONSUL_HTTP_ADDR", c.addr())]);
+        Self::start_env(env.as_deref())
+    }
+
+    /// Starts an instance; with `env` (Consul's variables: address, token...), it registers
+    /// itself in that Consul.
+    pub fn start_env(env: Option<&[(&str, String)]>) -> Self {
         let port = free_port();
         let mut args = vec!["--listen".to_string(), format!("127.0.0.1:{port}")];
-        if let Some(c) = consul {
-            args.extend(["--register".to_string(), "--consul".to_string(), c.addr()]);
+        if env.is_some() {
+            args.push("--register".to_string());
         }
-        let proc = Proc::spawn("serviceweb", &args, &[]);
+        let proc = Proc::spawn("serviceweb", &args, env.unwrap_or_default());
+        let consul = env;
         let client = http();
         let url = format!("http://127.0.0.1:{port}/health");
         wait_for(Duration::from_secs(10), "serviceweb /health", || {

@@ -12,13 +12,19 @@
 //!   and tags), so following adds no connection to Consul.
 //!
 //! When Consul cannot be read the followed set stays as it was: an outage of the registry must
-//! not look like every service going away.
+//! not look like every service going away. Neither must ACLs that hide everything: an answer
+//! without any service, or (checked on every fresh start of the query) a catalog without any
+//! node, is a failure ([`consul::Error::Filtered`]), not an empty catalog. Whether the catalog
+//! can be read goes to the [`State`] as Consul's status (the `consul` message), logged once per
+//! change of state, not once per retry.
 
 use std::collections::BTreeMap;
 
 use consul::Client;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+
+use crate::outage::Outage;
 
 use crate::followed::{Change, Follower};
 use crate::state::State;
@@ -58,12 +64,23 @@ pub async fn run(
     let mut cursor = Cursor::default();
     let mut bucket = TokenBucket::new(cfg.burst, cfg.rate);
     let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
+    let mut outage = Outage::default();
     loop {
         bucket.take().await;
         let before = cursor.index;
-        match client.catalog_services(cursor.index, cfg.wait).await {
+        let fresh = cursor.index == 0;
+        let read = match client.catalog_services(cursor.index, cfg.wait).await {
+            // A fresh start (first read, after a failure or a reset): can the token read nodes?
+            Ok(r) if fresh => client.check_node_read().await.map(|()| r),
+            other => other,
+        };
+        match read {
             Ok(r) => {
                 backoff.reset();
+                if outage.recovered() {
+                    info!("the catalog's services can be read again");
+                }
+                state.set_consul(None);
                 let everything = cursor.advance("catalog/services", r.index);
                 let change = follower.as_mut().map(|f| f.answer(&r.value)).unwrap_or_default();
                 if !change.is_empty() {
@@ -79,7 +96,12 @@ pub async fn run(
             Err(e) => {
                 cursor.failed();
                 let delay = backoff.next_delay();
-                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot read the catalog's services");
+                if outage.failed(&e) {
+                    warn!(error = %e, "cannot read the catalog's services; retrying with backoff (logged again when this changes)");
+                } else {
+                    debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot read the catalog's services");
+                }
+                state.set_consul(Some(&e));
                 if events.send(Event::Failed(e)).await.is_err() {
                     return;
                 }
@@ -120,7 +142,11 @@ mod tests {
         let task = tokio::spawn(run(client, cfg, Some(follower), state.clone(), tx));
         let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
         assert!(matches!(first, Event::Failed(_)), "{first:?}");
-        assert!(state.since(0).0.is_empty(), "no list, no gone: nothing is known yet");
+        let (msgs, _) = state.since(0);
+        assert!(
+            matches!(&msgs[..], [crate::protocol::Message::Consul(c)] if !c.healthy && !c.denied),
+            "no list, no gone (nothing is known yet), only Consul's status: {msgs:?}"
+        );
         drop(rx);
         // The loop ends once its receiver is gone (after its backoff).
         tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();

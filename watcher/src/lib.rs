@@ -24,6 +24,7 @@
 //! - [`scan`]: which services changed, from a node-by-node read of the catalog.
 //! - [`nodes`]: one blocking query per catalog node on small clusters, so a change costs one
 //!   node read instead of a scan.
+//! - [`outage`]: whether a read loop is failing, so it logs once per change of state.
 //! - [`output`]: writes the state to stdout or to the socket (reconnecting with backoff).
 //!
 //! Consul itself is spoken by the `consul` crate.
@@ -34,6 +35,7 @@ pub mod followed;
 pub mod mux;
 pub mod names;
 pub mod nodes;
+pub mod outage;
 pub mod output;
 pub mod protocol;
 pub mod scan;

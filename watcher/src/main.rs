@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use common::backoff::Backoff;
 use common::LogFormat;
-use consul::{Client, ConsulAddr, HealthStatuses, View};
+use consul::{Client, Consistency, ConsulAddr, HealthStatuses, View};
 use tokio::io::AsyncReadExt;
 use tracing::{error, info, warn};
 use watcher::followed::{Follower, OptIn};
@@ -23,11 +23,13 @@ use watcher::watch::{watch_followed, watch_service, WatchConfig};
 /// service that opts in by tag, followed as they come and go. At least one of the three is
 /// needed.
 ///
-/// The ACL token is read from CONSUL_HTTP_TOKEN only (never a flag, so it never shows in `ps`).
-/// For an https:// address, TLS is set up from CONSUL_CACERT (the CA to trust; default: the
-/// built-in public roots), CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY (a client certificate, both
-/// or neither) and CONSUL_TLS_SERVER_NAME (the name to check the server's certificate against),
-/// and HTTP/2 is offered by ALPN.
+/// The ACL token is read from CONSUL_HTTP_TOKEN_FILE or CONSUL_HTTP_TOKEN (the file wins, as in
+/// Consul's own tools; never a flag, so it never shows in `ps`, and never logged); it needs
+/// service:read and node:read. For an https:// address, TLS is set up from CONSUL_CACERT or
+/// CONSUL_CAPATH (the CAs to trust; default: the built-in public roots), CONSUL_CLIENT_CERT and
+/// CONSUL_CLIENT_KEY (a client certificate, both or neither), CONSUL_TLS_SERVER_NAME (the name
+/// to check the server's certificate against) and CONSUL_HTTP_SSL_VERIFY (`false`: no check at
+/// all, with a warning), and HTTP/2 is offered by ALPN.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -56,6 +58,11 @@ struct Args {
     /// instance's own (service maintenance included). Ignored with --catalog.
     #[arg(long, default_value = "passing", value_name = "LIST")]
     health_status: HealthStatuses,
+    /// Consistency mode of every read (Consul's "Consistency Modes"): `default` (the leader
+    /// answers), `stale` (any server answers, even during a leader election; may lag by a little)
+    /// or `consistent` (the leader confirms its leadership first; no answer without a leader).
+    #[arg(long, default_value = "default", value_name = "MODE")]
+    consistency: Consistency,
     /// Send changes to the gateway's Unix socket instead of stdout.
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
@@ -147,7 +154,7 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> ExitCode {
     let client = match Client::from_env(args.consul.clone()) {
-        Ok(c) => c,
+        Ok(c) => c.with_consistency(args.consistency),
         Err(e) => {
             error!("{e}");
             return ExitCode::from(2);
@@ -157,16 +164,59 @@ async fn run(args: Args) -> ExitCode {
     let cfg = WatchConfig { view, wait: args.wait, rate: args.rate, ..WatchConfig::default() };
     let rule = OptIn::new(&args.route_tag, &args.route_prefix_tag);
     info!(consul = %args.consul, services = ?args.services, route_tag = %args.route_tag,
-          route_prefix_tag = %args.route_prefix_tag, ?view, "watching");
+          route_prefix_tag = %args.route_prefix_tag, ?view, consistency = %args.consistency,
+          token = client.has_token(), "watching");
     let mut services = args.services.clone();
     services.sort();
     services.dedup();
     // Without a follower the static list is the whole set: announce it at once.
     let state = State::with_static(&services, rule.is_none());
     let follower = rule.map(|rule| Follower::new(services.clone(), rule));
+    let output = async {
+        match &args.socket {
+            Some(path) => {
+                watcher::output::to_socket(path.clone(), state.clone()).await;
+                ExitCode::SUCCESS
+            }
+            None => match watcher::output::to_stdout(state.clone()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("cannot write to stdout: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+        }
+    };
+    // The output runs from the start: while Consul cannot be read (say, a TLS handshake refused),
+    // the gateway hears why (the `consul` status) instead of waiting for a watcher that never
+    // connects.
+    tokio::select! {
+        code = output => code,
+        code = watch(&args, client, cfg, state.clone(), services, follower) => code,
+        sig = common::shutdown_signal() => {
+            info!("{sig} received; exiting");
+            ExitCode::SUCCESS
+        }
+        () = stdin_closed(), if args.exit_on_stdin_close => {
+            info!("stdin closed (the gateway is gone); exiting");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Picks the mode and starts the watch loops; returns only if they cannot start (the loops stop
+/// when this future is dropped).
+async fn watch(
+    args: &Args,
+    client: Client,
+    cfg: WatchConfig,
+    state: State,
+    services: Vec<String>,
+    follower: Option<Follower>,
+) -> ExitCode {
     let many = follower.is_some() || services.len() > AUTO_MAX_PER_SERVICE;
     let mode = match args.mode {
-        Mode::Auto if client.is_https() => match speaks_h2(&client).await {
+        Mode::Auto if client.is_https() => match speaks_h2(&client, &state).await {
             true => Mode::Streams,
             false if many => Mode::Multiplexed,
             false => Mode::PerService,
@@ -174,7 +224,7 @@ async fn run(args: Args) -> ExitCode {
         Mode::Auto if many => Mode::Multiplexed,
         Mode::Auto => Mode::PerService,
         Mode::Streams => {
-            if !speaks_h2(&client).await {
+            if !speaks_h2(&client, &state).await {
                 error!("--mode streams: Consul answers over HTTP/1.1, not HTTP/2; use --mode multiplexed");
                 return ExitCode::from(2);
             }
@@ -182,6 +232,7 @@ async fn run(args: Args) -> ExitCode {
         }
         m => m,
     };
+    // Dropped with this future: every loop stops.
     let mut tasks = tokio::task::JoinSet::new();
     // Keeps the follower's feed open when there is no follower (static services only).
     let mut _no_follower = None;
@@ -228,34 +279,7 @@ async fn run(args: Args) -> ExitCode {
             }
         }
     }
-    let output = async {
-        match &args.socket {
-            Some(path) => {
-                watcher::output::to_socket(path.clone(), state.clone()).await;
-                ExitCode::SUCCESS
-            }
-            None => match watcher::output::to_stdout(state.clone()).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    error!("cannot write to stdout: {e}");
-                    ExitCode::FAILURE
-                }
-            },
-        }
-    };
-    let code = tokio::select! {
-        code = output => code,
-        sig = common::shutdown_signal() => {
-            info!("{sig} received; exiting");
-            ExitCode::SUCCESS
-        }
-        () = stdin_closed(), if args.exit_on_stdin_close => {
-            info!("stdin closed (the gateway is gone); exiting");
-            ExitCode::SUCCESS
-        }
-    };
-    tasks.abort_all();
-    code
+    std::future::pending().await
 }
 
 /// The key the follower's catalog query takes in the streams pool (not a valid service name).
@@ -263,18 +287,24 @@ const CATALOG_STREAM: &str = " catalog/services";
 
 /// Whether Consul answers over HTTP/2; asks until it answers (nothing can be watched before).
 /// Asks on a connection of its own, closed after: the watch loops use clients of their own.
-async fn speaks_h2(client: &Client) -> bool {
+/// Failures are Consul's status in `state`, logged once per change.
+async fn speaks_h2(client: &Client, state: &State) -> bool {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut outage = watcher::outage::Outage::default();
     let probe = client.separate();
     loop {
         match probe.protocol().await {
             Ok(v) => {
                 info!(version = ?v, "Consul's HTTPS API answers");
+                state.set_consul(None);
                 return v == http::Version::HTTP_2;
             }
             Err(e) => {
                 let delay = backoff.next_delay();
-                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot reach Consul to see whether it speaks HTTP/2");
+                if outage.failed(&e) {
+                    warn!(error = %e, "cannot reach Consul to see whether it speaks HTTP/2; retrying with backoff (logged again when this changes)");
+                }
+                state.set_consul(Some(&e));
                 tokio::time::sleep(delay).await;
             }
         }

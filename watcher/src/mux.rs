@@ -196,11 +196,15 @@ async fn checks_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state:
     let mut prints: Option<CheckPrints> = None;
     let mut bucket = TokenBucket::new(cfg.burst, cfg.rate);
     let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
+    let mut outage = crate::outage::Outage::default();
     loop {
         bucket.take().await;
         match client.health_state_any(cursor.index, cfg.wait).await {
             Ok(r) => {
                 backoff.reset();
+                if outage.recovered() {
+                    info!("Consul's checks can be read again");
+                }
                 let everything = cursor.advance("health/state/any", r.index);
                 let now = CheckPrints::of(&r.value, &shared.watched());
                 match prints.as_ref().map(|p| p.changed(&now)) {
@@ -212,7 +216,11 @@ async fn checks_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state:
             Err(e) => {
                 cursor.failed();
                 let delay = backoff.next_delay();
-                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot read Consul's checks");
+                if outage.failed(&e) {
+                    warn!(error = %e, "cannot read Consul's checks; retrying with backoff (logged again when this changes)");
+                } else {
+                    debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot read Consul's checks");
+                }
                 fail_all(shared, state, &e);
                 tokio::time::sleep(delay).await;
             }
@@ -353,6 +361,7 @@ fn fail_all(shared: &Shared, state: &State, e: &consul::Error) {
 /// Re-reads dirty services, publishing real changes.
 async fn reader(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &State) {
     let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
+    let mut outage = crate::outage::Outage::default();
     loop {
         let watched = shared.watched();
         // A service that went since it was marked is not read.
@@ -376,6 +385,7 @@ async fn reader(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &Sta
         // Publish each set as soon as it is read: a change must not wait for the whole batch.
         let mut reads = std::pin::pin!(reads);
         let mut failed = Vec::new();
+        let mut first_error = None;
         while let Some((service, r)) = reads.next().await {
             match r {
                 Ok(r) => {
@@ -394,14 +404,27 @@ async fn reader(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &Sta
                 Err(e) => {
                     state.set_status(&service, false, Some(e.to_string()));
                     failed.push(service);
+                    first_error.get_or_insert(e);
                 }
             }
         }
         if failed.is_empty() {
             backoff.reset();
+            if outage.recovered() {
+                info!("every service can be read again");
+            }
         } else {
             let delay = backoff.next_delay();
-            warn!(services = failed.len(), retry_in_ms = delay.as_millis() as u64, "some services could not be read");
+            match first_error {
+                Some(e) if outage.failed(&e) => {
+                    warn!(services = failed.len(), error = %e, "some services could not be read; retrying with backoff (logged again when this changes)")
+                }
+                _ => debug!(
+                    services = failed.len(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "some services could not be read"
+                ),
+            }
             shared.dirty.mark(&failed);
             tokio::time::sleep(delay).await;
         }

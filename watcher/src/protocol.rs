@@ -17,6 +17,14 @@
 //! - `{"type":"status","service":"web","healthy":false,"error":"..."}`: whether the watcher can
 //!   currently read the service from Consul. Sent on connect and when it flips. While unhealthy,
 //!   the last snapshot is stale.
+//! - `{"type":"consul","healthy":false,"denied":true,"error":"..."}`: whether the watcher can
+//!   read Consul's catalog as a whole (the one query on `/v1/catalog/services` that follows
+//!   services by tag, and the check that the token can read nodes). `denied` says Consul refused
+//!   for want of ACL permissions (a 403, or an answer the ACLs emptied; see
+//!   [`consul::Error::is_denied`]); `error` says why, with what the token needs, and never holds
+//!   the token. Sent from the first failure on: on connect and when it flips or its error changes
+//!   (nothing while the catalog has always been readable). While
+//!   unhealthy, what the reader knows may be stale or missing and it is not ready.
 //! - `{"type":"gone","service":"billing","reason":"deregistered"}`: a discovered service left the
 //!   followed set, because it is no longer in `/v1/catalog/services` (`deregistered`) or because
 //!   it is still registered without an opt-in tag (`untagged`). Sent once, to a connected reader,
@@ -43,6 +51,8 @@ pub enum Message {
     Status(Status),
     /// A discovered service is no longer followed.
     Gone(Gone),
+    /// Whether Consul's catalog can be read at all.
+    Consul(ConsulStatus),
     /// A message type this version does not know; ignored.
     #[serde(other, skip_serializing)]
     Unknown,
@@ -104,6 +114,19 @@ pub struct Status {
     pub error: Option<String>,
 }
 
+/// Whether the watcher can read Consul's catalog as a whole.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsulStatus {
+    /// `false` while the catalog cannot be read.
+    pub healthy: bool,
+    /// Whether Consul refused for want of ACL permissions.
+    #[serde(default)]
+    pub denied: bool,
+    /// Why the catalog cannot be read (never holds the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Encodes a message as one line, newline included.
 pub fn encode(msg: &Message) -> String {
     // Serialising these plain structs cannot fail.
@@ -149,6 +172,18 @@ mod tests {
             (
                 r#"{"type":"gone","service":"billing","reason":"untagged"}"#,
                 Message::Gone(Gone { service: "billing".into(), reason: GoneReason::Untagged }),
+            ),
+            (
+                r#"{"type":"consul","healthy":false,"denied":true,"error":"Consul answered 403"}"#,
+                Message::Consul(ConsulStatus {
+                    healthy: false,
+                    denied: true,
+                    error: Some("Consul answered 403".into()),
+                }),
+            ),
+            (
+                r#"{"type":"consul","healthy":true,"denied":false}"#,
+                Message::Consul(ConsulStatus { healthy: true, denied: false, error: None }),
             ),
         ];
         for (line, msg) in cases {

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tracing::debug;
 
 use crate::followed::Change;
-use crate::protocol::{Gone, Message, Services, Snapshot, Status};
+use crate::protocol::{ConsulStatus, Gone, Message, Services, Snapshot, Status};
 
 /// Most tombstones kept. Older ones are dropped: a reader that far behind still gets the
 /// `services` list, which no longer names them.
@@ -42,6 +42,8 @@ struct Inner {
     list: Option<(u64, Vec<String>)>,
     /// The services that went, with the version of their `gone`.
     gone: BTreeMap<String, (u64, Gone)>,
+    /// The last `consul` status.
+    consul: Option<(u64, ConsulStatus)>,
 }
 
 impl Inner {
@@ -161,6 +163,32 @@ impl State {
         self.publish(v);
     }
 
+    /// Records whether Consul's catalog can be read (`None`: it can; `Some(error)`: why not);
+    /// only a flip or another error makes a message, and nothing is said before the first
+    /// failure.
+    pub fn set_consul(&self, error: Option<&consul::Error>) {
+        let status = ConsulStatus {
+            healthy: error.is_none(),
+            denied: error.is_some_and(consul::Error::is_denied),
+            error: error.map(ToString::to_string),
+        };
+        let v = {
+            let mut inner = self.lock();
+            // Nothing to say until something goes wrong: a reader assumes Consul readable.
+            let unchanged = match &inner.consul {
+                Some((_, s)) => *s == status,
+                None => status.healthy,
+            };
+            if unchanged {
+                return;
+            }
+            let v = inner.bump();
+            inner.consul = Some((v, status));
+            v
+        };
+        self.publish(v);
+    }
+
     /// Applies a change of the followed set: the new list, new tags (a service with a snapshot
     /// gets it again with them), and the services that went (dropped, with a tombstone).
     pub fn apply(&self, change: &Change) {
@@ -196,12 +224,12 @@ impl State {
         self.publish(v);
     }
 
-    /// The messages newer than `cursor`, and the new cursor: the services that went (each with
-    /// its reason), the `services` list, snapshots, then statuses. A cursor of 0 (a new reader)
+    /// The messages newer than `cursor`, and the new cursor: Consul's status, the services that
+    /// went (each with its reason), the `services` list, snapshots, then statuses. A cursor of 0 (a new reader)
     /// yields everything known except tombstones: the list says what is followed.
     pub fn since(&self, cursor: Cursor) -> (Vec<Message>, Cursor) {
         let inner = self.lock();
-        let mut out = Vec::new();
+        let mut out: Vec<Message> = newer(&inner.consul, cursor).map(Message::Consul).into_iter().collect();
         // Gones before the list that no longer names them, so a reader learns why a service left
         // before the list would drop it for no stated reason.
         if cursor > 0 {
@@ -255,6 +283,7 @@ mod tests {
                 Message::Snapshot(s) => format!("snapshot:{}", s.service),
                 Message::Status(s) => format!("status:{}", s.service),
                 Message::Gone(g) => format!("gone:{}", g.service),
+                Message::Consul(c) => format!("consul:{}", c.healthy),
                 Message::Unknown => "unknown".into(),
             })
             .collect()
@@ -373,6 +402,28 @@ mod tests {
         assert_eq!(idx, vec![3, 4]);
         // A reconnecting reader gets everything again.
         assert_eq!(st.since(0).0.len(), 2);
+    }
+
+    #[test]
+    fn consul_status_first_and_only_on_changes() {
+        let st = State::with_static(&strings(&["a"]), true);
+        st.set_consul(None);
+        assert_eq!(kinds(&st.since(0).0), ["services:a"], "readable from the start: nothing to say");
+        let denied = consul::Error::Status {
+            endpoint: "/v1/catalog/services".into(),
+            status: 403,
+            body: "ACL not found".into(),
+        };
+        st.set_consul(Some(&denied));
+        let (msgs, cur) = st.since(0);
+        assert_eq!(kinds(&msgs), ["consul:false", "services:a"]);
+        let Message::Consul(c) = &msgs[0] else { panic!() };
+        assert!(c.denied && c.error.as_deref().unwrap().contains("ACL not found"));
+        st.set_consul(Some(&denied));
+        assert!(st.since(cur).0.is_empty(), "the same failure again: nothing new");
+        st.set_consul(None);
+        let (msgs, _) = st.since(cur);
+        assert!(matches!(&msgs[..], [Message::Consul(ConsulStatus { healthy: true, denied: false, error: None })]));
     }
 
     #[test]

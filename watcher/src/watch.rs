@@ -15,7 +15,9 @@ use consul::index::{self, Next};
 use consul::{Client, Instance, View};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
+
+use crate::outage::Outage;
 
 use crate::follow::Event;
 use crate::state::State;
@@ -139,6 +141,7 @@ pub async fn watch_service_on(lane: Lane, service: String, cfg: WatchConfig, sta
     let mut progress = Progress::default();
     let mut bucket = TokenBucket::new(cfg.burst, cfg.rate);
     let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
+    let mut outage = Outage::default();
     let client = &lane.client;
     loop {
         bucket.take().await;
@@ -151,6 +154,9 @@ pub async fn watch_service_on(lane: Lane, service: String, cfg: WatchConfig, sta
         match read {
             Ok(r) => {
                 backoff.reset();
+                if outage.recovered() {
+                    info!(service, "the service can be read from Consul again");
+                }
                 state.set_status(&service, true, None);
                 let returned = r.index;
                 if let Some(set) = progress.apply(&service, returned, r.instances) {
@@ -162,7 +168,11 @@ pub async fn watch_service_on(lane: Lane, service: String, cfg: WatchConfig, sta
             }
             Err(e) => {
                 let delay = backoff.next_delay();
-                warn!(service, error = %e, retry_in_ms = delay.as_millis() as u64, "cannot read service from Consul");
+                if outage.failed(&e) {
+                    warn!(service, error = %e, "cannot read the service from Consul; retrying with backoff (logged again when this changes)");
+                } else {
+                    debug!(service, error = %e, retry_in_ms = delay.as_millis() as u64, "cannot read the service from Consul");
+                }
                 state.set_status(&service, false, Some(e.to_string()));
                 progress.failed();
                 tokio::time::sleep(delay).await;

@@ -135,6 +135,10 @@ pub fn apply(line: &str, services: &Services) {
             services.freshness().set_readable(&s.service, error);
         }
         Ok(Some(Message::Gone(g))) => services.apply_gone(&g.service, g.reason),
+        Ok(Some(Message::Consul(c))) => {
+            let error = if c.healthy { None } else { Some(c.error.unwrap_or_else(|| "unknown error".into())) };
+            services.freshness().set_consul(error, c.denied);
+        }
         Ok(Some(Message::Services(l))) => services.apply_list(&l.services),
         Ok(Some(Message::Unknown) | None) => {
             debug!("ignoring a message type this version does not know")
@@ -184,6 +188,9 @@ mod tests {
         conn.write_all(b"\n{\"type\":\"status\",\"service\":\"web\",\"healthy\":false,\"error\":\"down\"}\n")
             .await
             .unwrap();
+        conn.write_all(b"{\"type\":\"consul\",\"healthy\":false,\"denied\":true,\"error\":\"Consul answered 403\"}\n")
+            .await
+            .unwrap();
         for _ in 0..100 {
             if services.freshness().stale_reason("web").is_some_and(|r| r.contains("down")) {
                 break;
@@ -193,6 +200,13 @@ mod tests {
         let set = services.slots()[0].set().expect("snapshot applied after garbage");
         assert_eq!(set.index, 7);
         assert!(services.freshness().stale_reason("web").unwrap().contains("down"));
+        for _ in 0..100 {
+            if services.freshness().consul_reason().is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(services.freshness().consul_reason().as_deref(), Some("Consul answered 403"));
         drop(conn);
         for _ in 0..100 {
             if services.freshness().stale_reason("web").is_some_and(|r| r.contains("watcher")) {

@@ -74,7 +74,7 @@ impl Seen {
                 self.gones.push(format!("{service}:{}", v["reason"].as_str().unwrap_or("?")));
                 self.named.insert(service);
             }
-            Some("status") => {}
+            Some("status" | "consul") => {}
             _ => self.violations.push(format!("not a message of the protocol: {v}")),
         }
     }

@@ -4,11 +4,14 @@
 // Test helpers outside #[test] functions may unwrap: a failure there is a test failure.
 #![allow(clippy::unwrap_used)]
 
+mod acl;
+mod consistency;
 mod failures;
 mod follow;
 mod health_status;
 mod lifecycle;
 mod modes;
+mod mtls;
 mod routes;
 mod routing;
 mod tls;

@@ -4,7 +4,7 @@
 //! - The streams mode follows services by tag (appear, change, go), one HTTP/2 connection per
 //!   `--streams-per-connection` long polls, and `auto` picks it on an https:// address.
 //! - TLS settings: `CONSUL_TLS_SERVER_NAME` is checked, a CA that did not sign the certificate is
-//!   refused, `--mode streams` refuses an http:// address; plain http still works as before.
+//!   refused, `CONSUL_HTTP_SSL_VERIFY=false` skips the check (with a warning), `--mode streams` refuses an http:// address; plain http still works as before.
 //! - The fact the design rests on: one HTTP client holds one HTTP/2 connection and queues the
 //!   long polls beyond Consul's 250 streams instead of opening another connection.
 
@@ -168,12 +168,28 @@ fn tls_settings_are_honoured_and_plain_http_still_works() {
     let w = Watcher::start(&["--route-tag", "gateway"], &env);
     w.wait_log("cannot reach Consul to see whether it speaks HTTP/2");
     assert!(w.log_text().contains("certificate"), "{}", w.log_text());
-    assert!(w.messages.lock().unwrap().is_empty(), "nothing published without a verified server");
+    // Nothing published without a verified server but Consul's status, which says why.
+    w.wait_message("Consul's status", |m| m["type"] == "consul" && m["healthy"] == false);
+    let msgs = w.messages.lock().unwrap().clone();
+    assert!(msgs.iter().all(|m| m["type"] == "consul"), "{msgs:?}");
+    assert!(msgs[0]["error"].as_str().unwrap().contains("certificate"), "{msgs:?}");
     drop(w);
 
     // Without our CA the built-in roots do not know Consul's.
     let w = Watcher::start(&["--route-tag", "gateway"], &[("CONSUL_HTTP_ADDR", consul.https_addr())]);
     w.wait_log("UnknownIssuer");
+    drop(w);
+
+    // CONSUL_HTTP_SSL_VERIFY=false: no CA and a name the certificate does not carry, yet it
+    // works, as with Consul's own tools, and says once that the server is not verified.
+    let env = [
+        ("CONSUL_HTTP_ADDR", consul.https_addr()),
+        ("CONSUL_TLS_SERVER_NAME", "other.example".to_string()),
+        ("CONSUL_HTTP_SSL_VERIFY", "false".to_string()),
+    ];
+    let w = Watcher::start(&["--route-tag", "gateway"], &env);
+    w.wait_ports("alpha", &[3001]);
+    assert_eq!(w.log_text().matches("is NOT verified").count(), 1, "{}", w.log_text());
     drop(w);
 
     // Settings that cannot be honoured stop the watcher at once.

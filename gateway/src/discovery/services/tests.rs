@@ -165,7 +165,7 @@ fn staleness_follows_watcher_and_consul() {
     s.freshness().set_watcher_connected(true);
     assert!(s.freshness().stale_reason("web").is_none());
     s.freshness().set_readable("web", Some("connection refused".into()));
-    assert!(s.freshness().stale_reason("web").unwrap().contains("Consul unreachable"));
+    assert!(s.freshness().stale_reason("web").unwrap().contains("cannot read it from Consul"));
     s.freshness().set_readable("web", None);
     assert!(s.freshness().stale_reason("web").is_none());
     assert_eq!(s.unlisted_reasons().len(), 1, "not listed yet");
