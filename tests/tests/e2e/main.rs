@@ -12,5 +12,6 @@ mod modes;
 mod routes;
 mod routing;
 mod tls;
+mod upgrade;
 mod upstream;
 mod watcher;
