@@ -66,7 +66,9 @@ pub async fn serve(
         let (mut stop, held) = (connection_stop.clone(), open.subscribe());
         tokio::spawn(async move {
             tokio::pin!(conn);
+            // Biased: no random branch order to draw on every wake-up of a busy connection.
             let ended = tokio::select! {
+                biased;
                 ended = conn.as_mut() => ended,
                 () = async { drop(stop.wait_for(|s| *s).await) } => {
                     conn.as_mut().graceful_shutdown();
