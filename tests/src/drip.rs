@@ -67,8 +67,8 @@ fn serve(conn: TcpStream, count: usize, interval: Duration, times: &Mutex<Vec<In
     let _ = out.write_all(b"0\r\n\r\n");
 }
 
-/// Sends `GET <path>` to `port` on 127.0.0.1 and reads a chunked response body, noting when
-/// each body byte arrived. Returns the status line, the body and the arrival times; gives up
+/// Sends `GET <path>` to `port` on 127.0.0.1 and reads the response body (chunked, or with a
+/// `Content-Length`), noting when each body byte arrived. Returns the status line, the body and the arrival times; gives up
 /// (returning what it has) after `timeout`.
 pub fn get_timed(port: u16, path: &str, timeout: Duration) -> (String, Vec<u8>, Vec<Instant>) {
     let conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -80,10 +80,30 @@ pub fn get_timed(port: u16, path: &str, timeout: Duration) -> (String, Vec<u8>, 
     let mut status = String::new();
     let _ = reader.read_line(&mut status);
     let (mut body, mut arrived) = (Vec::new(), Vec::new());
-    // Headers, then chunks: a size line, that many bytes, CRLF; size 0 ends the body.
+    // Headers, then (chunked) chunks: a size line, that many bytes, CRLF; size 0 ends the body.
     let mut line = String::new();
+    let mut length: Option<usize> = None;
     while matches!(reader.read_line(&mut line), Ok(n) if n > 2) {
+        if let Some((name, value)) = line.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().ok();
+            }
+        }
         line.clear();
+    }
+    // A body with a length (what a buffering proxy sends): the bytes as they come.
+    if let Some(mut left) = length {
+        let mut buf = [0u8; 64];
+        while left > 0 {
+            let Ok(n) = reader.read(&mut buf[..left.min(64)]) else { break };
+            if n == 0 {
+                break;
+            }
+            arrived.extend(std::iter::repeat_n(Instant::now(), n));
+            body.extend_from_slice(&buf[..n]);
+            left -= n;
+        }
+        return (status.trim().to_string(), body, arrived);
     }
     loop {
         line.clear();
