@@ -90,6 +90,10 @@ pub struct Args {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long, env = "GATEWAY_GRACE_PERIOD", default_value = "10s", value_parser = humantime::parse_duration)]
     pub grace_period: Duration,
+    /// A tunnel (a WebSocket or another protocol a client switched to with `Upgrade`, after the
+    /// instance's 101) with no byte in either direction for this long is closed.
+    #[arg(long, env = "GATEWAY_TUNNEL_IDLE_TIMEOUT", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub tunnel_idle_timeout: Duration,
     /// Request bodies up to this many bytes are buffered so that the request can be sent to
     /// another instance after a failure; larger ones are streamed, and go to another instance
     /// only if none of the body was sent.
@@ -133,6 +137,8 @@ pub struct Config {
     pub client_timeout: Duration,
     /// How long in-flight requests may take at shutdown.
     pub grace_period: Duration,
+    /// How long a tunnel may carry nothing before it is closed.
+    pub tunnel_idle_timeout: Duration,
     /// Request bodies up to this many bytes can be sent again.
     pub max_replay_body: u64,
     /// Log format (the watcher's too).
@@ -211,7 +217,11 @@ impl Config {
         if args.listen == args.admin_listen && args.listen.port() != 0 {
             return Err(ConfigError::SameListeners);
         }
-        if args.upstream_timeout.is_zero() || args.connect_timeout.is_zero() || args.client_timeout.is_zero() {
+        if args.upstream_timeout.is_zero()
+            || args.connect_timeout.is_zero()
+            || args.client_timeout.is_zero()
+            || args.tunnel_idle_timeout.is_zero()
+        {
             return Err(ConfigError::ZeroTimeout);
         }
         if args.workers.is_some_and(|w| w == 0 || w > MAX_WORKERS) {
@@ -242,6 +252,7 @@ impl Config {
             upstream_timeout: args.upstream_timeout,
             client_timeout: args.client_timeout,
             grace_period: args.grace_period,
+            tunnel_idle_timeout: args.tunnel_idle_timeout,
             max_replay_body: args.max_replay_body,
             log_format: args.log_format,
         })
@@ -266,6 +277,10 @@ mod tests {
         assert_eq!(c.listen.port(), 3000);
         assert!(c.admin_listen.ip().is_loopback());
         assert_eq!(c.timeouts.idle, Duration::from_millis(500));
+        assert_eq!(c.tunnel_idle_timeout, Duration::from_secs(3600));
+        let c = parse(&["--watcher-bin", "/bin/true", "--tunnel-idle-timeout", "90s"]).unwrap();
+        assert_eq!(c.tunnel_idle_timeout, Duration::from_secs(90));
+        assert!(parse(&["--watcher-bin", "/bin/true", "--tunnel-idle-timeout", "0s"]).is_err());
     }
 
     #[test]

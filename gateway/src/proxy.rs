@@ -20,6 +20,13 @@
 //! Go's `net/http` does. So does an idempotent request answered with something that is not HTTP
 //! on a reused connection: bytes a previous response left behind. Only a failure on a new
 //! connection counts against the instance.
+//!
+//! An HTTP/1.1 upgrade request (`Connection: upgrade` and `Upgrade`: WebSocket, or any protocol
+//! the client names) goes to the instance with those two headers, over a connection of its own
+//! ([`upstream::upgrade`]), and is retried elsewhere like any request when the connect fails. A
+//! `101` answer goes back to the client and the two connections are joined into a tunnel
+//! ([`tunnel`]); any other answer is an ordinary response. Responses are streamed: each chunk the
+//! instance writes is passed on as it arrives (server-sent events, long polls).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,10 +34,12 @@ use std::time::Duration;
 
 use axum::response::IntoResponse;
 use bytes::Bytes;
+use futures_util::future::Either as EitherFuture;
 use http::{header, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Body;
+use hyper::upgrade::OnUpgrade;
 use tracing::{debug, warn};
 
 use crate::discovery::services::Services;
@@ -43,6 +52,7 @@ mod headers;
 pub mod listener;
 pub mod rewrite;
 pub mod split;
+pub mod tunnel;
 pub mod upstream;
 pub mod workers;
 
@@ -66,6 +76,8 @@ pub struct Proxy {
     pub timeout: Duration,
     /// Request bodies up to this size are buffered so a failed connect can be retried.
     pub max_replay_body: u64,
+    /// A tunnel (after a `101`) with no byte either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 /// A request body that may be sent more than once.
@@ -124,7 +136,7 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         // An absolute-form request's authority wins over its Host header (RFC 9112 §3.2.2), for
         // matching and for what is forwarded; it is rare, so its header value is made on demand.
@@ -162,6 +174,14 @@ impl Proxy {
         let uri = Uri::try_from(rest)
             .map_err(|e| GatewayError::BadRequest { service: service.to_string(), reason: e.to_string() })?;
         let idempotent = is_idempotent(&parts.method);
+        // hyper hands over the client's connection only for a request it saw as an upgrade (and
+        // on a connection served with upgrades); without it, this is an ordinary request.
+        let mut client_upgrade = if headers::is_upgrade_request(parts.version, &parts.headers) {
+            parts.extensions.remove::<OnUpgrade>()
+        } else {
+            None
+        };
+        let upgrade = client_upgrade.is_some();
         let mut body = self.replayable(service, body).await?;
         let deadline = tokio::time::Instant::now() + self.timeout;
         let upstream_failed = |reason: String| GatewayError::Upstream { service: service.to_string(), reason };
@@ -186,10 +206,27 @@ impl Proxy {
                 *upstream.method_mut() = parts.method.clone();
                 *upstream.uri_mut() = uri.clone();
                 *upstream.headers_mut() = upstream_headers(&parts.headers, &parts.uri, peer, host, prefix);
-                let sent = upstream::send(&endpoint.pool, upstream, self.timeouts, reuse);
+                let sent = if upgrade {
+                    headers::add_upgrade(&parts.headers, upstream.headers_mut());
+                    // Boxed: rare, and it would make every request's future larger.
+                    let connect = self.timeouts.connect;
+                    EitherFuture::Right(Box::pin(upstream::upgrade::send(&endpoint.pool, upstream, connect)))
+                } else {
+                    EitherFuture::Left(upstream::send(&endpoint.pool, upstream, self.timeouts, reuse))
+                };
                 let Failed { error, unsent, reused } = match tokio::time::timeout_at(deadline, sent).await {
                     Err(_) => return Err(GatewayError::Timeout { service: service.to_string() }),
-                    Ok(Ok(resp)) => return Ok(into_downstream(resp, cookie)),
+                    Ok(Ok(resp)) => match client_upgrade.take() {
+                        Some(client) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                            let idle = self.tunnel_idle_timeout;
+                            let mut resp = tunnel::relay(client, resp, idle, service, endpoint.authority.as_str());
+                            if let Some(c) = cookie {
+                                split::set_cookie(resp.headers_mut(), c);
+                            }
+                            return Ok(resp);
+                        }
+                        _ => return Ok(into_downstream(resp, cookie)),
+                    },
                     Ok(Err(failed)) => failed,
                 };
                 // Nothing sent: any request may go again. Sent but unanswered, or answered with

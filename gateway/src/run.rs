@@ -52,6 +52,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         timeouts: cfg.timeouts,
         timeout: cfg.upstream_timeout,
         max_replay_body: cfg.max_replay_body,
+        tunnel_idle_timeout: cfg.tunnel_idle_timeout,
     });
     info!(
         listen = %public_addr,

@@ -10,10 +10,12 @@
 
 pub mod backend;
 pub mod consul;
+pub mod drip;
 pub mod echo;
 pub mod http1;
 pub mod procs;
 pub mod traffic;
+pub mod ws;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -21,9 +23,11 @@ use std::time::{Duration, Instant};
 
 pub use backend::Backend;
 pub use consul::Consul;
+pub use drip::Drip;
 pub use echo::{Echo, Echoed};
 pub use procs::{Gateway, Proc, ServiceWeb};
 pub use traffic::{assert_all_ok, Hammer, Sample};
+pub use ws::WsEcho;
 
 /// A loopback port that was free a moment ago (bound to port 0, then released).
 pub fn free_port() -> u16 {

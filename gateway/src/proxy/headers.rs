@@ -1,5 +1,8 @@
 //! Header rewriting on the request path: hop-by-hop headers stay on their hop (RFC 9110 §7.6.1),
-//! and the instance learns who asked through `X-Forwarded-For`, `-Proto` and `-Host`.
+//! and the instance learns who asked through `X-Forwarded-For`, `-Proto` and `-Host`. The one
+//! exception is a protocol upgrade (RFC 9110 §7.8): `Connection: upgrade` and `Upgrade` go on to
+//! the instance, and back with its `101` ([`is_upgrade_request`], [`add_upgrade`],
+//! [`switching_protocols`]).
 //!
 //! This runs twice per proxied request, so it compares standard header names as enum values,
 //! uses header names built at compile time, and allocates nothing beyond the outgoing map.
@@ -7,7 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::Uri;
+use http::{Uri, Version};
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -51,6 +54,51 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
         .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect()
+}
+
+/// Whether any `Connection` header has `token` among its comma-separated options (RFC 9110
+/// §7.6.1; case-insensitive).
+fn connection_has(headers: &HeaderMap, token: &[u8]) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Whether a request asks to switch protocols (RFC 9110 §7.8): HTTP/1.1, a `Connection` header
+/// with the `upgrade` option, and an `Upgrade` header (any protocol: `websocket`, `h2c`...).
+/// Never for HTTP/2, which forbids `Upgrade` (RFC 9113 §8.2.2), nor HTTP/1.0.
+///
+/// Runs on every request: an ordinary one costs a version compare and one pass over the header
+/// names (a `Connection` header that is only `keep-alive` or `close` ends the check there).
+pub fn is_upgrade_request(version: Version, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_11
+        && names_headers(headers)
+        && connection_has(headers, b"upgrade")
+        && headers.contains_key(header::UPGRADE)
+}
+
+/// Adds to an upgrade request's upstream headers ([`upstream_headers`] removed them as
+/// hop-by-hop) what the instance needs to switch: `Connection: upgrade` and the client's
+/// `Upgrade` values, as sent.
+pub fn add_upgrade(client: &HeaderMap, out: &mut HeaderMap) {
+    out.append(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    for v in client.get_all(header::UPGRADE) {
+        out.append(header::UPGRADE, v.clone());
+    }
+}
+
+/// The headers of an instance's `101 Switching Protocols` as the client gets them: hop-by-hop
+/// ones removed as on any response, except the instance's `Upgrade` (the protocol it switched
+/// to), with `Connection: upgrade` (RFC 9110 §7.8 and §15.2.2).
+pub fn switching_protocols(headers: &mut HeaderMap) {
+    let protocols: Vec<HeaderValue> = headers.get_all(header::UPGRADE).iter().cloned().collect();
+    strip_hop_by_hop(headers);
+    headers.append(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    for p in protocols {
+        headers.append(header::UPGRADE, p);
+    }
 }
 
 /// Removes hop-by-hop headers in place (used on responses).
@@ -226,6 +274,68 @@ mod tests {
         ]);
         strip_hop_by_hop(&mut h);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), vec!["x-ok"]);
+    }
+
+    #[test]
+    fn an_upgrade_request_needs_http_1_1_the_connection_option_and_an_upgrade_header() {
+        let ws = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade_request(Version::HTTP_11, &ws));
+        // Firefox sends both options; any case, any spacing; a repeated Connection header.
+        let firefox = map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade_request(Version::HTTP_11, &firefox));
+        let split = map(&[("connection", "keep-alive"), ("connection", " UPGRADE "), ("upgrade", "h2c")]);
+        assert!(is_upgrade_request(Version::HTTP_11, &split));
+        // HTTP/2 forbids it (RFC 9113 §8.2.2); HTTP/1.0 has no upgrade.
+        assert!(!is_upgrade_request(Version::HTTP_2, &ws));
+        assert!(!is_upgrade_request(Version::HTTP_10, &ws));
+        // Both halves are needed.
+        assert!(!is_upgrade_request(Version::HTTP_11, &map(&[("upgrade", "websocket")])));
+        assert!(!is_upgrade_request(Version::HTTP_11, &map(&[("connection", "upgrade")])));
+        let plain = map(&[("connection", "keep-alive"), ("upgrade", "websocket")]);
+        assert!(!is_upgrade_request(Version::HTTP_11, &plain));
+        let lookalike = map(&[("connection", "upgrade-insecure-requests"), ("upgrade", "websocket")]);
+        assert!(!is_upgrade_request(Version::HTTP_11, &lookalike));
+        assert!(!is_upgrade_request(Version::HTTP_11, &map(&[("host", "a")])));
+    }
+
+    #[test]
+    fn an_upgrade_goes_upstream_with_only_its_own_hop_by_hop_headers() {
+        let client = map(&[
+            ("host", "gw"),
+            ("connection", "keep-alive, Upgrade, x-hop"),
+            ("upgrade", "websocket"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "secret"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-version", "13"),
+        ]);
+        let mut h = upstream_headers(&client, &Uri::from_static("/ws"), None, &HeaderValue::from_static("i:1"), None);
+        add_upgrade(&client, &mut h);
+        assert_eq!(h.get_all("connection").iter().collect::<Vec<_>>(), ["upgrade"]);
+        assert_eq!(h.get_all("upgrade").iter().collect::<Vec<_>>(), ["websocket"]);
+        for gone in ["x-hop", "keep-alive", "te", "proxy-authorization"] {
+            assert!(h.get(gone).is_none(), "{gone} stays on its hop");
+        }
+        assert_eq!(h["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(h["sec-websocket-version"], "13");
+    }
+
+    #[test]
+    fn a_101_keeps_the_instances_upgrade_and_says_connection_upgrade() {
+        let mut h = map(&[
+            ("connection", "Upgrade, x-hop"),
+            ("upgrade", "websocket"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        ]);
+        switching_protocols(&mut h);
+        assert_eq!(h.get_all("connection").iter().collect::<Vec<_>>(), ["upgrade"]);
+        assert_eq!(h.get_all("upgrade").iter().collect::<Vec<_>>(), ["websocket"]);
+        assert!(h.get("x-hop").is_none() && h.get("keep-alive").is_none());
+        assert_eq!(h["sec-websocket-accept"], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
 
     #[test]

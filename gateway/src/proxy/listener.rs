@@ -2,7 +2,8 @@
 //! every request going to [`Proxy::serve`]. A client that sends no complete request head within
 //! the client timeout (slow, stalled, or idle on keep-alive) is disconnected. On shutdown it stops
 //! accepting, lets keep-alive connections finish their current request, and returns once all
-//! have closed.
+//! have closed. Connections are served with upgrades, so that a `101` hands the client's
+//! connection over to a tunnel ([`crate::proxy::tunnel`]).
 //!
 //! No router and no tower stack sit in front of the proxy: every path is the proxy's, and the
 //! layers cost instructions on each request (a boxed future, a connect-info extension map).
@@ -15,7 +16,6 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, error};
@@ -31,12 +31,15 @@ pub async fn serve(
     client_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let connections = GracefulShutdown::new();
+    // hyper-util's GracefulShutdown cannot watch an upgradeable HTTP/1.1 connection: each
+    // connection task watches `stop` itself, and holds a receiver of `open` until it ends.
+    let (open, _) = watch::channel(());
     let mut http = http1::Builder::new();
     // One contiguous write per response: cheaper than a writev of head and body for small ones.
     http.writev(false);
     http.timer(TokioTimer::new());
     http.header_read_timeout(client_timeout);
+    let connection_stop = stop.clone();
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
@@ -59,15 +62,27 @@ pub async fn serve(
             let proxy = proxy.clone();
             async move { Ok::<_, Infallible>(proxy.serve(req, Some(peer)).await) }
         });
-        let conn = connections.watch(http.serve_connection(TokioIo::new(stream), service));
+        let conn = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
+        let (mut stop, held) = (connection_stop.clone(), open.subscribe());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            tokio::pin!(conn);
+            // Biased: no random branch order to draw on every wake-up of a busy connection.
+            let ended = tokio::select! {
+                biased;
+                ended = conn.as_mut() => ended,
+                () = async { drop(stop.wait_for(|s| *s).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 debug!(%peer, error = %e, "client connection ended with an error");
             }
+            drop(held);
         });
     }
     drop(listener);
-    connections.shutdown().await;
+    open.closed().await;
 }
 
 /// Accept errors: a connection that died in the backlog is nobody's concern; anything else
@@ -104,6 +119,7 @@ mod tests {
             },
             timeout: Duration::from_secs(1),
             max_replay_body: 1024,
+            tunnel_idle_timeout: Duration::from_secs(60),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

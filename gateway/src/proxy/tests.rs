@@ -78,7 +78,7 @@ async fn app(ports: &[u16], timeout: Duration) -> Proxy {
     services.apply_snapshot("web", 1, ports.iter().map(|p| inst(*p)).collect(), vec![]);
     services.apply_snapshot("empty", 1, vec![], vec![]);
     let timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
-    Proxy { services, timeouts, timeout, max_replay_body: 1024 }
+    Proxy { services, timeouts, timeout, max_replay_body: 1024, tunnel_idle_timeout: Duration::from_secs(60) }
 }
 
 async fn send(app: &Proxy, req: http::Request<Body>) -> (u16, serde_json::Value) {
@@ -296,7 +296,13 @@ async fn routed(services: &[Declared<'_>]) -> Proxy {
         s.apply_snapshot(name, 1, instances, tags.iter().map(|x| x.to_string()).collect());
     }
     let timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
-    Proxy { services: s, timeouts, timeout: Duration::from_secs(5), max_replay_body: 1024 }
+    Proxy {
+        services: s,
+        timeouts,
+        timeout: Duration::from_secs(5),
+        max_replay_body: 1024,
+        tunnel_idle_timeout: Duration::from_secs(60),
+    }
 }
 
 fn host_req(host: &str, uri: &str) -> http::Request<Body> {
@@ -426,7 +432,13 @@ async fn weights_shape_the_spread() {
     h.weight = 4;
     s.apply_snapshot("web", 1, vec![l, h], vec![]);
     let timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
-    let app = Proxy { services: s, timeouts, timeout: Duration::from_secs(5), max_replay_body: 1024 };
+    let app = Proxy {
+        services: s,
+        timeouts,
+        timeout: Duration::from_secs(5),
+        max_replay_body: 1024,
+        tunnel_idle_timeout: Duration::from_secs(60),
+    };
     let mut heavy_hits = 0;
     for _ in 0..500 {
         let (_, v) = send(&app, get_req("/web/x")).await;

@@ -28,6 +28,9 @@
 //! nothing reached the instance. A failure on a reused connection is reported as such
 //! ([`Failed::reused`]): it says nothing about the instance, and the caller may send the request
 //! again on a new connection to the same instance.
+//!
+//! Upgrade requests (WebSocket...) never use the pool: each goes over a connection of its own
+//! ([`upgrade`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -44,6 +47,7 @@ mod io;
 mod pool;
 pub mod reuse;
 pub mod suspect;
+pub mod upgrade;
 use pool::Conn;
 pub use pool::{set_thread_slot, Pool, MAX_IDLE_PER_WORKER};
 

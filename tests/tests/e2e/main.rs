@@ -15,5 +15,6 @@ mod mtls;
 mod routes;
 mod routing;
 mod tls;
+mod upgrade;
 mod upstream;
 mod watcher;

@@ -152,19 +152,7 @@ impl Pool {
     /// A new connection; it may be reused for as long as the gateway's limit allows until a
     /// response says otherwise.
     pub(super) async fn connect(&self, timeout: Duration) -> Result<Conn, UpstreamError> {
-        let connecting = async {
-            match self.addr {
-                Some(addr) => TcpStream::connect(addr).await,
-                None => TcpStream::connect(self.authority.as_str()).await,
-            }
-        };
-        let stream = match tokio::time::timeout(timeout, connecting).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(UpstreamError::Connect(e.to_string())),
-            Err(_) => return Err(UpstreamError::Connect(format!("no connection within {timeout:?}"))),
-        };
-        // Requests and responses are written whole; Nagle would only delay them.
-        let _ = stream.set_nodelay(true);
+        let stream = self.open(timeout).await?;
         let (io, probe) = Io::new(stream).map_err(|e| UpstreamError::Connect(e.to_string()))?;
         let (sender, conn) = http1::Builder::new()
             .writev(false)
@@ -178,5 +166,28 @@ impl Pool {
             }
         });
         Ok(Conn { sender, probe, max_idle: Duration::MAX })
+    }
+
+    /// A new TCP connection to the instance within `timeout`, with Nagle off.
+    pub(super) async fn open(&self, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+        let connecting = async {
+            match self.addr {
+                Some(addr) => TcpStream::connect(addr).await,
+                None => TcpStream::connect(self.authority.as_str()).await,
+            }
+        };
+        let stream = match tokio::time::timeout(timeout, connecting).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(UpstreamError::Connect(e.to_string())),
+            Err(_) => return Err(UpstreamError::Connect(format!("no connection within {timeout:?}"))),
+        };
+        // Requests and responses are written whole; Nagle would only delay them.
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// `address:port` of the instance.
+    pub(super) fn authority(&self) -> &str {
+        &self.authority
     }
 }
