@@ -3,6 +3,10 @@
 //! request, rewritten for the route ([`rewrite`]), streamed there and back. A name route sends
 //! `/<service>/<rest>?<query>` to `http://<instance>/<rest>?<query>`.
 //!
+//! Instances are spoken to in HTTP/1.1, or in HTTP/2 cleartext when the route says `proto=grpc`
+//! (or `h2c`) or the instance's `gateway-protocol` metadata does ([`upstream::h2`]): a branch on
+//! values fixed when the service set was built.
+//!
 //! A route whose service has no routable instance answers 503: it never falls through to another
 //! route. No route at all answers 404.
 //!
@@ -34,7 +38,7 @@ use hyper::body::Body;
 use tracing::{debug, warn};
 
 use crate::discovery::services::Services;
-use crate::discovery::tag::Redirect;
+use crate::discovery::tag::{Protocol, Redirect};
 use upstream::{BoxError, Failed, PooledBody, RequestBody, Timeouts};
 
 pub mod balancer;
@@ -153,6 +157,7 @@ impl Proxy {
         let Some(choice) = set.candidates(route.tag.as_deref()) else {
             return Err(GatewayError::NoRoute { path: parts.uri.path().to_string() });
         };
+        let route_h2 = choice.protocol == Protocol::H2c;
         let (candidates, cookie) = split::choose(&route, choice, &parts.headers, peer);
         if candidates.is_empty() {
             return Err(no_instance());
@@ -174,6 +179,8 @@ impl Proxy {
             tried[attempts] = i;
             attempts += 1;
             let host = rewrite::upstream_host(&route, &endpoint.host, client_host);
+            // Fixed when the set was built: the route's `proto=`, or the instance's metadata.
+            let h2 = route_h2 || endpoint.protocol == Protocol::H2c;
             // A pooled connection first; after a failure on one, a new connection.
             let mut reuse = true;
             let error = loop {
@@ -186,7 +193,14 @@ impl Proxy {
                 *upstream.method_mut() = parts.method.clone();
                 *upstream.uri_mut() = uri.clone();
                 *upstream.headers_mut() = upstream_headers(&parts.headers, &parts.uri, peer, host, prefix);
-                let sent = upstream::send(&endpoint.pool, upstream, self.timeouts, reuse);
+                // The deadline bounds the response headers only: a long stream is not cut.
+                use futures_util::future::Either as Which;
+                let sent = if h2 {
+                    upstream::h2::into_h2(&mut upstream, &endpoint.authority, headers::te_trailers(&parts.headers));
+                    Which::Left(Box::pin(upstream::h2::send(&endpoint.pool, upstream, self.timeouts, reuse)))
+                } else {
+                    Which::Right(upstream::send(&endpoint.pool, upstream, self.timeouts, reuse))
+                };
                 let Failed { error, unsent, reused } = match tokio::time::timeout_at(deadline, sent).await {
                     Err(_) => return Err(GatewayError::Timeout { service: service.to_string() }),
                     Ok(Ok(resp)) => return Ok(into_downstream(resp, cookie)),
@@ -275,5 +289,7 @@ fn is_idempotent(m: &http::Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
+#[cfg(test)]
+mod h2_tests;
 #[cfg(test)]
 mod tests;

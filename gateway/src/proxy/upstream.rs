@@ -1,5 +1,7 @@
 //! Connections to instances: one pool of idle HTTP/1.1 keep-alive connections per endpoint,
-//! built on hyper's connection-level client (`hyper::client::conn::http1`).
+//! built on hyper's connection-level client (`hyper::client::conn::http1`); and for the routes and
+//! instances that ask for HTTP/2 cleartext, one multiplexed connection per endpoint and worker
+//! thread ([`h2`]).
 //!
 //! Why not hyper-util's pooled `Client`: per request it hashes the scheme and authority into a
 //! shared pool map twice (check-out and check-in), spawns a task that waits for the connection to
@@ -40,6 +42,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+pub mod h2;
 mod io;
 mod pool;
 pub mod reuse;
@@ -249,6 +252,11 @@ impl std::fmt::Debug for PooledBody {
 }
 
 impl PooledBody {
+    /// A body that holds no pooled connection (an HTTP/2 stream's: its connection is shared).
+    pub(crate) fn unpooled(inner: Incoming) -> Self {
+        Self { inner, conn: None }
+    }
+
     fn release(&mut self) {
         if let Some((conn, pool)) = self.conn.take() {
             if !conn.max_idle.is_zero() {
