@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod consul;
 pub mod echo;
+pub mod grpc;
 pub mod http1;
 pub mod procs;
 pub mod traffic;

@@ -6,6 +6,7 @@
 
 mod failures;
 mod follow;
+mod grpc;
 mod health_status;
 mod lifecycle;
 mod modes;
