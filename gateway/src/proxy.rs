@@ -206,12 +206,12 @@ impl Proxy {
                     Ok(Ok(resp)) => return Ok(into_downstream(resp, cookie)),
                     Ok(Err(failed)) => failed,
                 };
-                // Nothing sent: any request may go again. Sent but unanswered, or answered with
-                // garbage on a reused connection (bytes a previous response left): only an
-                // idempotent one.
+                // Nothing sent, or an HTTP/2 instance says it did not process it: any request
+                // may go again. Sent but unanswered, or answered with garbage on a reused
+                // connection (bytes a previous response left): only an idempotent one.
                 let leftovers = reused && error.is_malformed_response();
                 let unanswered = error.closed_before_response() || leftovers;
-                let may_resend = unsent.is_some() || (idempotent && unanswered);
+                let may_resend = unsent.is_some() || (idempotent && unanswered) || error.unprocessed();
                 if !may_resend {
                     return Err(upstream_failed(format!("{}: {}", endpoint.authority, error.detail())));
                 }

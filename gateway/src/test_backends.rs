@@ -196,3 +196,28 @@ pub async fn h2_backend() -> (String, Arc<AtomicUsize>) {
     })
     .await
 }
+
+/// An HTTP/2 cleartext backend made with the `h2` crate that refuses the second stream it is
+/// sent (`RST_STREAM REFUSED_STREAM`: not processed, RFC 9113 §8.7) and answers `ok` to the
+/// others. Returns its address and the number of streams it was sent.
+pub async fn h2_refuses_second_stream() -> (String, Arc<AtomicUsize>) {
+    let streams = Arc::new(AtomicUsize::new(0));
+    let count = streams.clone();
+    let (addr, _) = listen(move |stream: TcpStream| {
+        let streams = count.clone();
+        async move {
+            let Ok(mut conn) = h2::server::handshake(stream).await else { return };
+            while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                if streams.fetch_add(1, Ordering::SeqCst) == 1 {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    continue;
+                }
+                if let Ok(mut body) = respond.send_response(http::Response::new(()), false) {
+                    let _ = body.send_data(bytes::Bytes::from_static(b"ok"), true);
+                }
+            }
+        }
+    })
+    .await;
+    (addr, streams)
+}

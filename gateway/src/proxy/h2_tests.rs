@@ -101,3 +101,16 @@ async fn a_dead_h2_instance_sends_the_request_to_another() {
         assert_eq!(resp.status(), 200);
     }
 }
+
+#[tokio::test]
+async fn a_refused_stream_goes_again_even_for_a_post() {
+    let (addr, streams) = crate::test_backends::h2_refuses_second_stream().await;
+    let app = proxy(&addr, &["urlprefix-/pkg.Svc proto=grpc"], None, Duration::from_secs(5));
+    for i in 0..2 {
+        // The second is refused on the open connection: not processed, so sent again.
+        let resp = app.serve(grpc_req("/pkg.Svc/Call"), None).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+    }
+    assert_eq!(streams.load(std::sync::atomic::Ordering::SeqCst), 3);
+}

@@ -166,6 +166,19 @@ impl UpstreamError {
         s
     }
 
+    /// Whether an HTTP/2 instance said it did not process the request (RFC 9113 §8.7): it
+    /// refused the stream (`REFUSED_STREAM`), or a graceful `GOAWAY` left the stream out
+    /// (§6.8: streams above its last stream ID were not processed). Any request may go again.
+    pub fn unprocessed(&self) -> bool {
+        let UpstreamError::Send(e) = self else { return false };
+        let h2 = std::error::Error::source(e).and_then(|s| s.downcast_ref::<::h2::Error>());
+        h2.is_some_and(|h| {
+            h.is_remote()
+                && (h.reason() == Some(::h2::Reason::REFUSED_STREAM)
+                    || (h.is_go_away() && h.reason() == Some(::h2::Reason::NO_ERROR)))
+        })
+    }
+
     /// Whether what came back was not an HTTP response. On a reused connection that is most
     /// likely bytes the instance left after its previous response, not its answer to this request.
     pub fn is_malformed_response(&self) -> bool {
