@@ -57,7 +57,8 @@ pub struct Args {
     /// ignored with --catalog.
     #[arg(long, env = "GATEWAY_HEALTH_STATUS", default_value = "passing", value_name = "LIST")]
     pub health_status: HealthStatuses,
-    /// How long an instance may take to start answering before the client gets a 504.
+    /// How long an instance may take to start answering (its response headers) before the
+    /// client gets a 504; a response body that streams longer (a gRPC server stream) is not cut.
     #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
     /// How long connecting to an instance may take before another one is tried.
