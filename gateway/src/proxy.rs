@@ -38,10 +38,12 @@ use crate::discovery::tag::Redirect;
 use upstream::{BoxError, Failed, PooledBody, RequestBody, Timeouts};
 
 pub mod balancer;
+pub mod drain;
 pub mod error;
 mod headers;
 pub mod listener;
 pub mod rewrite;
+pub mod sniff;
 pub mod split;
 pub mod upstream;
 pub mod workers;

@@ -17,8 +17,9 @@ use crate::discovery::direct::ConsulRead;
 use crate::discovery::services::Services;
 use crate::discovery::socket::Socket;
 use crate::discovery::supervisor::{supervise, WatcherCommand};
+use crate::proxy::listener::{self, Front};
 use crate::proxy::workers::{self, Workers};
-use crate::proxy::{listener, Proxy};
+use crate::proxy::Proxy;
 
 /// Runs the gateway until a shutdown signal, then drains.
 ///
@@ -60,13 +61,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "gateway listening"
     );
 
+    let front = Front { client_timeout: cfg.client_timeout };
     // One worker: everything on this thread's runtime. More: one thread and runtime each.
     let public_task = if workers == 1 {
         let l = TcpListener::from_std(public.remove(0))?;
-        tokio::spawn(listener::serve(l, proxy, cfg.client_timeout, stop_rx.clone()))
+        tokio::spawn(listener::serve(l, proxy, front, stop_rx.clone()))
     } else {
-        let w = Workers::spawn(public, proxy, cfg.client_timeout, stop_rx.clone())
-            .context("cannot start the worker threads")?;
+        let w = Workers::spawn(public, proxy, front, stop_rx.clone()).context("cannot start the worker threads")?;
         tokio::spawn(w.finished())
     };
     let mut stopping = stop_rx.clone();

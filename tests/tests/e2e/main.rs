@@ -6,6 +6,7 @@
 
 mod failures;
 mod follow;
+mod front;
 mod health_status;
 mod lifecycle;
 mod modes;
