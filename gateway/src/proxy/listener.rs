@@ -3,6 +3,10 @@
 //! from its first bytes ([`sniff`]: HTTP/2 with prior knowledge, h2c, or HTTP/1.x), on the same
 //! port. HTTP/1.1 connections keep hyper's upgrades possible (`Upgrade`, RFC 9110 §7.8).
 //!
+//! With TLS ([`crate::tls`]) every connection starts with a handshake, and the protocol the
+//! client chose by ALPN (`h2` or `http/1.1`) says which server serves it; the instance learns
+//! it through `X-Forwarded-Proto: https`.
+//!
 //! A client that sends no complete request head within the client timeout (slow, stalled, or idle
 //! on keep-alive) is disconnected; so is one that sends nothing at all before its version is
 //! known. On shutdown it stops accepting, lets keep-alive connections finish their current
@@ -26,6 +30,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error};
 
 use crate::proxy::drain::{Drain, Watcher};
@@ -39,6 +44,10 @@ pub struct Front {
     /// keep-alive connection may sit idle between requests (hyper times both as one header read),
     /// and how long a new connection may take to show which protocol it speaks.
     pub client_timeout: Duration,
+    /// TLS termination: every connection starts with a handshake (bounded by the client
+    /// timeout) and its ALPN protocol says HTTP/2 or HTTP/1.1. `None`: cleartext, where the
+    /// first bytes say it.
+    pub tls: Option<TlsAcceptor>,
 }
 
 /// hyper's servers, configured once per listener and shared by its connections.
@@ -84,9 +93,12 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, front: Front, stop:
         };
         // Responses are written whole; Nagle would only hold them back.
         let _ = stream.set_nodelay(true);
-        let conn = Conn { proxy: proxy.clone(), servers: servers.clone(), watcher: connections.watcher(), peer };
-        let (front, stop) = (front.clone(), stop.clone());
-        tokio::spawn(conn.plain(stream, front, stop));
+        let watcher = connections.watcher();
+        let conn = Conn { proxy: proxy.clone(), servers: servers.clone(), watcher, peer, tls: front.tls.is_some() };
+        match &front.tls {
+            None => tokio::spawn(conn.plain(stream, front.client_timeout, stop.clone())),
+            Some(tls) => tokio::spawn(conn.handshake(stream, tls.clone(), front.client_timeout)),
+        };
     }
     drop(listener);
     connections.finished().await;
@@ -98,14 +110,16 @@ struct Conn {
     servers: Arc<Servers>,
     watcher: Watcher,
     peer: SocketAddr,
+    /// Whether it came over TLS.
+    tls: bool,
 }
 
 impl Conn {
     /// A cleartext connection: its version from its first bytes, then served. A client still
     /// silent when shutdown starts is dropped.
-    async fn plain(self, stream: TcpStream, front: Front, mut stop: watch::Receiver<bool>) {
+    async fn plain(self, stream: TcpStream, timeout: Duration, mut stop: watch::Receiver<bool>) {
         let version = tokio::select! {
-            v = sniff::sniff(&stream, front.client_timeout) => match v {
+            v = sniff::sniff(&stream, timeout) => match v {
                 Ok(v) => v,
                 Err(e) => return debug!(peer = %self.peer, error = %e, "client sent no request"),
             },
@@ -114,15 +128,27 @@ impl Conn {
         self.serve(TokioIo::new(stream), version).await;
     }
 
+    /// A TLS connection: the handshake within `timeout`, then HTTP/2 if the client chose `h2`
+    /// by ALPN, HTTP/1.1 otherwise.
+    async fn handshake(self, stream: TcpStream, acceptor: TlsAcceptor, timeout: Duration) {
+        let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return debug!(peer = %self.peer, error = %e, "TLS handshake failed"),
+            Err(_) => return debug!(peer = %self.peer, "TLS handshake timed out"),
+        };
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        self.serve(TokioIo::new(stream), if h2 { Version::H2 } else { Version::Http1 }).await;
+    }
+
     /// Serves HTTP `version` on `io` until either side closes it, or shutdown drains it.
     async fn serve<I>(self, io: I, version: Version)
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
-        let Conn { proxy, servers, watcher, peer } = self;
+        let Conn { proxy, servers, watcher, peer, tls } = self;
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.serve(req, Some(peer)).await) }
+            async move { Ok::<_, Infallible>(proxy.serve_from(req, Some(peer), tls).await) }
         });
         let result = match version {
             Version::Http1 => {
@@ -161,6 +187,13 @@ mod tests {
     async fn start(
         client_timeout: Duration,
     ) -> (std::net::SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        start_with(client_timeout, None).await
+    }
+
+    async fn start_with(
+        client_timeout: Duration,
+        tls: Option<TlsAcceptor>,
+    ) -> (std::net::SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let rules = TagRules { route_tag: "gateway".into(), prefix: "urlprefix-".into() };
         let services = Arc::new(Services::new(["web".to_string()], rules, Arc::new(StaticRead::default())));
         let proxy = Arc::new(Proxy {
@@ -175,7 +208,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, proxy, Front { client_timeout }, stop_rx));
+        let task = tokio::spawn(serve(listener, proxy, Front { client_timeout, tls }, stop_rx));
         (addr, stop_tx, task)
     }
 
@@ -239,5 +272,30 @@ mod tests {
             .unwrap();
         let answer = String::from_utf8(read_to_close(&mut conn).await).unwrap();
         assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn a_tls_handshake_is_bounded_by_the_client_timeout() {
+        let (addr, _stop, _task) = start_with(Duration::from_millis(200), Some(test_acceptor())).await;
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let started = std::time::Instant::now();
+        read_to_close(&mut silent).await;
+        assert!(started.elapsed() >= Duration::from_millis(150), "not before the timeout");
+        // Half a ClientHello, then nothing.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
+        read_to_close(&mut slow).await;
+    }
+
+    /// An acceptor with a self-signed certificate for `localhost`.
+    fn test_acceptor() -> TlsAcceptor {
+        use rustls::pki_types::pem::PemObject;
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let provider = crate::tls::provider();
+        let chain = vec![made.cert.der().clone()];
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(made.key_pair.serialize_pem().as_bytes()).unwrap();
+        let ck = rustls::sign::CertifiedKey::from_der(chain, key, &provider).unwrap();
+        let certs = Arc::new(crate::tls::Certificates::new(crate::tls::certs::Names::new(Arc::new(ck))));
+        crate::tls::acceptor(provider, certs).unwrap()
     }
 }

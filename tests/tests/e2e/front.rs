@@ -9,8 +9,11 @@ use e2e::{get_json, http, wait_for, Consul, Echo, Echoed, Gateway};
 /// What curl got: the HTTP version it spoke, the status, and the body.
 #[derive(Debug)]
 pub struct Curled {
+    /// `1.1` or `2`.
     pub version: String,
+    /// The status code.
     pub status: u16,
+    /// The body (of every transfer, with their write-out lines but the last).
     pub body: String,
 }
 

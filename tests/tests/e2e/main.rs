@@ -7,6 +7,7 @@
 mod failures;
 mod follow;
 mod front;
+mod front_tls;
 mod health_status;
 mod lifecycle;
 mod modes;
