@@ -42,10 +42,12 @@ use crate::discovery::tag::{Protocol, Redirect};
 use upstream::{BoxError, Failed, PooledBody, RequestBody, Timeouts};
 
 pub mod balancer;
+pub mod drain;
 pub mod error;
 mod headers;
 pub mod listener;
 pub mod rewrite;
+pub mod sniff;
 pub mod split;
 pub mod upstream;
 pub mod workers;
@@ -100,14 +102,24 @@ impl Replay {
 }
 
 impl Proxy {
-    /// Answers one client request: the instance's response, or a JSON error. `peer` is the
-    /// client's address, for `X-Forwarded-For` and address-sticky splits.
+    /// Answers one client request that came over plain TCP: [`Proxy::serve_from`].
     pub async fn serve<B>(&self, req: Request<B>, peer: Option<SocketAddr>) -> Response<ResponseBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        match self.route(req, peer).await {
+        self.serve_from(req, peer, false).await
+    }
+
+    /// Answers one client request: the instance's response, or a JSON error. `peer` is the
+    /// client's address, for `X-Forwarded-For` and address-sticky splits; `tls` says whether the
+    /// client came over TLS (`X-Forwarded-Proto: https`).
+    pub async fn serve_from<B>(&self, req: Request<B>, peer: Option<SocketAddr>, tls: bool) -> Response<ResponseBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        match self.route(req, peer, tls).await {
             Ok(resp) => resp,
             Err(e) => {
                 match &e {
@@ -123,7 +135,12 @@ impl Proxy {
         }
     }
 
-    async fn route<B>(&self, req: Request<B>, peer: Option<SocketAddr>) -> Result<Response<ResponseBody>, GatewayError>
+    async fn route<B>(
+        &self,
+        req: Request<B>,
+        peer: Option<SocketAddr>,
+        tls: bool,
+    ) -> Result<Response<ResponseBody>, GatewayError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -193,6 +210,9 @@ impl Proxy {
                 *upstream.method_mut() = parts.method.clone();
                 *upstream.uri_mut() = uri.clone();
                 *upstream.headers_mut() = upstream_headers(&parts.headers, &parts.uri, peer, host, prefix);
+                if tls {
+                    headers::forwarded_https(upstream.headers_mut());
+                }
                 // The deadline bounds the response headers only: a long stream is not cut.
                 use futures_util::future::Either as Which;
                 let sent = if h2 {

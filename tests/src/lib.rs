@@ -9,6 +9,7 @@
 //! through `CONSUL_BIN`, then `<repo>/.tools/consul` (`scripts/install-consul.sh`), then `PATH`.
 
 pub mod backend;
+pub mod certs;
 pub mod consul;
 pub mod echo;
 pub mod grpc;

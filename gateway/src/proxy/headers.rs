@@ -145,6 +145,12 @@ pub fn upstream_headers(
     out
 }
 
+/// Says `X-Forwarded-Proto: https` instead of `http` in headers made by [`upstream_headers`],
+/// for a client that came over TLS.
+pub fn forwarded_https(headers: &mut HeaderMap) {
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+}
+
 /// An absolute-form request's `host[:port]` as a header value: the authority without user info
 /// (RFC 9110 §4.2.4 deprecates it; it is never forwarded).
 pub fn authority_host(a: &http::uri::Authority) -> Option<HeaderValue> {

@@ -6,6 +6,8 @@
 
 mod failures;
 mod follow;
+mod front;
+mod front_tls;
 mod grpc;
 mod health_status;
 mod lifecycle;
