@@ -13,7 +13,11 @@ Methods:
     Unary   (unary-unary)   answers b"echo:" + the request
     Stream  (unary-stream)  the request is a count n: n messages b"msg <i>", 300 ms apart
     Fail    (unary-unary)   aborts with PERMISSION_DENIED, details "no entry for <request>"
-    Slow    (unary-unary)   sleeps 3 s, then answers
+    Slow    (unary-unary)   answers after 3 s, or stops as soon as the call ends (cancelled,
+                            or past its deadline)
+    SlowEnded  (unary-unary)   b"yes" once a Slow call was seen ending early (waits up to 2 s)
+    Remaining  (unary-unary)   the seconds left before the call's deadline (`grpc-timeout`),
+                            b"none" without one
 """
 
 import json
@@ -45,9 +49,23 @@ def serve(service):
     def fail(request, context):
         context.abort(grpc.StatusCode.PERMISSION_DENIED, "no entry for " + request.decode())
 
+    ended = threading.Event()
+
     def slow(request, context):
-        time.sleep(SLOW)
+        end = time.monotonic() + SLOW
+        while time.monotonic() < end:
+            if not context.is_active():
+                ended.set()
+                return b""
+            time.sleep(0.02)
         return b"too late"
+
+    def slow_ended(request, context):
+        return b"yes" if ended.wait(2) else b"no"
+
+    def remaining(request, context):
+        left = context.time_remaining()
+        return b"none" if left is None else b"%.2f" % left
 
     kw = dict(request_deserializer=identity, response_serializer=identity)
     handlers = {
@@ -55,6 +73,8 @@ def serve(service):
         "Stream": grpc.unary_stream_rpc_method_handler(stream, **kw),
         "Fail": grpc.unary_unary_rpc_method_handler(fail, **kw),
         "Slow": grpc.unary_unary_rpc_method_handler(slow, **kw),
+        "SlowEnded": grpc.unary_unary_rpc_method_handler(slow_ended, **kw),
+        "Remaining": grpc.unary_unary_rpc_method_handler(remaining, **kw),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
@@ -104,6 +124,8 @@ def client(target, service):
         except grpc.RpcError as e:
             out["slow"] = status(e)
         out["slow"]["elapsed"] = round(time.monotonic() - start, 3)
+        out["slow"]["server_saw_end"] = call("unary_unary", "SlowEnded")(b"", timeout=10).decode()
+        out["remaining"] = call("unary_unary", "Remaining")(b"", timeout=7).decode()
     print(json.dumps(out), flush=True)
 
 

@@ -28,6 +28,13 @@ fn assert_grpc_works(seen: &Value) {
     assert_eq!(seen["slow"]["code"], "DEADLINE_EXCEEDED", "{seen}");
     let elapsed = seen["slow"]["elapsed"].as_f64().unwrap_or(f64::MAX);
     assert!(elapsed < 1.5, "the deadline took {elapsed} s");
+    // And the instance stopped working on it: the call ended for it too (the deadline forwarded
+    // in `grpc-timeout`, or the stream reset through the gateway).
+    assert_eq!(seen["slow"]["server_saw_end"], "yes", "{seen}");
+    // `grpc-timeout` reaches the instance: a 7 s deadline leaves it about 7 s (grpc rounds it
+    // up a little when it encodes it); without the header it would see none.
+    let left: f64 = seen["remaining"].as_str().and_then(|r| r.parse().ok()).unwrap_or(-1.0);
+    assert!((5.0..=7.5).contains(&left), "the instance saw {left} s left of a 7 s deadline: {seen}");
 }
 
 /// Registers `server` as `name` with `tags` and `meta`, starts a gateway following tags, and
