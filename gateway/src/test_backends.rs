@@ -1,5 +1,6 @@
-//! Misbehaving HTTP/1.1 backends on loopback, written byte by byte (no HTTP library would send
-//! what they send), for the tests of the pool and the request path.
+//! Backends on loopback for the tests of the pool and the request path: misbehaving HTTP/1.1
+//! ones, written byte by byte (no HTTP library would send what they send), and HTTP/2 cleartext
+//! ones as gRPC servers speak (hyper's server, and the `h2` crate's for a refused stream).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
