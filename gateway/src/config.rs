@@ -65,7 +65,8 @@ pub struct Args {
     /// ignored with --catalog.
     #[arg(long, env = "GATEWAY_HEALTH_STATUS", default_value = "passing", value_name = "LIST")]
     pub health_status: HealthStatuses,
-    /// How long an instance may take to start answering before the client gets a 504.
+    /// How long an instance may take to start answering (its response headers) before the
+    /// client gets a 504; a response body that streams longer (a gRPC server stream) is not cut.
     #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
     /// How long connecting to an instance may take before another one is tried.
@@ -103,6 +104,23 @@ pub struct Args {
     /// (SO_REUSEPORT), like nginx's workers (default: one per CPU this process may use).
     #[arg(long, env = "GATEWAY_WORKERS")]
     pub workers: Option<usize>,
+    /// Terminate TLS on the public listener with this PEM certificate chain (leaf first),
+    /// served to every client; with --tls-key. Reloaded when the file changes.
+    #[arg(long, env = "GATEWAY_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "GATEWAY_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Terminate TLS with the certificates of this directory, chosen by SNI: pairs
+    /// `<name>.crt` + `<name>.key`, each serving the DNS names in its certificate; a client
+    /// without SNI or with an unknown name gets `default.crt` (else the first pair by name).
+    /// Reloaded when the files change. Not with --tls-cert.
+    #[arg(long, env = "GATEWAY_TLS_DIR", value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Also listen for plain HTTP on this address and redirect every request there to https on
+    /// the --listen port (301 for GET and HEAD, 308 for other methods). Needs TLS.
+    #[arg(long, env = "GATEWAY_REDIRECT_HTTP", value_name = "ADDR")]
+    pub redirect_http: Option<SocketAddr>,
     /// Log format on stderr (the watcher logs in the same format).
     #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -143,6 +161,10 @@ pub struct Config {
     pub max_replay_body: u64,
     /// Log format (the watcher's too).
     pub log_format: LogFormat,
+    /// Where the public listener's TLS certificates come from; `None`: cleartext.
+    pub tls: Option<crate::tls::Source>,
+    /// The plain listener redirecting to https, if any (TLS is then on).
+    pub redirect_http: Option<SocketAddr>,
 }
 
 /// Why a configuration is refused.
@@ -171,6 +193,12 @@ pub enum ConfigError {
     /// A worker count out of range.
     #[error("--workers must be between 1 and {MAX_WORKERS}")]
     Workers,
+    /// A TLS flag without its partner, or both kinds of TLS source.
+    #[error("TLS: give --tls-cert with --tls-key, or --tls-dir (not both)")]
+    TlsSource,
+    /// `--redirect-http` without TLS, or on an address already used.
+    #[error("--redirect-http needs TLS (--tls-cert/--tls-key or --tls-dir) and an address of its own")]
+    Redirect,
     /// The watcher executable cannot be located.
     #[error("cannot locate the gateway executable (to find the watcher next to it): {0}")]
     WatcherBin(#[source] std::io::Error),
@@ -234,6 +262,18 @@ impl Config {
             Some(p) => p.clone(),
             None => std::env::current_exe().map_err(ConfigError::WatcherBin)?.with_file_name("watcher"),
         };
+        let tls = match (args.tls_cert.clone(), args.tls_key.clone(), args.tls_dir.clone()) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), None) => Some(crate::tls::Source::Pair { cert, key }),
+            (None, None, Some(dir)) => Some(crate::tls::Source::Dir(dir)),
+            _ => return Err(ConfigError::TlsSource),
+        };
+        if let Some(r) = args.redirect_http {
+            let taken = r.port() != 0 && (r == args.listen || r == args.admin_listen);
+            if tls.is_none() || taken {
+                return Err(ConfigError::Redirect);
+            }
+        }
         let view = if args.catalog { View::Catalog } else { View::Health(args.health_status) };
         if args.catalog && args.health_status != HealthStatuses::PASSING {
             tracing::warn!(health_status = %args.health_status, "--health-status has no effect with --catalog (every registered instance is routed)");
@@ -255,6 +295,8 @@ impl Config {
             tunnel_idle_timeout: args.tunnel_idle_timeout,
             max_replay_body: args.max_replay_body,
             log_format: args.log_format,
+            tls,
+            redirect_http: args.redirect_http,
         })
     }
 }
@@ -338,5 +380,30 @@ mod tests {
             let e = parse(&["--health-status", bad, "--watcher-bin", "w"]).unwrap_err();
             assert!(e.contains("--health-status"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs_and_the_redirect_needs_tls() {
+        assert_eq!(parse(&["--watcher-bin", "w"]).unwrap().tls, None);
+        let c = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem", "--watcher-bin", "w"]).unwrap();
+        assert_eq!(c.tls, Some(crate::tls::Source::Pair { cert: "c.pem".into(), key: "k.pem".into() }));
+        let c = parse(&["--tls-dir", "/certs", "--redirect-http", "127.0.0.1:80", "--watcher-bin", "w"]).unwrap();
+        assert_eq!(
+            (c.tls, c.redirect_http),
+            (Some(crate::tls::Source::Dir("/certs".into())), "127.0.0.1:80".parse().ok())
+        );
+        for bad in [
+            &["--tls-cert", "c.pem"][..],
+            &["--tls-key", "k.pem"],
+            &["--tls-dir", "d", "--tls-cert", "c", "--tls-key", "k"],
+        ] {
+            let mut args = bad.to_vec();
+            args.extend(["--watcher-bin", "w"]);
+            assert!(parse(&args).unwrap_err().contains("--tls-cert"), "{bad:?}");
+        }
+        let e = parse(&["--redirect-http", "127.0.0.1:80", "--watcher-bin", "w"]).unwrap_err();
+        assert!(e.contains("--redirect-http needs TLS"), "{e}");
+        let e = parse(&["--tls-dir", "d", "--redirect-http", "0.0.0.0:3000", "--watcher-bin", "w"]).unwrap_err();
+        assert!(e.contains("--redirect-http"), "same address as --listen: {e}");
     }
 }

@@ -10,6 +10,8 @@
 //!   socket, the followed services with their instances, the route tags and the route table.
 //! - [`proxy`]: the request path: the public listener and its workers, route match, balancer,
 //!   canary split, rewriting, upstream connections and their pool, headers, errors.
+//! - [`tls`]: TLS termination on the public listener: certificates by SNI, reloaded on change.
+//! - [`redirect`]: the plain listener of `--redirect-http`, redirecting to https.
 //! - [`admin`]: `/healthz`, `/readyz`, `/services`, `/routes` on the admin listener.
 //!
 //! Consul's API is spoken only by the `consul` crate; the wire protocol belongs to `watcher`.
@@ -18,7 +20,9 @@ pub mod admin;
 pub mod config;
 pub mod discovery;
 pub mod proxy;
+pub mod redirect;
 pub mod run;
+pub mod tls;
 
 #[cfg(test)]
 mod test_backends;

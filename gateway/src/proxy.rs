@@ -3,6 +3,10 @@
 //! request, rewritten for the route ([`rewrite`]), streamed there and back. A name route sends
 //! `/<service>/<rest>?<query>` to `http://<instance>/<rest>?<query>`.
 //!
+//! Instances are spoken to in HTTP/1.1, or in HTTP/2 cleartext when the route says `proto=grpc`
+//! (or `h2c`) or the instance's `gateway-protocol` metadata does ([`upstream::h2`]): a branch on
+//! values fixed when the service set was built.
+//!
 //! A route whose service has no routable instance answers 503: it never falls through to another
 //! route. No route at all answers 404.
 //!
@@ -34,7 +38,6 @@ use std::time::Duration;
 
 use axum::response::IntoResponse;
 use bytes::Bytes;
-use futures_util::future::Either as EitherFuture;
 use http::{header, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Either, Full};
@@ -43,14 +46,16 @@ use hyper::upgrade::OnUpgrade;
 use tracing::{debug, warn};
 
 use crate::discovery::services::Services;
-use crate::discovery::tag::Redirect;
+use crate::discovery::tag::{Protocol, Redirect};
 use upstream::{BoxError, Failed, PooledBody, RequestBody, Timeouts};
 
 pub mod balancer;
+pub mod drain;
 pub mod error;
 mod headers;
 pub mod listener;
 pub mod rewrite;
+pub mod sniff;
 pub mod split;
 pub mod tunnel;
 pub mod upstream;
@@ -108,14 +113,24 @@ impl Replay {
 }
 
 impl Proxy {
-    /// Answers one client request: the instance's response, or a JSON error. `peer` is the
-    /// client's address, for `X-Forwarded-For` and address-sticky splits.
+    /// Answers one client request that came over plain TCP: [`Proxy::serve_from`].
     pub async fn serve<B>(&self, req: Request<B>, peer: Option<SocketAddr>) -> Response<ResponseBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        match self.route(req, peer).await {
+        self.serve_from(req, peer, false).await
+    }
+
+    /// Answers one client request: the instance's response, or a JSON error. `peer` is the
+    /// client's address, for `X-Forwarded-For` and address-sticky splits; `tls` says whether the
+    /// client came over TLS (`X-Forwarded-Proto: https`).
+    pub async fn serve_from<B>(&self, req: Request<B>, peer: Option<SocketAddr>, tls: bool) -> Response<ResponseBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        match self.route(req, peer, tls).await {
             Ok(resp) => resp,
             Err(e) => {
                 match &e {
@@ -131,7 +146,12 @@ impl Proxy {
         }
     }
 
-    async fn route<B>(&self, req: Request<B>, peer: Option<SocketAddr>) -> Result<Response<ResponseBody>, GatewayError>
+    async fn route<B>(
+        &self,
+        req: Request<B>,
+        peer: Option<SocketAddr>,
+        tls: bool,
+    ) -> Result<Response<ResponseBody>, GatewayError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -165,6 +185,7 @@ impl Proxy {
         let Some(choice) = set.candidates(route.tag.as_deref()) else {
             return Err(GatewayError::NoRoute { path: parts.uri.path().to_string() });
         };
+        let route_h2 = choice.protocol == Protocol::H2c;
         let (candidates, cookie) = split::choose(&route, choice, &parts.headers, peer);
         if candidates.is_empty() {
             return Err(no_instance());
@@ -194,6 +215,8 @@ impl Proxy {
             tried[attempts] = i;
             attempts += 1;
             let host = rewrite::upstream_host(&route, &endpoint.host, client_host);
+            // Fixed when the set was built: the route's `proto=`, or the instance's metadata.
+            let h2 = route_h2 || endpoint.protocol == Protocol::H2c;
             // A pooled connection first; after a failure on one, a new connection.
             let mut reuse = true;
             let error = loop {
@@ -206,13 +229,23 @@ impl Proxy {
                 *upstream.method_mut() = parts.method.clone();
                 *upstream.uri_mut() = uri.clone();
                 *upstream.headers_mut() = upstream_headers(&parts.headers, &parts.uri, peer, host, prefix);
+                if tls {
+                    headers::forwarded_https(upstream.headers_mut());
+                }
+                // The deadline bounds the response headers only: a long stream is not cut.
+                // An upgrade goes over HTTP/1.1 whatever the route says (HTTP/2 has no Upgrade,
+                // RFC 9113 §8.2.2); upgrades and HTTP/2 are boxed: rarer here, and they would
+                // make every request's future larger.
+                use futures_util::future::Either as Which;
                 let sent = if upgrade {
                     headers::add_upgrade(&parts.headers, upstream.headers_mut());
-                    // Boxed: rare, and it would make every request's future larger.
                     let connect = self.timeouts.connect;
-                    EitherFuture::Right(Box::pin(upstream::upgrade::send(&endpoint.pool, upstream, connect)))
+                    Which::Left(Which::Left(Box::pin(upstream::upgrade::send(&endpoint.pool, upstream, connect))))
+                } else if h2 {
+                    upstream::h2::into_h2(&mut upstream, &endpoint.authority, headers::te_trailers(&parts.headers));
+                    Which::Left(Which::Right(Box::pin(upstream::h2::send(&endpoint.pool, upstream, self.timeouts, reuse))))
                 } else {
-                    EitherFuture::Left(upstream::send(&endpoint.pool, upstream, self.timeouts, reuse))
+                    Which::Right(upstream::send(&endpoint.pool, upstream, self.timeouts, reuse))
                 };
                 let Failed { error, unsent, reused } = match tokio::time::timeout_at(deadline, sent).await {
                     Err(_) => return Err(GatewayError::Timeout { service: service.to_string() }),
@@ -229,12 +262,12 @@ impl Proxy {
                     },
                     Ok(Err(failed)) => failed,
                 };
-                // Nothing sent: any request may go again. Sent but unanswered, or answered with
-                // garbage on a reused connection (bytes a previous response left): only an
-                // idempotent one.
+                // Nothing sent, or an HTTP/2 instance says it did not process it: any request
+                // may go again. Sent but unanswered, or answered with garbage on a reused
+                // connection (bytes a previous response left): only an idempotent one.
                 let leftovers = reused && error.is_malformed_response();
                 let unanswered = error.closed_before_response() || leftovers;
-                let may_resend = unsent.is_some() || (idempotent && unanswered);
+                let may_resend = unsent.is_some() || (idempotent && unanswered) || error.unprocessed();
                 if !may_resend {
                     return Err(upstream_failed(format!("{}: {}", endpoint.authority, error.detail())));
                 }
@@ -312,5 +345,7 @@ fn is_idempotent(m: &http::Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
+#[cfg(test)]
+mod h2_tests;
 #[cfg(test)]
 mod tests;

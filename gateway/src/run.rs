@@ -1,5 +1,6 @@
 //! Wires the gateway together and runs it until SIGTERM/SIGINT:
-//! services and routes ← socket ← supervised watcher; public listener → proxy; admin listener → admin.
+//! services and routes ← socket ← supervised watcher; public listener (TLS, certificates reloaded
+//! on change) → proxy; plain redirecting listener; admin listener → admin.
 //!
 //! Shutdown: stop accepting, let in-flight requests finish within the grace period, stop the
 //! watcher, return.
@@ -17,8 +18,11 @@ use crate::discovery::direct::ConsulRead;
 use crate::discovery::services::Services;
 use crate::discovery::socket::Socket;
 use crate::discovery::supervisor::{supervise, WatcherCommand};
+use crate::proxy::listener::{self, Front};
 use crate::proxy::workers::{self, Workers};
-use crate::proxy::{listener, Proxy};
+use crate::proxy::Proxy;
+use crate::redirect;
+use crate::tls::{self, reload};
 
 /// Runs the gateway until a shutdown signal, then drains.
 ///
@@ -33,12 +37,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let direct = Arc::new(ConsulRead { client, view: cfg.view });
     let services = Arc::new(Services::new(cfg.services.clone(), cfg.rules.clone(), direct).with_workers(cfg.workers));
 
+    // Certificates first: a bad file stops the start with its name.
+    let tls = cfg.tls.as_ref().map(start_tls).transpose()?;
     let workers = cfg.workers;
     let mut public = workers::bind(cfg.listen, workers).with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let public_addr = public[0].local_addr()?;
     let admin_listener = TcpListener::bind(cfg.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {} (admin)", cfg.admin_listen))?;
+    let redirect_listener = match cfg.redirect_http {
+        Some(addr) => {
+            Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (--redirect-http)"))?)
+        }
+        None => None,
+    };
     tokio::spawn(close_idle_connections(services.clone(), cfg.timeouts.idle));
     let socket = Socket::bind().context("cannot create the watcher socket")?;
     let socket_path = socket.path();
@@ -63,16 +75,24 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         services = ?cfg.services,
         route_tag = %cfg.rules.route_tag,
         route_prefix_tag = %cfg.rules.prefix,
+        tls = cfg.tls.is_some(),
         "gateway listening"
     );
 
+    let front = Front { client_timeout: cfg.client_timeout, tls: tls.as_ref().map(|t| t.acceptor.clone()) };
+    if let (Some(t), Some(source)) = (tls, cfg.tls.clone()) {
+        tokio::spawn(reload::follow(source, t.provider, t.certificates, t.seen, stop_rx.clone()));
+    }
+    if let Some(l) = redirect_listener {
+        info!(listen = %l.local_addr()?, to_port = public_addr.port(), "redirecting plain HTTP to https");
+        tokio::spawn(redirect::serve(l, public_addr.port(), cfg.client_timeout, stop_rx.clone()));
+    }
     // One worker: everything on this thread's runtime. More: one thread and runtime each.
     let public_task = if workers == 1 {
         let l = TcpListener::from_std(public.remove(0))?;
-        tokio::spawn(listener::serve(l, proxy, cfg.client_timeout, stop_rx.clone()))
+        tokio::spawn(listener::serve(l, proxy, front, stop_rx.clone()))
     } else {
-        let w = Workers::spawn(public, proxy, cfg.client_timeout, stop_rx.clone())
-            .context("cannot start the worker threads")?;
+        let w = Workers::spawn(public, proxy, front, stop_rx.clone()).context("cannot start the worker threads")?;
         tokio::spawn(w.finished())
     };
     let mut stopping = stop_rx.clone();
@@ -95,6 +115,25 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = supervisor.await;
     info!("gateway stopped");
     Ok(())
+}
+
+/// TLS, loaded and ready: the acceptor for the listener, and what the reload task needs.
+struct Tls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    certificates: Arc<tls::Certificates>,
+    seen: reload::Fingerprint,
+}
+
+/// Loads the certificates of `source` and makes the TLS acceptor.
+fn start_tls(source: &tls::Source) -> anyhow::Result<Tls> {
+    let provider = tls::provider();
+    let seen = reload::fingerprint(source);
+    let store = tls::certs::load(source, &provider).context("cannot load the TLS certificates")?;
+    info!(names = store.len(), "TLS certificates loaded");
+    let certificates = Arc::new(tls::Certificates::new(store));
+    let acceptor = tls::acceptor(provider.clone(), certificates.clone())?;
+    Ok(Tls { acceptor, provider, certificates, seen })
 }
 
 /// Closes connections to instances that sat idle for `idle_timeout`, also when no request comes

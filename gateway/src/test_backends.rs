@@ -1,5 +1,6 @@
-//! Misbehaving HTTP/1.1 backends on loopback, written byte by byte (no HTTP library would send
-//! what they send), for the tests of the pool and the request path.
+//! Backends on loopback for the tests of the pool and the request path: misbehaving HTTP/1.1
+//! ones, written byte by byte (no HTTP library would send what they send), and HTTP/2 cleartext
+//! ones as gRPC servers speak (hyper's server, and the `h2` crate's for a refused stream).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -125,4 +126,99 @@ pub async fn second_request_hangs_up() -> (String, Arc<AtomicUsize>) {
     })
     .await;
     (addr, seen)
+}
+
+/// An HTTP/2 cleartext (prior knowledge) backend, as a gRPC server speaks, made with hyper's
+/// server. Paths:
+/// - `/stream/<n>`: `n` chunks `chunk <i>\n` 100 ms apart, then trailers `grpc-status: 7`,
+///   `grpc-message: denied`;
+/// - `/bye`: answers, then shuts the connection with `GOAWAY` (graceful);
+/// - anything else: one line `<method> <uri> te=<te> host=<host>` (the URI as received, so its
+///   `:scheme` and `:authority` show), then trailers `grpc-status: 0`.
+///
+/// Returns its address and the number of connections accepted so far.
+pub async fn h2_backend() -> (String, Arc<AtomicUsize>) {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    type Frames =
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, std::convert::Infallible>> + Send>>;
+    listen(|stream: TcpStream| async move {
+        let bye = Arc::new(tokio::sync::Notify::new());
+        let said_bye = bye.clone();
+        let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let bye = said_bye.clone();
+            async move {
+                let trailers = |status: &'static str, message: Option<&'static str>| {
+                    let mut t = http::HeaderMap::new();
+                    t.insert("grpc-status", http::HeaderValue::from_static(status));
+                    if let Some(m) = message {
+                        t.insert("grpc-message", http::HeaderValue::from_static(m));
+                    }
+                    Frame::trailers(t)
+                };
+                let path = req.uri().path().to_string();
+                let frames: Frames = if let Some(n) = path.strip_prefix("/stream/") {
+                    let n: usize = n.parse().unwrap_or(1);
+                    Box::pin(futures_util::stream::unfold(0usize, move |i| async move {
+                        match i {
+                            i if i < n => {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                Some((Ok(Frame::data(Bytes::from(format!("chunk {i}\n")))), i + 1))
+                            }
+                            i if i == n => Some((Ok(trailers("7", Some("denied"))), i + 1)),
+                            _ => None,
+                        }
+                    }))
+                } else {
+                    if path == "/bye" {
+                        bye.notify_one();
+                    }
+                    let header =
+                        |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+                    let line = format!("{} {} te={} host={}\n", req.method(), req.uri(), header("te"), header("host"));
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let line = Bytes::from(format!("{line}{}", String::from_utf8_lossy(&body)));
+                    Box::pin(futures_util::stream::iter([Ok(Frame::data(line)), Ok(trailers("0", None))]))
+                };
+                Ok::<_, std::convert::Infallible>(http::Response::new(StreamBody::new(frames)))
+            }
+        });
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = bye.notified() => conn.as_mut().graceful_shutdown(),
+        }
+        let _ = conn.await;
+    })
+    .await
+}
+
+/// An HTTP/2 cleartext backend made with the `h2` crate that refuses the second stream it is
+/// sent (`RST_STREAM REFUSED_STREAM`: not processed, RFC 9113 §8.7) and answers `ok` to the
+/// others. Returns its address and the number of streams it was sent.
+pub async fn h2_refuses_second_stream() -> (String, Arc<AtomicUsize>) {
+    let streams = Arc::new(AtomicUsize::new(0));
+    let count = streams.clone();
+    let (addr, _) = listen(move |stream: TcpStream| {
+        let streams = count.clone();
+        async move {
+            let Ok(mut conn) = h2::server::handshake(stream).await else { return };
+            while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                if streams.fetch_add(1, Ordering::SeqCst) == 1 {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    continue;
+                }
+                if let Ok(mut body) = respond.send_response(http::Response::new(()), false) {
+                    let _ = body.send_data(bytes::Bytes::from_static(b"ok"), true);
+                }
+            }
+        }
+    })
+    .await;
+    (addr, streams)
 }

@@ -6,12 +6,16 @@
 //!
 //! The binaries are found next to the test executable's directory (`target/<profile>/`): build
 //! them first (`cargo build --workspace --bins`, which `scripts/test.sh` does). Consul is found
-//! through `CONSUL_BIN`, then `<repo>/.tools/consul` (`scripts/install-consul.sh`), then `PATH`.
+//! through `CONSUL_BIN`, then `<repo>/.tools/consul` (`scripts/install-consul.sh`), then `PATH`;
+//! the gRPC tests' Python with grpcio through `GRPC_PYTHON`, then `<repo>/.tools/pyenv`
+//! (`scripts/install-python-deps.sh`; see [`grpc`]).
 
 pub mod backend;
+pub mod certs;
 pub mod consul;
 pub mod drip;
 pub mod echo;
+pub mod grpc;
 pub mod http1;
 pub mod procs;
 pub mod traffic;

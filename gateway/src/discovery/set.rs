@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use consul::Instance;
 use tracing::warn;
 
-use super::tag::{self, RouteSpec, Sticky, Tag, TagRules};
+use super::tag::{self, Protocol, RouteSpec, Sticky, Tag, TagRules};
 use crate::proxy::balancer::{Candidates, Endpoint};
 
 /// Where a service's current set came from.
@@ -29,6 +29,10 @@ pub struct Choice {
     pub main: Candidates,
     /// The canary side of a split route.
     pub split: Option<SplitChoice>,
+    /// The route's `proto=`: HTTP/2 cleartext to every instance when [`Protocol::H2c`]; with
+    /// HTTP/1.1 an instance's own `gateway-protocol` metadata decides
+    /// ([`Endpoint::protocol`]).
+    pub protocol: Protocol,
 }
 
 /// The canary side of a route: the instances with the split's tag and their share of clients.
@@ -84,6 +88,9 @@ pub struct ServiceSet {
     pub origin: Origin,
     /// Per route (`None`: the name route; `Some(tag)`: the route that tag declares).
     choices: Vec<(Option<String>, Choice)>,
+    /// Instances left out for a `gateway-protocol` value the gateway does not know (logged once
+    /// each: a later set does not log them again while they stay the same).
+    pub skipped: Vec<Instance>,
 }
 
 impl ServiceSet {
@@ -92,17 +99,29 @@ impl ServiceSet {
     /// apart for `workers` threads.
     pub fn new(service: &str, read: Read, previous: Option<&ServiceSet>, rules: &TagRules, workers: usize) -> Self {
         let Read { instances, tags, index, origin } = read;
+        let previous_set = previous;
         let previous: HashMap<(&str, &str), &Arc<Endpoint>> = previous
             .map(|p| p.endpoints.iter().map(|e| ((e.instance.node.as_str(), e.instance.id.as_str()), e)).collect())
             .unwrap_or_default();
         let kept = |i: &Instance| {
             previous.get(&(i.node.as_str(), i.id.as_str())).filter(|e| &e.instance == i).map(|e| Arc::clone(e))
         };
+        let skipped_before = previous_set.map_or(&[][..], |p| p.skipped.as_slice());
+        let mut skipped = Vec::new();
         let endpoints: Vec<Arc<Endpoint>> = instances
             .into_iter()
             .filter_map(|i| {
                 if let Some(e) = kept(&i) {
                     return Some(e);
+                }
+                // An unknown protocol is not guessed: HTTP/1.1 to an instance that asked for
+                // something else would fail in ways that look like the instance's fault.
+                if let Err(value) = tag::protocol_meta(&i.meta) {
+                    if !skipped_before.contains(&i) {
+                        warn!(service, instance = %i.authority(), value = %value, "skipping an instance whose `{}` metadata is not h2c, grpc or http", tag::PROTOCOL_META);
+                    }
+                    skipped.push(i);
+                    return None;
                 }
                 let shown = i.authority();
                 let e = Endpoint::new(i, workers);
@@ -123,7 +142,7 @@ impl ServiceSet {
             .collect();
         let choices = choices(&endpoints, &declared);
         let changed_at = SystemTime::now();
-        Self { endpoints, tags, declaring, named_by_tag, declared, index, changed_at, origin, choices }
+        Self { endpoints, tags, declaring, named_by_tag, declared, index, changed_at, origin, choices, skipped }
     }
 
     /// The same set read at a later index.
@@ -141,9 +160,18 @@ impl ServiceSet {
         self.endpoints.iter().map(|e| e.instance.authority()).collect()
     }
 
-    /// Whether `other` holds exactly these instances.
+    /// Whether `other` holds exactly these instances (the skipped ones included).
     pub fn same_instances(&self, other: &[Instance]) -> bool {
-        self.endpoints.len() == other.len() && self.endpoints.iter().zip(other).all(|(e, i)| &e.instance == i)
+        if self.skipped.is_empty() {
+            return self.endpoints.len() == other.len()
+                && self.endpoints.iter().zip(other).all(|(e, i)| &e.instance == i);
+        }
+        // Both are in `other`'s (canonical) order.
+        let (mut endpoints, mut skipped) = (self.endpoints.iter().peekable(), self.skipped.iter().peekable());
+        self.endpoints.len() + self.skipped.len() == other.len()
+            && other
+                .iter()
+                .all(|i| endpoints.next_if(|e| &e.instance == i).is_some() || skipped.next_if(|s| *s == i).is_some())
     }
 }
 
@@ -205,13 +233,13 @@ fn choices(
     endpoints: &[Arc<Endpoint>],
     declared: &[(String, Result<RouteSpec, String>)],
 ) -> Vec<(Option<String>, Choice)> {
-    let mut out = vec![(None, Choice { main: Candidates::new(endpoints.to_vec()), split: None })];
+    let mut out = vec![(None, Choice { main: Candidates::new(endpoints.to_vec()), ..Choice::default() })];
     for (t, spec) in declared {
         let Ok(spec) = spec else { continue };
         let carrying: Vec<Arc<Endpoint>> =
             endpoints.iter().filter(|e| e.instance.tags.iter().any(|it| it == t)).cloned().collect();
         let choice = match &spec.split {
-            None => Choice { main: Candidates::new(carrying), split: None },
+            None => Choice { main: Candidates::new(carrying), split: None, protocol: spec.protocol },
             Some(split) => {
                 let (canary, main): (Vec<_>, Vec<_>) =
                     carrying.into_iter().partition(|e| e.instance.tags.contains(&split.tag));
@@ -222,6 +250,7 @@ fn choices(
                         percent: split.percent,
                         sticky: split.sticky,
                     }),
+                    protocol: spec.protocol,
                 }
             }
         };

@@ -18,16 +18,21 @@
 //! | `host=dst` / `host=name[:port]` | `Host` sent upstream: the instance's `address:port` / `name` (default: the client's) |
 //! | `redirect=<code>,<url>` | answer `<code>` with `Location: <url>`, `$path` replaced by the request path |
 //! | `split=<tag>:<percent>`, `sticky=cookie\|addr` | canary split (ours, not fabio's): `<percent>` % of clients go to the instances tagged `<tag>`, kept on their side by a cookie (default) or by their address |
-//! | `proto=http` | fabio's default; accepted, no effect |
+//! | `proto=http` | fabio's default: HTTP/1.1 to the instances |
+//! | `proto=grpc`, `proto=h2c` | HTTP/2 cleartext (prior knowledge) to the instances; `grpc` is fabio's name for gRPC routes, `h2c` ours for any HTTP/2 service |
 //!
 //! A bad tag is rejected whole, with a reason, never half-applied. Against fabio
 //! (<https://github.com/fabiolb/fabio>, `master`):
 //! - Like fabio (`parseURLPrefixTag`, `routecmd.build` in `registry/consul/routecmd.go`): the tag
 //!   is trimmed, the options split on whitespace (so no value holds any), the host lowercased.
 //! - fabio ignores options it does not know and lets a repeated one win (`route/route.go`). We
-//!   reject both, and every fabio option we lack (`docs/content/cfg/_index.md`): `proto=` but
-//!   `http`, `tlsskipverify=`, `pxyproto=`, `register=`, `weight=`, and above all `allow=`, `deny=`,
-//!   `auth=`: ignored, they would leave a route unprotected.
+//!   reject both, and every fabio option we lack (`docs/content/cfg/_index.md`): `proto=https`,
+//!   `grpcs` and `tcp+sni`, `tlsskipverify=`, `pxyproto=`, `register=`, `weight=`, and above all
+//!   `allow=`, `deny=`, `auth=`: ignored, they would leave a route unprotected.
+//! - `proto=grpc`: fabio routes gRPC on a listener of its own (`proxy.addr ...;proto=grpc`,
+//!   `docs/content/feature/grpc-proxy.md`), the route path being `/<package.Service>` or a method;
+//!   here the one listener takes HTTP/1.1 and h2c, and the option only says how to reach the
+//!   instances: HTTP/2 cleartext. Host matching works as for any route.
 //! - We also reject paths with whitespace, control or non-ASCII characters, `?`, `#`, `*` (fabio's
 //!   glob matcher), `$` (its `$VAR` expansion), `.`/`..`/empty segments or bad `%` escapes (hex is
 //!   uppercased); hosts with a port, IPv6 literals, `*` but as the whole first label; `:port`
@@ -119,6 +124,36 @@ pub struct RouteSpec {
     pub redirect: Option<Redirect>,
     /// Canary split of the route's instances.
     pub split: Option<Split>,
+    /// How the instances are spoken to (`proto=`).
+    pub protocol: Protocol,
+}
+
+/// The protocol spoken to an instance: a route's `proto=` option, or an instance's
+/// `gateway-protocol` metadata ([`protocol_meta`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 (the default; `proto=http`).
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext TCP with prior knowledge (RFC 9113 §3.3): `proto=grpc` or `proto=h2c`.
+    H2c,
+}
+
+/// The Consul service metadata key an instance names its protocol with.
+pub const PROTOCOL_META: &str = "gateway-protocol";
+
+/// An instance's protocol by its [`PROTOCOL_META`] metadata: absent, `http` or `http1` is
+/// HTTP/1.1; `h2c` or `grpc` (any case) HTTP/2 cleartext.
+///
+/// # Errors
+/// Any other value, shown escaped and cut short: the caller should not guess a protocol.
+pub fn protocol_meta(meta: &std::collections::BTreeMap<String, String>) -> Result<Protocol, String> {
+    match meta.get(PROTOCOL_META).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(Protocol::Http1),
+        Some(v) if v == "http" || v == "http1" => Ok(Protocol::Http1),
+        Some(v) if v == "h2c" || v == "grpc" => Ok(Protocol::H2c),
+        Some(_) => Err(shown(meta.get(PROTOCOL_META).map_or("", String::as_str))),
+    }
 }
 
 /// The request hosts a route applies to.
@@ -253,10 +288,19 @@ pub fn parse(body: &str) -> Result<RouteSpec, TagError> {
         values[i] = Some(value);
     }
     let [strip, prepend, upstream, redirect, split, sticky, proto] = values;
-    if let Some(p) = proto.filter(|p| *p != "http") {
-        let why = "the gateway speaks plain HTTP/1.1 to instances; only proto=http is accepted";
-        return Err(TagError::Unsupported(format!("proto={}", shown(p)), why));
-    }
+    let protocol = match proto {
+        None | Some("http") => Protocol::Http1,
+        Some("grpc" | "h2c") => Protocol::H2c,
+        Some(p @ ("https" | "grpcs")) => {
+            let why = "TLS to instances is not implemented: use proto=http, proto=grpc or proto=h2c";
+            return Err(TagError::Unsupported(format!("proto={p}"), why));
+        }
+        Some(p) => {
+            let why =
+                "the gateway speaks HTTP/1.1 (proto=http) or HTTP/2 cleartext (proto=grpc, proto=h2c) to instances";
+            return Err(TagError::Unsupported(format!("proto={}", shown(p)), why));
+        }
+    };
     let (host, path) = route.split_at(route.find('/').unwrap_or(route.len()));
     if host.contains('=') {
         return Err(TagError::NoRoute(format!(
@@ -285,7 +329,8 @@ pub fn parse(body: &str) -> Result<RouteSpec, TagError> {
     let redirect = redirect.map(parse_redirect).transpose()?;
     if redirect.is_some() {
         let others = [("strip", strip.is_some()), ("prepend", prepend.is_some()), ("host", upstream.is_some())];
-        if let Some((name, _)) = others.into_iter().chain([("split", split.is_some())]).find(|(_, set)| *set) {
+        let more = [("split", split.is_some()), ("proto", protocol != Protocol::Http1)];
+        if let Some((name, _)) = others.into_iter().chain(more).find(|(_, set)| *set) {
             return Err(TagError::RedirectWith(name));
         }
     }
@@ -297,7 +342,7 @@ pub fn parse(body: &str) -> Result<RouteSpec, TagError> {
         Some(v) => return Err(TagError::Syntax("sticky", shown(v), "sticky=cookie or sticky=addr")),
     };
     let split = split.map(|s| parse_split(s, sticky)).transpose()?;
-    Ok(RouteSpec { host, path, strip, prepend, upstream_host, redirect, split })
+    Ok(RouteSpec { host, path, strip, prepend, upstream_host, redirect, split, protocol })
 }
 
 impl fmt::Display for RouteSpec {
@@ -315,10 +360,12 @@ impl fmt::Display for RouteSpec {
         let redirect = self.redirect.as_ref().map(|r| format!("{},{}", r.code, r.url));
         let split = self.split.as_ref().map(|s| format!("{}:{}", s.tag, s.percent));
         let sticky = self.split.as_ref().filter(|s| s.sticky == Sticky::Addr).map(|_| "addr");
+        let proto = (self.protocol == Protocol::H2c).then_some("grpc");
         f.write_str(&self.path)?;
         for (key, value) in [("strip", self.strip.as_deref()), ("prepend", self.prepend.as_deref()), ("host", host)]
             .into_iter()
             .chain([("redirect", redirect.as_deref()), ("split", split.as_deref()), ("sticky", sticky)])
+            .chain([("proto", proto)])
         {
             if let Some(value) = value {
                 write!(f, " {key}={value}")?;

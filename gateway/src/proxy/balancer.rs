@@ -17,6 +17,7 @@ use http::uri::Authority;
 use http::HeaderValue;
 use rand::Rng;
 
+use crate::discovery::tag::{protocol_meta, Protocol};
 use crate::proxy::upstream::Pool;
 
 /// How long an endpoint that refused a connection is skipped.
@@ -37,8 +38,11 @@ pub struct Endpoint {
     pub authority: Authority,
     /// The `Host` header for requests to it (its `address:port`).
     pub host: HeaderValue,
-    /// Its idle keep-alive connections.
+    /// Its idle keep-alive connections (and its HTTP/2 ones).
     pub pool: Arc<Pool>,
+    /// The protocol its `gateway-protocol` metadata names (HTTP/1.1 when absent or not valid:
+    /// the service set skips instances with a bad value before they get here).
+    pub protocol: Protocol,
     ejected_until_ms: AtomicU64,
 }
 
@@ -49,7 +53,8 @@ impl Endpoint {
         let authority: Authority = instance.authority().parse().ok()?;
         let host = HeaderValue::from_str(authority.as_str()).ok()?;
         let pool = Arc::new(Pool::for_workers(authority.as_str(), workers));
-        Some(Self { instance, authority, host, pool, ejected_until_ms: AtomicU64::new(0) })
+        let protocol = protocol_meta(&instance.meta).unwrap_or_default();
+        Some(Self { instance, authority, host, pool, protocol, ejected_until_ms: AtomicU64::new(0) })
     }
 
     /// The endpoint's weight: Consul's effective weight for its health.

@@ -32,6 +32,17 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == PROXY_CONNECTION
 }
 
+/// Whether the client's `TE` header lists `trailers` (RFC 9110 §10.1.4): it will read trailer
+/// fields, so an HTTP/2 instance may be sent `te: trailers` (gRPC servers require it).
+pub fn te_trailers(client: &HeaderMap) -> bool {
+    client
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers")))
+}
+
 /// Whether a `Connection` value is just `keep-alive` or `close` (nearly always), naming no header.
 fn is_plain_connection(value: &HeaderValue) -> bool {
     let v = value.as_bytes();
@@ -180,6 +191,12 @@ pub fn upstream_headers(
         out.append(X_FORWARDED_PREFIX.clone(), p.clone());
     }
     out
+}
+
+/// Says `X-Forwarded-Proto: https` instead of `http` in headers made by [`upstream_headers`],
+/// for a client that came over TLS.
+pub fn forwarded_https(headers: &mut HeaderMap) {
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
 }
 
 /// An absolute-form request's `host[:port]` as a header value: the authority without user info

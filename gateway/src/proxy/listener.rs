@@ -1,47 +1,83 @@
-//! The public listener: accepts client connections and serves each with hyper's HTTP/1.1 server,
-//! every request going to [`Proxy::serve`]. A client that sends no complete request head within
-//! the client timeout (slow, stalled, or idle on keep-alive) is disconnected. On shutdown it stops
-//! accepting, lets keep-alive connections finish their current request, and returns once all
-//! have closed. Connections are served with upgrades, so that a `101` hands the client's
-//! connection over to a tunnel ([`crate::proxy::tunnel`]).
+//! The public listener: accepts client connections and serves each with hyper's HTTP/1.1 or
+//! HTTP/2 server, every request going to [`Proxy::serve`]. A cleartext client's version is told
+//! from its first bytes ([`sniff`]: HTTP/2 with prior knowledge, h2c, or HTTP/1.x), on the same
+//! port. HTTP/1.1 connections keep hyper's upgrades possible (`Upgrade`, RFC 9110 §7.8).
+//!
+//! With TLS ([`crate::tls`]) every connection starts with a handshake, and the protocol the
+//! client chose by ALPN (`h2` or `http/1.1`) says which server serves it; the instance learns
+//! it through `X-Forwarded-Proto: https`.
+//!
+//! A client that sends no complete request head within the client timeout (slow, stalled, or idle
+//! on keep-alive) is disconnected; so is one that sends nothing at all before its version is
+//! known. On shutdown it stops accepting, lets keep-alive connections finish their current
+//! request (HTTP/2 ones get a GOAWAY), and returns once all have closed.
 //!
 //! No router and no tower stack sit in front of the proxy: every path is the proxy's, and the
 //! layers cost instructions on each request (a boxed future, a connect-info extension map).
+//!
+//! HTTP/2 streams run as tasks spawned with `tokio::spawn`: every runtime serving this listener is
+//! single-threaded (the main one, or a worker's, [`crate::proxy::workers`]), so a stream stays
+//! on the thread of its connection.
 
 use std::convert::Infallible;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error};
 
+use crate::proxy::drain::{Drain, Watcher};
+use crate::proxy::sniff::{self, Version};
 use crate::proxy::Proxy;
 
+/// How the public listener talks to clients, besides the proxy behind it.
+#[derive(Clone)]
+pub struct Front {
+    /// How long a client may take to send a request's headers, which also bounds how long a
+    /// keep-alive connection may sit idle between requests (hyper times both as one header read),
+    /// and how long a new connection may take to show which protocol it speaks.
+    pub client_timeout: Duration,
+    /// TLS termination: every connection starts with a handshake (bounded by the client
+    /// timeout) and its ALPN protocol says HTTP/2 or HTTP/1.1. `None`: cleartext, where the
+    /// first bytes say it.
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// hyper's servers, configured once per listener and shared by its connections.
+struct Servers {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+impl Servers {
+    fn new(front: &Front) -> Self {
+        let mut h1 = http1::Builder::new();
+        // One contiguous write per response: cheaper than a writev of head and body for small ones.
+        h1.writev(false);
+        h1.timer(TokioTimer::new());
+        h1.header_read_timeout(front.client_timeout);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new());
+        Self { h1, h2 }
+    }
+}
+
 /// Serves `listener` until `stop` turns true, then waits for open connections to finish.
-/// A client gets `client_timeout` to send a request's headers, which also bounds how long a
-/// keep-alive connection may sit idle between requests (hyper times both as one header read).
-pub async fn serve(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
-    client_timeout: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    // hyper-util's GracefulShutdown cannot watch an upgradeable HTTP/1.1 connection: each
-    // connection task watches `stop` itself, and holds a receiver of `open` until it ends.
-    let (open, _) = watch::channel(());
-    let mut http = http1::Builder::new();
-    // One contiguous write per response: cheaper than a writev of head and body for small ones.
-    http.writev(false);
-    http.timer(TokioTimer::new());
-    http.header_read_timeout(client_timeout);
-    let connection_stop = stop.clone();
-    let stopped = async move {
-        let _ = stop.wait_for(|s| *s).await;
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, front: Front, stop: watch::Receiver<bool>) {
+    let connections = Drain::new();
+    let servers = Arc::new(Servers::new(&front));
+    let stopped = {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
     };
     tokio::pin!(stopped);
     loop {
@@ -57,32 +93,74 @@ pub async fn serve(
         };
         // Responses are written whole; Nagle would only hold them back.
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let service = service_fn(move |req| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.serve(req, Some(peer)).await) }
-        });
-        let conn = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
-        let (mut stop, held) = (connection_stop.clone(), open.subscribe());
-        tokio::spawn(async move {
-            tokio::pin!(conn);
-            // Biased: no random branch order to draw on every wake-up of a busy connection.
-            let ended = tokio::select! {
-                biased;
-                ended = conn.as_mut() => ended,
-                () = async { drop(stop.wait_for(|s| *s).await) } => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = ended {
-                debug!(%peer, error = %e, "client connection ended with an error");
-            }
-            drop(held);
-        });
+        let watcher = connections.watcher();
+        let conn = Conn { proxy: proxy.clone(), servers: servers.clone(), watcher, peer, tls: front.tls.is_some() };
+        match &front.tls {
+            None => tokio::spawn(conn.plain(stream, front.client_timeout, stop.clone())),
+            Some(tls) => tokio::spawn(conn.handshake(stream, tls.clone(), front.client_timeout)),
+        };
     }
     drop(listener);
-    open.closed().await;
+    connections.finished().await;
+}
+
+/// One accepted client connection.
+struct Conn {
+    proxy: Arc<Proxy>,
+    servers: Arc<Servers>,
+    watcher: Watcher,
+    peer: SocketAddr,
+    /// Whether it came over TLS.
+    tls: bool,
+}
+
+impl Conn {
+    /// A cleartext connection: its version from its first bytes, then served. A client still
+    /// silent when shutdown starts is dropped.
+    async fn plain(self, stream: TcpStream, timeout: Duration, mut stop: watch::Receiver<bool>) {
+        let version = tokio::select! {
+            v = sniff::sniff(&stream, timeout) => match v {
+                Ok(v) => v,
+                Err(e) => return debug!(peer = %self.peer, error = %e, "client sent no request"),
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        self.serve(TokioIo::new(stream), version).await;
+    }
+
+    /// A TLS connection: the handshake within `timeout`, then HTTP/2 if the client chose `h2`
+    /// by ALPN, HTTP/1.1 otherwise.
+    async fn handshake(self, stream: TcpStream, acceptor: TlsAcceptor, timeout: Duration) {
+        let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return debug!(peer = %self.peer, error = %e, "TLS handshake failed"),
+            Err(_) => return debug!(peer = %self.peer, "TLS handshake timed out"),
+        };
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        self.serve(TokioIo::new(stream), if h2 { Version::H2 } else { Version::Http1 }).await;
+    }
+
+    /// Serves HTTP `version` on `io` until either side closes it, or shutdown drains it.
+    async fn serve<I>(self, io: I, version: Version)
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let Conn { proxy, servers, watcher, peer, tls } = self;
+        let service = service_fn(move |req| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(proxy.serve_from(req, Some(peer), tls).await) }
+        });
+        let result = match version {
+            Version::Http1 => {
+                let conn = servers.h1.serve_connection(io, service).with_upgrades();
+                watcher.watch(conn, |c| c.graceful_shutdown()).await
+            }
+            Version::H2 => watcher.watch(servers.h2.serve_connection(io, service), |c| c.graceful_shutdown()).await,
+        };
+        if let Err(e) = result {
+            debug!(%peer, error = %e, "client connection ended with an error");
+        }
+    }
 }
 
 /// Accept errors: a connection that died in the backlog is nobody's concern; anything else
@@ -109,6 +187,13 @@ mod tests {
     async fn start(
         client_timeout: Duration,
     ) -> (std::net::SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        start_with(client_timeout, None).await
+    }
+
+    async fn start_with(
+        client_timeout: Duration,
+        tls: Option<TlsAcceptor>,
+    ) -> (std::net::SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let rules = TagRules { route_tag: "gateway".into(), prefix: "urlprefix-".into() };
         let services = Arc::new(Services::new(["web".to_string()], rules, Arc::new(StaticRead::default())));
         let proxy = Arc::new(Proxy {
@@ -124,7 +209,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, proxy, client_timeout, stop_rx));
+        let task = tokio::spawn(serve(listener, proxy, Front { client_timeout, tls }, stop_rx));
         (addr, stop_tx, task)
     }
 
@@ -165,5 +250,53 @@ mod tests {
             .expect("an idle connection does not hold up shutdown")
             .unwrap();
         assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    }
+
+    #[tokio::test]
+    async fn http2_with_prior_knowledge_and_http1_share_the_port() {
+        use http_body_util::Empty;
+        let (addr, _stop, _task) = start(Duration::from_secs(30)).await;
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+        tokio::spawn(conn);
+        for _ in 0..2 {
+            let req = http::Request::get("http://a.example/nope/x").body(Empty::<bytes::Bytes>::new()).unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            assert_eq!((resp.status().as_u16(), resp.version()), (404, http::Version::HTTP_2));
+            assert!(resp.headers().get("connection").is_none(), "no connection-specific header over h2");
+        }
+
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"PUT /nope/x HTTP/1.1\r\nhost: a\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = String::from_utf8(read_to_close(&mut conn).await).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    }
+
+    #[tokio::test]
+    async fn a_tls_handshake_is_bounded_by_the_client_timeout() {
+        let (addr, _stop, _task) = start_with(Duration::from_millis(200), Some(test_acceptor())).await;
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let started = std::time::Instant::now();
+        read_to_close(&mut silent).await;
+        assert!(started.elapsed() >= Duration::from_millis(150), "not before the timeout");
+        // Half a ClientHello, then nothing.
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
+        read_to_close(&mut slow).await;
+    }
+
+    /// An acceptor with a self-signed certificate for `localhost`.
+    fn test_acceptor() -> TlsAcceptor {
+        use rustls::pki_types::pem::PemObject;
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let provider = crate::tls::provider();
+        let chain = vec![made.cert.der().clone()];
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(made.key_pair.serialize_pem().as_bytes()).unwrap();
+        let ck = rustls::sign::CertifiedKey::from_der(chain, key, &provider).unwrap();
+        let certs = Arc::new(crate::tls::Certificates::new(crate::tls::certs::Names::new(Arc::new(ck))));
+        crate::tls::acceptor(provider, certs).unwrap()
     }
 }

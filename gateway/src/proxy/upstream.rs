@@ -1,5 +1,7 @@
 //! Connections to instances: one pool of idle HTTP/1.1 keep-alive connections per endpoint,
-//! built on hyper's connection-level client (`hyper::client::conn::http1`).
+//! built on hyper's connection-level client (`hyper::client::conn::http1`); and for the routes and
+//! instances that ask for HTTP/2 cleartext, one multiplexed connection per endpoint and worker
+//! thread ([`h2`]).
 //!
 //! Why not hyper-util's pooled `Client`: per request it hashes the scheme and authority into a
 //! shared pool map twice (check-out and check-in), spawns a task that waits for the connection to
@@ -43,6 +45,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+pub mod h2;
 mod io;
 mod pool;
 pub mod reuse;
@@ -167,6 +170,19 @@ impl UpstreamError {
         s
     }
 
+    /// Whether an HTTP/2 instance said it did not process the request (RFC 9113 §8.7): it
+    /// refused the stream (`REFUSED_STREAM`), or a graceful `GOAWAY` left the stream out
+    /// (§6.8: streams above its last stream ID were not processed). Any request may go again.
+    pub fn unprocessed(&self) -> bool {
+        let UpstreamError::Send(e) = self else { return false };
+        let h2 = std::error::Error::source(e).and_then(|s| s.downcast_ref::<::h2::Error>());
+        h2.is_some_and(|h| {
+            h.is_remote()
+                && (h.reason() == Some(::h2::Reason::REFUSED_STREAM)
+                    || (h.is_go_away() && h.reason() == Some(::h2::Reason::NO_ERROR)))
+        })
+    }
+
     /// Whether what came back was not an HTTP response. On a reused connection that is most
     /// likely bytes the instance left after its previous response, not its answer to this request.
     pub fn is_malformed_response(&self) -> bool {
@@ -253,6 +269,11 @@ impl std::fmt::Debug for PooledBody {
 }
 
 impl PooledBody {
+    /// A body that holds no pooled connection (an HTTP/2 stream's: its connection is shared).
+    pub(crate) fn unpooled(inner: Incoming) -> Self {
+        Self { inner, conn: None }
+    }
+
     fn release(&mut self) {
         if let Some((conn, pool)) = self.conn.take() {
             if !conn.max_idle.is_zero() {

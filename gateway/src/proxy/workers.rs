@@ -11,14 +11,13 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tracing::error;
 
-use crate::proxy::listener;
+use crate::proxy::listener::{self, Front};
 use crate::proxy::upstream;
 use crate::proxy::Proxy;
 
@@ -69,13 +68,13 @@ impl Workers {
     pub fn spawn(
         listeners: Vec<std::net::TcpListener>,
         proxy: Arc<Proxy>,
-        client_timeout: Duration,
+        front: Front,
         stop: watch::Receiver<bool>,
     ) -> io::Result<Self> {
         let mut done = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.into_iter().enumerate() {
             let (tx, rx) = oneshot::channel();
-            let (proxy, stop) = (proxy.clone(), stop.clone());
+            let (proxy, front, stop) = (proxy.clone(), front.clone(), stop.clone());
             std::thread::Builder::new().name(format!("gateway-worker-{i}")).spawn(move || {
                 upstream::set_thread_slot(i);
                 let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -84,7 +83,7 @@ impl Workers {
                 };
                 rt.block_on(async move {
                     match TcpListener::from_std(l) {
-                        Ok(l) => listener::serve(l, proxy, client_timeout, stop).await,
+                        Ok(l) => listener::serve(l, proxy, front, stop).await,
                         Err(e) => error!(worker = i, error = %e, "cannot register a worker's listener"),
                     }
                 });

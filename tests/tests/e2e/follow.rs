@@ -80,7 +80,8 @@ impl Seen {
     }
 }
 
-/// `[service tags] id:port:wWeight[instance tags] ...`, instances sorted.
+/// `[service tags] id:port:wWeight[instance tags]{meta} ...`, instances sorted (`{meta}` only
+/// when the instance has any: the gateway reads `gateway-protocol` from it).
 fn describe(snapshot: &Value) -> String {
     let strings = |v: &Value| -> Vec<String> { serde_json::from_value(v.clone()).unwrap_or_default() };
     let mut instances: Vec<String> = snapshot["instances"]
@@ -89,7 +90,12 @@ fn describe(snapshot: &Value) -> String {
             a.iter()
                 .map(|i| {
                     let id = i["id"].as_str().unwrap_or("?");
-                    format!("{id}:{}:w{}[{}]", i["port"], i["weight"], strings(&i["tags"]).join(","))
+                    let meta: Vec<String> = i["meta"]
+                        .as_object()
+                        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("?"))).collect())
+                        .unwrap_or_default();
+                    let meta = if meta.is_empty() { String::new() } else { format!("{{{}}}", meta.join(",")) };
+                    format!("{id}:{}:w{}[{}]{meta}", i["port"], i["weight"], strings(&i["tags"]).join(","))
                 })
                 .collect()
         })
@@ -219,8 +225,8 @@ fn both_modes_follow_services_by_tag_alike() {
     consul.register_json(instance("billing", "billing-1", 2001, &["gateway"], heavy.clone()));
     s.expect("billing tagged gateway", &[("billing", "[gateway] billing-1:2001:w5[gateway]"), ("fixed", "[]")], None);
     consul.register_json(json!({"ID": "shop-1", "Name": "shop", "Address": "127.0.0.1", "Port": 2002,
-                                "Tags": ["urlprefix-/x"]}));
-    let shop = ("shop", "[urlprefix-/x] shop-1:2002:w1[urlprefix-/x]");
+                                "Tags": ["urlprefix-/x"], "Meta": {"gateway-protocol": "grpc", "v": "1"}}));
+    let shop = ("shop", "[urlprefix-/x] shop-1:2002:w1[urlprefix-/x]{gateway-protocol=grpc,v=1}");
     s.expect(
         "shop tagged urlprefix-/x",
         &[("billing", "[gateway] billing-1:2001:w5[gateway]"), ("fixed", "[]"), shop],

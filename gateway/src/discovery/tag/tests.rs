@@ -23,6 +23,7 @@ fn spec(path: &str) -> RouteSpec {
         upstream_host: UpstreamHost::Client,
         redirect: None,
         split: None,
+        protocol: Protocol::Http1,
     }
 }
 
@@ -66,6 +67,9 @@ fn accepted_forms() {
     assert_eq!(ok("/x host=Api.Internal").upstream_host, UpstreamHost::Name("api.internal".into()));
     assert_eq!(ok("/x host=api.internal:0080").upstream_host, UpstreamHost::Name("api.internal:80".into()));
     assert_eq!(ok("/x proto=http"), spec("/x"));
+    assert_eq!(ok("/pkg.Svc proto=grpc").protocol, Protocol::H2c);
+    assert_eq!(ok("/x proto=h2c").protocol, Protocol::H2c);
+    assert_eq!(ok("/x proto=h2c").to_string(), "/x proto=grpc", "canonical: fabio's name");
     let redirect = |body: &str| ok(body).redirect.map(|r| (r.code, r.url));
     assert_eq!(redirect("/old redirect=301,https://example.com/"), Some((301, "https://example.com/".into())));
     assert_eq!(
@@ -138,9 +142,11 @@ fn rejections_and_their_messages() {
         ("/x pxyproto=true", "option `pxyproto=` is not supported (the gateway has no TCP routes)"),
         ("/x register=web", "option `register=` is not supported (the gateway does not register itself in Consul)"),
         ("/x weight=0.1", "option `weight=` is not supported (use split=<tag>:<percent>)"),
-        ("/x proto=https", "option `proto=https` is not supported (the gateway speaks plain HTTP/1.1 to instances; only proto=http is accepted)"),
-        ("/x proto=grpc", "option `proto=grpc` is not supported (the gateway speaks plain HTTP/1.1 to instances; only proto=http is accepted)"),
-        ("/x proto=tcp", "option `proto=tcp` is not supported (the gateway speaks plain HTTP/1.1 to instances; only proto=http is accepted)"),
+        ("/x proto=https", "option `proto=https` is not supported (TLS to instances is not implemented: use proto=http, proto=grpc or proto=h2c)"),
+        ("/x proto=grpcs", "option `proto=grpcs` is not supported (TLS to instances is not implemented: use proto=http, proto=grpc or proto=h2c)"),
+        ("/x proto=tcp", "option `proto=tcp` is not supported (the gateway speaks HTTP/1.1 (proto=http) or HTTP/2 cleartext (proto=grpc, proto=h2c) to instances)"),
+        ("/x proto=GRPC", "option `proto=GRPC` is not supported (the gateway speaks HTTP/1.1 (proto=http) or HTTP/2 cleartext (proto=grpc, proto=h2c) to instances)"),
+        ("/x redirect=301,/y proto=grpc", "option `redirect=` cannot be combined with `proto=` (a redirected request is never forwarded)"),
         ("/x strip=/x strip=/x", "option `strip=` is given twice"),
         ("/x proto=http proto=http", "option `proto=` is given twice"),
         ("/x strip=", "option `strip=` needs a value"),
@@ -236,7 +242,8 @@ prop_compose! {
                    segs in segments(5), slash in any::<bool>(), strip_len in any::<prop::sample::Index>(),
                    prepend in prop::option::of(segments(3)),
                    upstream_host in prop_oneof![Just(UpstreamHost::Client), Just(UpstreamHost::Dst), authority().prop_map(UpstreamHost::Name)],
-                   split in prop::option::of(("[a-zA-Z0-9:=._/-]{1,10}", 0..=100u8, prop_oneof![Just(Sticky::Cookie), Just(Sticky::Addr)])))
+                   split in prop::option::of(("[a-zA-Z0-9:=._/-]{1,10}", 0..=100u8, prop_oneof![Just(Sticky::Cookie), Just(Sticky::Addr)])),
+                   h2c in any::<bool>())
                    -> RouteSpec {
         let path = format!("/{}{}", segs.join("/"), if slash { "/" } else { "" });
         let n = strip_len.index(segs.len() + 1);
@@ -246,6 +253,7 @@ prop_compose! {
             prepend: prepend.map(|p| format!("/{}", p.join("/"))),
             redirect: None,
             split: split.map(|(tag, percent, sticky)| Split { tag, percent, sticky }),
+            protocol: if h2c { Protocol::H2c } else { Protocol::Http1 },
         }
     }
 }
@@ -274,7 +282,7 @@ fn tag_like() -> impl Strategy<Value = String> {
         pair("redirect", "30[0-9],(https?://[a-zA-Z.-]{0,6}(:[0-9]{1,3})?)?(/[a-z$]{0,6}){0,2}(\\?[a-z=$]{0,4})?"),
         pair("split", "[a-z:]{1,6}:[0-9+]{1,3}"),
         pair("sticky", "(cookie|addr|ip)?"),
-        pair("proto", "(http|https)?"),
+        pair("proto", "(http|https|grpc|h2c|grpcs)?"),
         (prop::sample::select(vec!["", "allow", "weight", "foo", "strip", "split"]), "[ -~]{0,12}"),
     ];
     let option = option.prop_map(|(k, v)| if v.is_empty() { k.to_string() } else { format!("{k}={v}") });
@@ -295,4 +303,18 @@ proptest! {
     fn valid_specs_round_trip(spec in prop_oneof![forwarded(), redirecting()]) {
         prop_assert_eq!(parse(&spec.to_string()), Ok(spec));
     }
+}
+
+#[test]
+fn the_protocol_meta_key() {
+    let meta = |v: &str| std::collections::BTreeMap::from([(PROTOCOL_META.to_string(), v.to_string())]);
+    assert_eq!(protocol_meta(&Default::default()), Ok(Protocol::Http1));
+    for v in ["http", "HTTP1", " http "] {
+        assert_eq!(protocol_meta(&meta(v)), Ok(Protocol::Http1), "{v}");
+    }
+    for v in ["h2c", "grpc", "GRPC"] {
+        assert_eq!(protocol_meta(&meta(v)), Ok(Protocol::H2c), "{v}");
+    }
+    assert_eq!(protocol_meta(&meta("grpcs")), Err("grpcs".into()));
+    assert_eq!(protocol_meta(&meta("h2\n")), Err("h2\\n".into()));
 }

@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tracing::debug;
 
+use super::h2::H2Slots;
 use super::io::{Io, Look, Probe};
 use super::suspect::Suspect;
 use super::{RequestBody, UpstreamError};
@@ -60,6 +61,11 @@ pub fn set_thread_slot(i: usize) {
     THREAD_SLOT.with(|s| s.set(i));
 }
 
+/// The calling thread's worker index (0 outside the workers).
+pub(super) fn thread_slot() -> usize {
+    THREAD_SLOT.with(Cell::get)
+}
+
 /// One endpoint's address and its idle connections.
 pub struct Pool {
     /// `address:port`, resolved by the system when the address is a name.
@@ -70,6 +76,8 @@ pub struct Pool {
     idle: Box<[Mutex<Vec<Idle>>]>,
     /// Whether the instance was caught sending bytes past a response: then nothing is reused.
     pub(super) suspect: Suspect,
+    /// The HTTP/2 connections, one per worker thread, for routes and instances that ask for it.
+    pub(super) h2: H2Slots,
 }
 
 impl std::fmt::Debug for Pool {
@@ -87,7 +95,8 @@ impl Pool {
     /// An empty pool of connections to `authority`, with idle lists for `workers` threads.
     pub fn for_workers(authority: &str, workers: usize) -> Self {
         let idle = (0..workers.max(1)).map(|_| Mutex::default()).collect();
-        Self { authority: authority.to_string(), addr: authority.parse().ok(), idle, suspect: Suspect::default() }
+        let h2 = H2Slots::new(workers);
+        Self { authority: authority.to_string(), addr: authority.parse().ok(), idle, suspect: Suspect::default(), h2 }
     }
 
     /// How many idle connections are kept, over all threads.
@@ -97,7 +106,7 @@ impl Pool {
 
     /// The calling thread's idle list.
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        let slot = THREAD_SLOT.with(Cell::get) % self.idle.len();
+        let slot = thread_slot() % self.idle.len();
         self.idle[slot].lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -142,34 +151,22 @@ impl Pool {
 
     /// Closes the idle connections unused for `idle_timeout` or more (or for less than the
     /// instance's `Keep-Alive` said), and those the instance closed.
+    /// Also forgets the HTTP/2 connections that closed.
     pub fn expire(&self, idle_timeout: Duration) {
         for list in self.idle.iter() {
             let mut idle = list.lock().unwrap_or_else(|e| e.into_inner());
             idle.retain(|c| c.is_fresh(idle_timeout));
         }
+        self.h2.forget_closed();
     }
 
-    /// A new connection; it may be reused for as long as the gateway's limit allows until a
-    /// response says otherwise.
-    pub(super) async fn connect(&self, timeout: Duration) -> Result<Conn, UpstreamError> {
-        let stream = self.open(timeout).await?;
-        let (io, probe) = Io::new(stream).map_err(|e| UpstreamError::Connect(e.to_string()))?;
-        let (sender, conn) = http1::Builder::new()
-            .writev(false)
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-        let authority = self.authority.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(instance = %authority, error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(Conn { sender, probe, max_idle: Duration::MAX })
+    /// `address:port` of the instance.
+    pub(super) fn authority(&self) -> &str {
+        &self.authority
     }
 
-    /// A new TCP connection to the instance within `timeout`, with Nagle off.
-    pub(super) async fn open(&self, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+    /// A new TCP connection to the instance, within `timeout`, with Nagle off.
+    pub(super) async fn tcp(&self, timeout: Duration) -> Result<TcpStream, UpstreamError> {
         let connecting = async {
             match self.addr {
                 Some(addr) => TcpStream::connect(addr).await,
@@ -186,8 +183,22 @@ impl Pool {
         Ok(stream)
     }
 
-    /// `address:port` of the instance.
-    pub(super) fn authority(&self) -> &str {
-        &self.authority
+    /// A new connection; it may be reused for as long as the gateway's limit allows until a
+    /// response says otherwise.
+    pub(super) async fn connect(&self, timeout: Duration) -> Result<Conn, UpstreamError> {
+        let stream = self.tcp(timeout).await?;
+        let (io, probe) = Io::new(stream).map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        let (sender, conn) = http1::Builder::new()
+            .writev(false)
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| UpstreamError::Connect(e.to_string()))?;
+        let authority = self.authority.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(instance = %authority, error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(Conn { sender, probe, max_idle: Duration::MAX })
     }
 }

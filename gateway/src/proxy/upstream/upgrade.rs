@@ -33,7 +33,7 @@ pub async fn send(
     connect_timeout: Duration,
 ) -> Result<Response<PooledBody>, Failed> {
     let not_sent = |error, req| Failed { error, unsent: Some(req), reused: false };
-    let stream = match pool.open(connect_timeout).await {
+    let stream = match pool.tcp(connect_timeout).await {
         Ok(s) => s,
         Err(error) => return Err(not_sent(error, req)),
     };

@@ -1,0 +1,116 @@
+//! The request path to HTTP/2 cleartext instances: chosen by a route's `proto=grpc` or by an
+//! instance's `gateway-protocol` metadata, with streaming, trailers and the response deadline.
+
+use super::*;
+use crate::discovery::direct::StaticRead;
+use crate::discovery::tag::{TagRules, PROTOCOL_META};
+use crate::test_backends::h2_backend;
+use consul::Instance;
+
+/// A proxy over service `grpc` with one instance at `addr` (tags, metadata), and `timeout`.
+fn proxy(addr: &str, tags: &[&str], meta: Option<&str>, timeout: Duration) -> Proxy {
+    let services = Arc::new(Services::new(Vec::<String>::new(), TagRules::default(), Arc::new(StaticRead::default())));
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let mut i = Instance::new("g1", "n", host, port.parse().unwrap());
+    i.tags = tags.iter().map(|t| t.to_string()).collect();
+    if let Some(m) = meta {
+        i.meta.insert(PROTOCOL_META.into(), m.into());
+    }
+    services.apply_snapshot("grpc", 1, vec![i], i_tags(tags));
+    let timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
+    Proxy { services, timeouts, timeout, max_replay_body: 1024, tunnel_idle_timeout: Duration::from_secs(60) }
+}
+
+fn i_tags(tags: &[&str]) -> Vec<String> {
+    tags.iter().map(|t| t.to_string()).collect()
+}
+
+fn grpc_req(path: &str) -> http::Request<axum::body::Body> {
+    http::Request::post(path)
+        .header("host", "gw.example")
+        .header("te", "trailers")
+        .header("content-type", "application/grpc")
+        .body(axum::body::Body::from("msg"))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_proto_grpc_route_speaks_http2_and_passes_trailers() {
+    let (addr, _) = h2_backend().await;
+    let app = proxy(&addr, &["urlprefix-/pkg.Svc proto=grpc"], None, Duration::from_secs(5));
+    let resp = app.serve(grpc_req("/pkg.Svc/Call"), None).await;
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+    let body = String::from_utf8(collected.to_bytes().to_vec()).unwrap();
+    assert_eq!(body, "POST http://gw.example/pkg.Svc/Call te=trailers host=-\nmsg");
+}
+
+#[tokio::test]
+async fn the_meta_key_makes_the_name_route_speak_http2() {
+    let (addr, _) = h2_backend().await;
+    let app = proxy(&addr, &["gateway"], Some("h2c"), Duration::from_secs(5));
+    let resp = app.serve(grpc_req("/grpc/x"), None).await;
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    // A name route sends the instance's address as the host (as `host=dst`): the `:authority`.
+    assert_eq!(body, format!("POST http://{addr}/x te=trailers host=-\nmsg"));
+}
+
+#[tokio::test]
+async fn an_unknown_meta_value_leaves_the_instance_out() {
+    let (addr, accepted) = h2_backend().await;
+    let app = proxy(&addr, &["gateway"], Some("grpcs"), Duration::from_secs(5));
+    let resp = app.serve(grpc_req("/grpc/x"), None).await;
+    assert_eq!(resp.status(), 503, "no instance to send to");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn the_upstream_timeout_bounds_the_response_headers_not_a_long_stream() {
+    let (addr, _) = h2_backend().await;
+    // 6 chunks 100 ms apart: the stream outlives the 300 ms timeout, and is not cut.
+    let app = proxy(&addr, &["urlprefix-/stream proto=h2c"], None, Duration::from_millis(300));
+    let resp = app.serve(grpc_req("/stream/6"), None).await;
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["grpc-message"], "denied");
+    assert_eq!(collected.to_bytes().iter().filter(|b| **b == b'\n').count(), 6);
+}
+
+#[tokio::test]
+async fn a_dead_h2_instance_sends_the_request_to_another() {
+    let (addr, _) = h2_backend().await;
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+    let services = Arc::new(Services::new(Vec::<String>::new(), TagRules::default(), Arc::new(StaticRead::default())));
+    let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
+    let tag = "urlprefix-/pkg.Svc proto=grpc";
+    let instances = [port, dead]
+        .iter()
+        .map(|p| {
+            let mut i = Instance::new(format!("g{p}"), "n", "127.0.0.1", *p);
+            i.tags = vec![tag.into()];
+            i
+        })
+        .collect();
+    services.apply_snapshot("grpc", 1, instances, vec![tag.into()]);
+    let timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
+    let app = Proxy { services, timeouts, timeout: Duration::from_secs(5), max_replay_body: 1024, tunnel_idle_timeout: Duration::from_secs(60) };
+    for _ in 0..10 {
+        let resp = app.serve(grpc_req("/pkg.Svc/Call"), None).await;
+        assert_eq!(resp.status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn a_refused_stream_goes_again_even_for_a_post() {
+    let (addr, streams) = crate::test_backends::h2_refuses_second_stream().await;
+    let app = proxy(&addr, &["urlprefix-/pkg.Svc proto=grpc"], None, Duration::from_secs(5));
+    for i in 0..2 {
+        // The second is refused on the open connection: not processed, so sent again.
+        let resp = app.serve(grpc_req("/pkg.Svc/Call"), None).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+    }
+    assert_eq!(streams.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
