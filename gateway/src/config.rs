@@ -75,8 +75,9 @@ pub struct Args {
         value_parser = humantime::parse_duration
     )]
     pub upstream_idle_timeout: Duration,
-    /// How long a client may take to send a request's headers; also how long a keep-alive client
-    /// connection may sit idle between requests. Then the gateway closes it.
+    /// How long a client may take to send a request's headers (or its TLS handshake); also how
+    /// long a keep-alive client connection may sit idle between requests (HTTP/2: move no byte).
+    /// Then the gateway closes it.
     #[arg(long, env = "GATEWAY_CLIENT_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub client_timeout: Duration,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
