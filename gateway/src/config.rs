@@ -20,7 +20,8 @@ use crate::proxy::upstream::Timeouts;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "gateway", version, about)]
 pub struct Args {
-    /// Address of the public listener.
+    /// Address of the public listener: HTTP/1.1 and HTTP/2 with prior knowledge (h2c), or with
+    /// --tls-cert/--tls-dir TLS only, HTTP/2 or HTTP/1.1 by ALPN.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:3000")]
     pub listen: SocketAddr,
     /// Address of the admin listener (/healthz, /readyz, /services, /routes).
