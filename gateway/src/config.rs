@@ -21,7 +21,8 @@ use crate::proxy::upstream::Timeouts;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "gateway", version, about)]
 pub struct Args {
-    /// Address of the public listener.
+    /// Address of the public listener: HTTP/1.1 and HTTP/2 with prior knowledge (h2c), or with
+    /// --tls-cert/--tls-dir TLS only, HTTP/2 or HTTP/1.1 by ALPN.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:3000")]
     pub listen: SocketAddr,
     /// Address of the admin listener (/healthz, /readyz, /services, /routes).
@@ -84,8 +85,9 @@ pub struct Args {
         value_parser = humantime::parse_duration
     )]
     pub upstream_idle_timeout: Duration,
-    /// How long a client may take to send a request's headers; also how long a keep-alive client
-    /// connection may sit idle between requests. Then the gateway closes it.
+    /// How long a client may take to send a request's headers (or its TLS handshake); also how
+    /// long a keep-alive client connection may sit idle between requests (HTTP/2: move no byte).
+    /// Then the gateway closes it.
     #[arg(long, env = "GATEWAY_CLIENT_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub client_timeout: Duration,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.

@@ -53,6 +53,7 @@ pub mod balancer;
 pub mod drain;
 pub mod error;
 mod headers;
+pub mod idle;
 pub mod listener;
 pub mod rewrite;
 pub mod sniff;

@@ -7,8 +7,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use tokio::sync::watch;
+
+use crate::proxy::idle::Idle;
 
 /// The listener's side: starts the drain and waits for it.
 pub struct Drain {
@@ -59,6 +62,32 @@ impl Watcher {
             out = conn.as_mut() => return out,
             _ = self.rx.changed() => shutdown(conn.as_mut()),
         }
+        conn.await
+    }
+
+    /// As [`Watcher::watch`], and also calls `shutdown` once `idle` shows no byte moved on the
+    /// connection for `limit`.
+    pub async fn watch_idle<C, F>(mut self, conn: C, shutdown: F, idle: Idle, limit: Duration) -> C::Output
+    where
+        C: Future,
+        F: FnOnce(Pin<&mut C>),
+    {
+        tokio::pin!(conn);
+        loop {
+            let wait = limit.saturating_sub(idle.idle_for());
+            tokio::select! {
+                biased;
+                out = conn.as_mut() => return out,
+                _ = self.rx.changed() => break,
+                () = tokio::time::sleep(wait) => {
+                    if idle.idle_for() >= limit {
+                        tracing::debug!(idle = ?limit, "closing an idle client connection");
+                        break;
+                    }
+                }
+            }
+        }
+        shutdown(conn.as_mut());
         conn.await
     }
 }

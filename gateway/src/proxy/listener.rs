@@ -9,7 +9,8 @@
 //!
 //! A client that sends no complete request head within the client timeout (slow, stalled, or idle
 //! on keep-alive) is disconnected; so is one that sends nothing at all before its version is
-//! known. On shutdown it stops accepting, lets keep-alive connections finish their current
+//! known; an HTTP/2 connection that moves no byte for that long is shut down ([`crate::proxy::idle`]). On
+//! shutdown it stops accepting, lets keep-alive connections finish their current
 //! request (HTTP/2 ones get a GOAWAY), and returns once all have closed.
 //!
 //! No router and no tower stack sit in front of the proxy: every path is the proxy's, and the
@@ -28,12 +29,14 @@ use std::time::Duration;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error};
 
 use crate::proxy::drain::{Drain, Watcher};
+use crate::proxy::idle::Activity;
 use crate::proxy::sniff::{self, Version};
 use crate::proxy::Proxy;
 
@@ -54,6 +57,8 @@ pub struct Front {
 struct Servers {
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
+    /// How long an HTTP/2 connection may move no byte before it is shut down.
+    idle_limit: Duration,
 }
 
 impl Servers {
@@ -65,7 +70,7 @@ impl Servers {
         h1.header_read_timeout(front.client_timeout);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new());
-        Self { h1, h2 }
+        Self { h1, h2, idle_limit: front.client_timeout }
     }
 }
 
@@ -125,7 +130,7 @@ impl Conn {
             },
             _ = stop.wait_for(|s| *s) => return,
         };
-        self.serve(TokioIo::new(stream), version).await;
+        self.serve(stream, version).await;
     }
 
     /// A TLS connection: the handshake within `timeout`, then HTTP/2 if the client chose `h2`
@@ -137,13 +142,14 @@ impl Conn {
             Err(_) => return debug!(peer = %self.peer, "TLS handshake timed out"),
         };
         let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        self.serve(TokioIo::new(stream), if h2 { Version::H2 } else { Version::Http1 }).await;
+        self.serve(stream, if h2 { Version::H2 } else { Version::Http1 }).await;
     }
 
-    /// Serves HTTP `version` on `io` until either side closes it, or shutdown drains it.
-    async fn serve<I>(self, io: I, version: Version)
+    /// Serves HTTP `version` on `stream` until either side closes it, or shutdown drains it.
+    /// HTTP/2 connections idle for the client timeout are shut down too ([`crate::proxy::idle`]).
+    async fn serve<S>(self, stream: S, version: Version)
     where
-        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Conn { proxy, servers, watcher, peer, tls } = self;
         let service = service_fn(move |req| {
@@ -152,10 +158,14 @@ impl Conn {
         });
         let result = match version {
             Version::Http1 => {
-                let conn = servers.h1.serve_connection(io, service).with_upgrades();
+                let conn = servers.h1.serve_connection(TokioIo::new(stream), service).with_upgrades();
                 watcher.watch(conn, |c| c.graceful_shutdown()).await
             }
-            Version::H2 => watcher.watch(servers.h2.serve_connection(io, service), |c| c.graceful_shutdown()).await,
+            Version::H2 => {
+                let (stream, idle) = Activity::new(stream);
+                let conn = servers.h2.serve_connection(TokioIo::new(stream), service);
+                watcher.watch_idle(conn, |c| c.graceful_shutdown(), idle, servers.idle_limit).await
+            }
         };
         if let Err(e) = result {
             debug!(%peer, error = %e, "client connection ended with an error");
@@ -298,5 +308,21 @@ mod tests {
         let ck = rustls::sign::CertifiedKey::from_der(chain, key, &provider).unwrap();
         let certs = Arc::new(crate::tls::Certificates::new(crate::tls::certs::Names::new(Arc::new(ck))));
         crate::tls::acceptor(provider, certs).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_idle_http2_connection_is_closed_after_the_client_timeout() {
+        use http_body_util::Empty;
+        let (addr, _stop, _task) = start(Duration::from_millis(300)).await;
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let req = http::Request::get("http://a.example/nope/x").body(Empty::<bytes::Bytes>::new()).unwrap();
+        assert_eq!(send.send_request(req).await.unwrap().status(), 404);
+        let started = std::time::Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(5), conn).await.expect("closed by the gateway");
+        assert!(ended.unwrap().is_ok(), "a graceful close (GOAWAY)");
+        assert!(started.elapsed() >= Duration::from_millis(200), "not before the timeout");
     }
 }

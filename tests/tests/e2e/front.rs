@@ -83,6 +83,9 @@ fn http2_prior_knowledge_and_http1_are_served_on_the_same_port() {
                 let (client, url) = (&client, gw.url(&format!("/web/n{i}")));
                 s.spawn(move || {
                     let resp = client.post(url).body(format!("body {i}")).send().unwrap();
+                    for h in ["connection", "keep-alive", "transfer-encoding", "upgrade"] {
+                        assert!(resp.headers().get(h).is_none(), "no {h} over HTTP/2");
+                    }
                     (resp.version(), resp.status().as_u16(), resp.text().unwrap())
                 })
             })
@@ -94,4 +97,24 @@ fn http2_prior_knowledge_and_http1_are_served_on_the_same_port() {
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!((v["method"].as_str(), v["path"].as_str()), (Some("POST"), Some(format!("/n{i}").as_str())));
     }
+}
+
+#[test]
+fn connection_specific_headers_of_an_instance_do_not_reach_http2_clients() {
+    let consul = Consul::start();
+    // An instance that sends `Keep-Alive: timeout=5` (and HTTP/1.1 keep-alive framing).
+    let backend = e2e::Backend::start(Duration::from_secs(30), Some("timeout=5"));
+    consul.register("ka", "ka-1", backend.port);
+    let gw = Gateway::start(&consul, "ka", &[]);
+    let client =
+        reqwest::blocking::Client::builder().http2_prior_knowledge().timeout(Duration::from_secs(10)).build().unwrap();
+    let resp = wait_for(Duration::from_secs(10), "ka routed", || {
+        let r = client.get(gw.url("/ka/x")).send().ok()?;
+        (r.status() == 200).then_some(r)
+    });
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    for h in ["connection", "keep-alive", "transfer-encoding"] {
+        assert!(resp.headers().get(h).is_none(), "{h} must not reach an HTTP/2 client: {:?}", resp.headers());
+    }
+    assert_eq!(resp.text().unwrap(), "GET /x");
 }
