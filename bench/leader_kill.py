@@ -18,14 +18,17 @@ Reported per mode, for the writes Consul accepted after the kill:
   commits without a leader);
 - `lag p50/max`: accepted → shown by the gateway, for those writes (what the read mode costs);
 - `read stall`: kill → the first of those writes shown by the gateway;
-- `missed`: accepted writes the gateway never showed (goal 0).
+- `superseded`: accepted writes the gateway never showed because a later one replaced them before it
+  read (a blocking query returns the latest state, not every step); `last shown`: whether the last
+  write was (goal: yes);
+- `/readyz not ready`: how long, after the kill, the gateway's /readyz said not ready (stale).
 And the same lag before the kill, as the baseline.
 
 A measurement, not a test: it reports and asserts nothing. Traffic goes to 127.0.0.1 only (ports
 this stack publishes); the stack is taken down on any exit.
 
-Usage: bench/leader_kill.sh [--modes default,stale] [--settle 5] [--after 25] [--interval 0.2]
-       [--out FILE]   (images as for the container e2e test: scripts/build-images.sh)
+Usage: bench/leader_kill.sh [--modes default,stale] [--rounds 1] [--settle 5] [--after 25]
+       [--interval 0.2] [--out FILE]   (images as for the container e2e test: scripts/build-images.sh)
 """
 
 import argparse
@@ -75,22 +78,40 @@ class Writer(threading.Thread):
 class Reader(threading.Thread):
     """Polls the gateway's /services; records when each probe port first shows."""
 
-    def __init__(self, admin_url):
+    def __init__(self, stack):
         super().__init__(daemon=True)
-        self.url = admin_url
+        self.services, self.readyz = stack.admin("/services"), stack.admin("/readyz")
         self.seen = {}
+        self.ready = []  # (monotonic time, whether /readyz answered 200)
         self.stop = threading.Event()
 
     def run(self):
         while not self.stop.is_set():
-            status, body = e2e.http_get(self.url, timeout=2)
+            status, body = e2e.http_get(self.services, timeout=2)
             now = time.monotonic()
             if status == 200:
                 for s in json.loads(body).get("services", []):
                     if s.get("service") == PROBE:
                         for inst in s.get("instances", []):
                             self.seen.setdefault(inst.get("port"), now)
+            self.ready.append((time.monotonic(), e2e.http_get(self.readyz, timeout=2)[0] == 200))
             self.stop.wait(0.02)
+
+    def not_ready_after(self, t0):
+        """Seconds /readyz said not ready after t0, in all and the longest stretch."""
+        total = longest = run = 0.0
+        prev = None
+        for t, ok in self.ready:
+            if t < t0:
+                continue
+            if prev is not None and not prev[1]:
+                total += t - prev[0]
+                run += t - prev[0]
+                longest = max(longest, run)
+            if ok:
+                run = 0.0
+            prev = (t, ok)
+        return total, longest
 
 
 def pct(xs, q):
@@ -106,7 +127,7 @@ def one_mode(mode, args):
         stack.c("up", "-d", "--scale", "serviceweb=1", timeout=600)
         e2e.wait_for("the gateway to be ready", 120, lambda: e2e.http_get(stack.admin("/readyz"))[0] == 200, 0.5)
         agent_port = stack.c("port", "consul-agent", "8500").rsplit(":", 1)[1]
-        writer, reader = Writer(agent_port, args.interval), Reader(stack.admin("/services"))
+        writer, reader = Writer(agent_port, args.interval), Reader(stack)
         reader.start()
         writer.start()
         time.sleep(args.settle)
@@ -127,6 +148,7 @@ def one_mode(mode, args):
     after = {p: t for p, t in writer.accepted.items() if t >= t_kill}
     lags = [reader.seen[p] - t for p, t in after.items() if p in reader.seen]
     shown = [reader.seen[p] for p in after if p in reader.seen]
+    not_ready, not_ready_longest = reader.not_ready_after(t_kill)
     return {
         "mode": mode,
         "old leader": leader,
@@ -138,8 +160,11 @@ def one_mode(mode, args):
         "lag_before_max_ms": 1000 * max(before) if before else None,
         "lag_after_p50_ms": 1000 * pct(lags, 0.5) if lags else None,
         "lag_after_max_ms": 1000 * max(lags) if lags else None,
+        "not_ready_s": not_ready,
+        "not_ready_longest_s": not_ready_longest,
         "writes_after": len(after),
-        "missed": len(after) - len(lags),
+        "superseded": len(after) - len(lags),
+        "last_shown": bool(after) and max(after) in reader.seen,
         "write_errors": writer.failed,
     }
 
@@ -156,17 +181,21 @@ def main():
     ap.add_argument("--settle", type=float, default=5.0)
     ap.add_argument("--after", type=float, default=25.0)
     ap.add_argument("--interval", type=float, default=0.2)
+    ap.add_argument("--rounds", type=int, default=1, help="runs per mode (modes alternate)")
     ap.add_argument("--out", help="also append the JSON results to this file")
     args = ap.parse_args()
-    results = [one_mode(m.strip(), args) for m in args.modes.split(",") if m.strip()]
-    print("\n| mode | election | first write after kill | gateway shows first | lag p50 / max after | "
-          "lag p50 / max before | missed |")
-    print("|---|---|---|---|---|---|---|")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    results = [one_mode(m, args) for _ in range(args.rounds) for m in modes]
+    print("\n| mode | election | first write after kill | gateway shows it | lag p50 / max after | "
+          "lag p50 / max before | /readyz not ready (longest) | superseded | last shown |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['mode']} | {fmt(r['election_s'], ' s')} | {fmt(r['first_write_s'], ' s')} | "
               f"{fmt(r['read_stall_s'], ' s')} | {fmt(r['lag_after_p50_ms'], ' ms')} / "
               f"{fmt(r['lag_after_max_ms'], ' ms')} | {fmt(r['lag_before_p50_ms'], ' ms')} / "
-              f"{fmt(r['lag_before_max_ms'], ' ms')} | {r['missed']} of {r['writes_after']} |")
+              f"{fmt(r['lag_before_max_ms'], ' ms')} | {fmt(r['not_ready_s'], ' s')} "
+              f"({fmt(r['not_ready_longest_s'], ' s')}) | {r['superseded']} of {r['writes_after']} | "
+              f"{'yes' if r['last_shown'] else 'NO'} |")
     if args.out:
         with open(args.out, "a") as f:
             for r in results:
