@@ -71,6 +71,19 @@ impl Client {
         Ok(())
     }
 
+    /// Checks that the ACL token can still read the catalog: some service
+    /// ([`Client::catalog_services`], non-blocking) and some node ([`Client::check_node_read`]).
+    /// For a watcher to tell an answer the ACLs emptied (Consul 1.8 answers `200 []`, not 403,
+    /// once a token loses its read permission, or when ACLs are turned on under it) from a
+    /// service that really lost every instance.
+    ///
+    /// # Errors
+    /// As every read; [`Error::Filtered`] when the token can read no service or no node.
+    pub async fn check_readable(&self) -> Result<(), Error> {
+        self.catalog_services(0, Duration::ZERO).await?;
+        self.check_node_read().await
+    }
+
     /// The names of every node in the catalog.
     pub async fn catalog_nodes(&self) -> Result<Vec<String>, Error> {
         let r: Indexed<Vec<NodeName>> = self.indexed_get("/v1/catalog/nodes", 0, Duration::ZERO).await?;

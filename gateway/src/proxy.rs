@@ -244,7 +244,12 @@ impl Proxy {
                     Which::Left(Which::Left(Box::pin(upstream::upgrade::send(&endpoint.pool, upstream, connect))))
                 } else if h2 {
                     upstream::h2::into_h2(&mut upstream, &endpoint.authority, headers::te_trailers(&parts.headers));
-                    Which::Left(Which::Right(Box::pin(upstream::h2::send(&endpoint.pool, upstream, self.timeouts, reuse))))
+                    Which::Left(Which::Right(Box::pin(upstream::h2::send(
+                        &endpoint.pool,
+                        upstream,
+                        self.timeouts,
+                        reuse,
+                    ))))
                 } else {
                     Which::Right(upstream::send(&endpoint.pool, upstream, self.timeouts, reuse))
                 };

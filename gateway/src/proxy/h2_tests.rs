@@ -95,7 +95,13 @@ async fn a_dead_h2_instance_sends_the_request_to_another() {
         .collect();
     services.apply_snapshot("grpc", 1, instances, vec![tag.into()]);
     let timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
-    let app = Proxy { services, timeouts, timeout: Duration::from_secs(5), max_replay_body: 1024, tunnel_idle_timeout: Duration::from_secs(60) };
+    let app = Proxy {
+        services,
+        timeouts,
+        timeout: Duration::from_secs(5),
+        max_replay_body: 1024,
+        tunnel_idle_timeout: Duration::from_secs(60),
+    };
     for _ in 0..10 {
         let resp = app.serve(grpc_req("/pkg.Svc/Call"), None).await;
         assert_eq!(resp.status(), 200);
