@@ -112,7 +112,14 @@ impl Token {
             .map_err(|e| Error::TokenFile { path: path.trim().into(), why: e.to_string() })?;
         // As Consul's client: an empty file leaves CONSUL_HTTP_TOKEN in force.
         let from_file = Self::new(Some(content.trim().to_string()));
-        Ok(if from_file.is_set() { from_file } else { from_var })
+        if from_file.is_set() {
+            return Ok(from_file);
+        }
+        // Said once at start: a file not written yet (by a secrets agent, say) would otherwise
+        // show only as denials.
+        let instead = if from_var.is_set() { "CONSUL_HTTP_TOKEN is used instead" } else { "no ACL token is sent" };
+        tracing::warn!(file = path.trim(), "the ACL token file (CONSUL_HTTP_TOKEN_FILE) is empty: {instead}");
+        Ok(from_var)
     }
 
     /// The secret, for the one place that puts it in a header.

@@ -53,7 +53,11 @@ impl Client {
             })
             .collect();
         if value.is_empty() {
-            return Err(Error::Filtered { endpoint: "/v1/catalog/services".into(), what: "service" });
+            return Err(Error::Filtered {
+                endpoint: "/v1/catalog/services".into(),
+                what: "service",
+                token: self.has_token(),
+            });
         }
         Ok(Indexed { index: r.index, value })
     }
@@ -66,7 +70,11 @@ impl Client {
     /// cluster always has a node: the one that answers).
     pub async fn check_node_read(&self) -> Result<(), Error> {
         if self.catalog_nodes().await?.is_empty() {
-            return Err(Error::Filtered { endpoint: "/v1/catalog/nodes".into(), what: "node" });
+            return Err(Error::Filtered {
+                endpoint: "/v1/catalog/nodes".into(),
+                what: "node",
+                token: self.has_token(),
+            });
         }
         Ok(())
     }

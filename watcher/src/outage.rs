@@ -72,7 +72,8 @@ mod tests {
         assert!(o.failed(&denied("ACL not found")));
         assert!(!o.failed(&denied("ACL not found")), "the same failure again");
         assert!(!o.failed(&denied("Permission denied")), "another 403: the same state");
-        let filtered = consul::Error::Filtered { endpoint: "/v1/catalog/services".into(), what: "service" };
+        let filtered =
+            consul::Error::Filtered { endpoint: "/v1/catalog/services".into(), what: "service", token: true };
         assert!(o.failed(&filtered), "another kind of failure");
         assert!(o.recovered());
         assert!(!o.recovered());
