@@ -87,16 +87,29 @@ impl std::str::FromStr for ConsulAddr {
 pub struct Token(Option<String>);
 
 impl Token {
-    /// A token from an optional value; empty means none.
+    /// A token from an optional value, without surrounding whitespace (a value read from a file
+    /// or a Kubernetes secret often ends with a newline, which no header can carry); empty means
+    /// none.
     pub fn new(value: Option<String>) -> Self {
-        Self(value.filter(|v| !v.trim().is_empty()))
+        Self(value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()))
+    }
+
+    /// Refuses a token no HTTP header can carry (a control character inside it), naming where
+    /// it came from (`from`), never the value.
+    fn sendable(self, from: impl FnOnce() -> String) -> Result<Self, Error> {
+        let bad = self.0.as_deref().is_some_and(|t| t.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f));
+        if bad {
+            return Err(Error::InvalidToken { from: from() });
+        }
+        Ok(self)
     }
 
     /// The token from `CONSUL_HTTP_TOKEN_FILE` or `CONSUL_HTTP_TOKEN` (see the module docs for
     /// which wins); none if neither gives one.
     ///
     /// # Errors
-    /// [`Error::TokenFile`] when `CONSUL_HTTP_TOKEN_FILE` names a file that cannot be read.
+    /// [`Error::TokenFile`] when `CONSUL_HTTP_TOKEN_FILE` names a file that cannot be read;
+    /// [`Error::InvalidToken`] for a token with a control character inside.
     pub fn from_env() -> Result<Self, Error> {
         Self::from_vars(|k| std::env::var(k).ok())
     }
@@ -106,12 +119,13 @@ impl Token {
     /// # Errors
     /// As [`Token::from_env`].
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let from_var = Self::new(var(ENV_TOKEN));
+        let from_var = Self::new(var(ENV_TOKEN)).sendable(|| ENV_TOKEN.to_string())?;
         let Some(path) = var(ENV_TOKEN_FILE).filter(|p| !p.trim().is_empty()) else { return Ok(from_var) };
         let content = std::fs::read_to_string(path.trim())
             .map_err(|e| Error::TokenFile { path: path.trim().into(), why: e.to_string() })?;
         // As Consul's client: an empty file leaves CONSUL_HTTP_TOKEN in force.
-        let from_file = Self::new(Some(content.trim().to_string()));
+        let from_file =
+            Self::new(Some(content)).sendable(|| format!("the file {:?} ({ENV_TOKEN_FILE})", path.trim()))?;
         if from_file.is_set() {
             return Ok(from_file);
         }
@@ -204,6 +218,24 @@ mod tests {
         let err = Token::from_vars(vars(vec![(ENV_TOKEN, "s3cret".into()), (ENV_TOKEN_FILE, missing)])).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::TokenFile { .. }) && msg.contains("missing") && !msg.contains("s3cret"), "{msg}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A variable set from a file or a Kubernetes secret often ends with a newline, which no
+    /// header can carry: trimmed as the file's content is. Any other control character cannot be
+    /// sent at all: refused at start, naming the variable, never the value.
+    #[test]
+    fn the_token_variable_is_trimmed_and_unsendable_ones_refused() {
+        let var = |v: &'static str| move |k: &str| (k == ENV_TOKEN).then(|| v.to_string());
+        assert_eq!(Token::from_vars(var("  tok-1\r\n")).unwrap().secret(), Some("tok-1"));
+        let err = Token::from_vars(var("s3cret\u{1}x")).unwrap_err().to_string();
+        assert!(err.contains(ENV_TOKEN) && !err.contains("s3cret"), "{err}");
+        let dir = tempdir("token-ctl");
+        let file = dir.join("token");
+        std::fs::write(&file, "s3cret\u{7}x\n").unwrap();
+        let f = file.to_str().unwrap().to_string();
+        let err = Token::from_vars(move |k: &str| (k == ENV_TOKEN_FILE).then(|| f.clone())).unwrap_err().to_string();
+        assert!(err.contains("token") && !err.contains("s3cret"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

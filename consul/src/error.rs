@@ -26,6 +26,14 @@ pub enum Error {
         /// Why it cannot be read.
         why: String,
     },
+    /// An ACL token that no HTTP header can carry (the message never holds the token).
+    #[error(
+        "the ACL token from {from} holds a control character, which no HTTP header can carry (the value is not shown)"
+    )]
+    InvalidToken {
+        /// Where it came from: the variable, or the file.
+        from: String,
+    },
     /// A consistency mode other than `default`, `stale` or `consistent`.
     #[error("invalid consistency mode {0:?}: use default, stale or consistent")]
     InvalidConsistency(String),
