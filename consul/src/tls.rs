@@ -148,7 +148,11 @@ impl TlsConfig {
                     return Err(tls_error(format!("{ENV_CLIENT_CERT} {}: no certificate", cert.display())));
                 }
                 let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                    tls_error(format!("{ENV_CLIENT_KEY} {}: no usable private key: {e}", key.display()))
+                    tls_error(format!(
+                        "{ENV_CLIENT_KEY} {}: no usable private key: {e}{}",
+                        key.display(),
+                        encrypted_hint(key)
+                    ))
                 })?;
                 builder.with_client_auth_cert(chain, key).map_err(|e| tls_error(format!("client certificate: {e}")))?
             }
@@ -216,6 +220,17 @@ fn ca_dir_files(dir: &Path) -> Result<Vec<PathBuf>, Error> {
 const MAX_CA_FILES: usize = 1000;
 /// How deep `CONSUL_CAPATH`'s subdirectories are followed.
 const MAX_CA_DEPTH: usize = 4;
+
+/// For a key file that holds only an encrypted key (which neither rustls nor Consul's tools
+/// read): what to do about it. Empty otherwise.
+fn encrypted_hint(key: &Path) -> &'static str {
+    match std::fs::read_to_string(key) {
+        Ok(pem) if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || pem.contains("Proc-Type: 4,ENCRYPTED") => {
+            " (the key is encrypted: give it decrypted, as Consul's tools need it)"
+        }
+        _ => "",
+    }
+}
 
 fn tls_error(why: String) -> Error {
     Error::Tls { why }
@@ -333,6 +348,14 @@ mod tests {
             assert!(err.contains("missing.pem") || err.contains("empty.pem"), "{err}");
             assert!(err.contains(ENV_CACERT), "the variable is named: {err}");
         }
+        // An encrypted client key is named as such.
+        let enc = dir.join("enc.pem");
+        std::fs::write(&enc, "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n")
+            .unwrap();
+        std::fs::write(dir.join("ca.pem"), CA).unwrap();
+        let c = TlsConfig { client_cert: Some((dir.join("ca.pem"), enc)), ..TlsConfig::default() };
+        let err = c.client_config().unwrap_err().to_string();
+        assert!(err.contains(ENV_CLIENT_KEY) && err.contains("encrypted"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
