@@ -18,6 +18,8 @@ pub const ENV_ADDR: &str = "CONSUL_HTTP_ADDR";
 pub const ENV_TOKEN: &str = "CONSUL_HTTP_TOKEN";
 /// The environment variable naming a file that holds the ACL token (wins over [`ENV_TOKEN`]).
 pub const ENV_TOKEN_FILE: &str = "CONSUL_HTTP_TOKEN_FILE";
+/// `true` makes an address without a scheme `https://` (Consul's tools read it the same way).
+pub const ENV_SSL: &str = "CONSUL_HTTP_SSL";
 /// Consul's default HTTP address.
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:8500";
 
@@ -27,14 +29,29 @@ pub struct ConsulAddr(String);
 
 impl ConsulAddr {
     /// Parses `host:port`, `http://host:port` or `https://host:port` (a trailing `/` is fine).
-    /// `unix://` is refused with a clear error.
+    /// `unix://` is refused with a clear error. Without a scheme, `CONSUL_HTTP_SSL=true` (Go's
+    /// booleans) means `https://`, as in Consul's Go client; a scheme given wins.
     pub fn parse(raw: &str) -> Result<Self, Error> {
+        Self::parse_with_ssl(raw, std::env::var(ENV_SSL).ok().as_deref())
+    }
+
+    /// [`ConsulAddr::parse`] with `ssl` as the value of `CONSUL_HTTP_SSL`.
+    ///
+    /// # Errors
+    /// As [`ConsulAddr::parse`]; and an `ssl` that is not a boolean.
+    pub fn parse_with_ssl(raw: &str, ssl: Option<&str>) -> Result<Self, Error> {
         let raw = raw.trim();
         let bad = |why: &str| Error::InvalidAddress { addr: raw.to_string(), why: why.to_string() };
         if raw.is_empty() {
             return Err(bad("empty"));
         }
+        let https = match ssl.map(str::trim).filter(|v| !v.is_empty()) {
+            None | Some("0" | "f" | "F" | "FALSE" | "false" | "False") => false,
+            Some("1" | "t" | "T" | "TRUE" | "true" | "True") => true,
+            Some(other) => return Err(bad(&format!("{ENV_SSL}={other:?} is not a boolean: use true or false"))),
+        };
         let with_scheme = match raw.split_once("://") {
+            None if https => format!("https://{raw}"),
             None => format!("http://{raw}"),
             Some(("http" | "https", _)) => raw.to_string(),
             Some((scheme, _)) => return Err(bad(&format!("unsupported scheme {scheme:?}"))),
@@ -163,6 +180,19 @@ mod tests {
         assert_eq!(ConsulAddr::parse("http://consul:8500/").unwrap().as_str(), "http://consul:8500");
         assert_eq!(ConsulAddr::parse(" localhost:1 ").unwrap().as_str(), "http://localhost:1");
         assert!(!ConsulAddr::parse("127.0.0.1:8500").unwrap().is_https());
+    }
+
+    /// As Consul's Go client: `CONSUL_HTTP_SSL=true` gives an address without a scheme
+    /// `https://`; a scheme given wins; a value that is not a boolean is refused.
+    #[test]
+    fn consul_http_ssl_picks_https_for_an_address_without_a_scheme() {
+        let p = |raw, ssl| ConsulAddr::parse_with_ssl(raw, ssl).map(|a| a.as_str().to_string());
+        assert_eq!(p("127.0.0.1:8501", Some("true")).unwrap(), "https://127.0.0.1:8501");
+        assert_eq!(p("127.0.0.1:8501", Some("1")).unwrap(), "https://127.0.0.1:8501");
+        assert_eq!(p("127.0.0.1:8500", Some("false")).unwrap(), "http://127.0.0.1:8500");
+        assert_eq!(p("127.0.0.1:8500", Some("")).unwrap(), "http://127.0.0.1:8500");
+        assert_eq!(p("http://127.0.0.1:8500", Some("true")).unwrap(), "http://127.0.0.1:8500");
+        assert!(matches!(ConsulAddr::parse_with_ssl("c:8501", Some("yes")), Err(Error::InvalidAddress { .. })));
     }
 
     #[test]
