@@ -18,6 +18,8 @@ pub const ENV_ADDR: &str = "CONSUL_HTTP_ADDR";
 pub const ENV_TOKEN: &str = "CONSUL_HTTP_TOKEN";
 /// The environment variable naming a file that holds the ACL token (wins over [`ENV_TOKEN`]).
 pub const ENV_TOKEN_FILE: &str = "CONSUL_HTTP_TOKEN_FILE";
+/// `true` makes an address without a scheme `https://` (Consul's tools read it the same way).
+pub const ENV_SSL: &str = "CONSUL_HTTP_SSL";
 /// Consul's default HTTP address.
 pub const DEFAULT_ADDR: &str = "http://127.0.0.1:8500";
 
@@ -27,14 +29,29 @@ pub struct ConsulAddr(String);
 
 impl ConsulAddr {
     /// Parses `host:port`, `http://host:port` or `https://host:port` (a trailing `/` is fine).
-    /// `unix://` is refused with a clear error.
+    /// `unix://` is refused with a clear error. Without a scheme, `CONSUL_HTTP_SSL=true` (Go's
+    /// booleans) means `https://`, as in Consul's Go client; a scheme given wins.
     pub fn parse(raw: &str) -> Result<Self, Error> {
+        Self::parse_with_ssl(raw, std::env::var(ENV_SSL).ok().as_deref())
+    }
+
+    /// [`ConsulAddr::parse`] with `ssl` as the value of `CONSUL_HTTP_SSL`.
+    ///
+    /// # Errors
+    /// As [`ConsulAddr::parse`]; and an `ssl` that is not a boolean.
+    pub fn parse_with_ssl(raw: &str, ssl: Option<&str>) -> Result<Self, Error> {
         let raw = raw.trim();
         let bad = |why: &str| Error::InvalidAddress { addr: raw.to_string(), why: why.to_string() };
         if raw.is_empty() {
             return Err(bad("empty"));
         }
+        let https = match ssl.map(str::trim).filter(|v| !v.is_empty()) {
+            None | Some("0" | "f" | "F" | "FALSE" | "false" | "False") => false,
+            Some("1" | "t" | "T" | "TRUE" | "true" | "True") => true,
+            Some(other) => return Err(bad(&format!("{ENV_SSL}={other:?} is not a boolean: use true or false"))),
+        };
         let with_scheme = match raw.split_once("://") {
+            None if https => format!("https://{raw}"),
             None => format!("http://{raw}"),
             Some(("http" | "https", _)) => raw.to_string(),
             Some((scheme, _)) => return Err(bad(&format!("unsupported scheme {scheme:?}"))),
@@ -87,16 +104,29 @@ impl std::str::FromStr for ConsulAddr {
 pub struct Token(Option<String>);
 
 impl Token {
-    /// A token from an optional value; empty means none.
+    /// A token from an optional value, without surrounding whitespace (a value read from a file
+    /// or a Kubernetes secret often ends with a newline, which no header can carry); empty means
+    /// none.
     pub fn new(value: Option<String>) -> Self {
-        Self(value.filter(|v| !v.trim().is_empty()))
+        Self(value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()))
+    }
+
+    /// Refuses a token no HTTP header can carry (a control character inside it), naming where
+    /// it came from (`from`), never the value.
+    fn sendable(self, from: impl FnOnce() -> String) -> Result<Self, Error> {
+        let bad = self.0.as_deref().is_some_and(|t| t.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f));
+        if bad {
+            return Err(Error::InvalidToken { from: from() });
+        }
+        Ok(self)
     }
 
     /// The token from `CONSUL_HTTP_TOKEN_FILE` or `CONSUL_HTTP_TOKEN` (see the module docs for
     /// which wins); none if neither gives one.
     ///
     /// # Errors
-    /// [`Error::TokenFile`] when `CONSUL_HTTP_TOKEN_FILE` names a file that cannot be read.
+    /// [`Error::TokenFile`] when `CONSUL_HTTP_TOKEN_FILE` names a file that cannot be read;
+    /// [`Error::InvalidToken`] for a token with a control character inside.
     pub fn from_env() -> Result<Self, Error> {
         Self::from_vars(|k| std::env::var(k).ok())
     }
@@ -106,13 +136,21 @@ impl Token {
     /// # Errors
     /// As [`Token::from_env`].
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
-        let from_var = Self::new(var(ENV_TOKEN));
+        let from_var = Self::new(var(ENV_TOKEN)).sendable(|| ENV_TOKEN.to_string())?;
         let Some(path) = var(ENV_TOKEN_FILE).filter(|p| !p.trim().is_empty()) else { return Ok(from_var) };
         let content = std::fs::read_to_string(path.trim())
             .map_err(|e| Error::TokenFile { path: path.trim().into(), why: e.to_string() })?;
         // As Consul's client: an empty file leaves CONSUL_HTTP_TOKEN in force.
-        let from_file = Self::new(Some(content.trim().to_string()));
-        Ok(if from_file.is_set() { from_file } else { from_var })
+        let from_file =
+            Self::new(Some(content)).sendable(|| format!("the file {:?} ({ENV_TOKEN_FILE})", path.trim()))?;
+        if from_file.is_set() {
+            return Ok(from_file);
+        }
+        // Said once at start: a file not written yet (by a secrets agent, say) would otherwise
+        // show only as denials.
+        let instead = if from_var.is_set() { "CONSUL_HTTP_TOKEN is used instead" } else { "no ACL token is sent" };
+        tracing::warn!(file = path.trim(), "the ACL token file (CONSUL_HTTP_TOKEN_FILE) is empty: {instead}");
+        Ok(from_var)
     }
 
     /// The secret, for the one place that puts it in a header.
@@ -142,6 +180,19 @@ mod tests {
         assert_eq!(ConsulAddr::parse("http://consul:8500/").unwrap().as_str(), "http://consul:8500");
         assert_eq!(ConsulAddr::parse(" localhost:1 ").unwrap().as_str(), "http://localhost:1");
         assert!(!ConsulAddr::parse("127.0.0.1:8500").unwrap().is_https());
+    }
+
+    /// As Consul's Go client: `CONSUL_HTTP_SSL=true` gives an address without a scheme
+    /// `https://`; a scheme given wins; a value that is not a boolean is refused.
+    #[test]
+    fn consul_http_ssl_picks_https_for_an_address_without_a_scheme() {
+        let p = |raw, ssl| ConsulAddr::parse_with_ssl(raw, ssl).map(|a| a.as_str().to_string());
+        assert_eq!(p("127.0.0.1:8501", Some("true")).unwrap(), "https://127.0.0.1:8501");
+        assert_eq!(p("127.0.0.1:8501", Some("1")).unwrap(), "https://127.0.0.1:8501");
+        assert_eq!(p("127.0.0.1:8500", Some("false")).unwrap(), "http://127.0.0.1:8500");
+        assert_eq!(p("127.0.0.1:8500", Some("")).unwrap(), "http://127.0.0.1:8500");
+        assert_eq!(p("http://127.0.0.1:8500", Some("true")).unwrap(), "http://127.0.0.1:8500");
+        assert!(matches!(ConsulAddr::parse_with_ssl("c:8501", Some("yes")), Err(Error::InvalidAddress { .. })));
     }
 
     #[test]
@@ -197,6 +248,24 @@ mod tests {
         let err = Token::from_vars(vars(vec![(ENV_TOKEN, "s3cret".into()), (ENV_TOKEN_FILE, missing)])).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::TokenFile { .. }) && msg.contains("missing") && !msg.contains("s3cret"), "{msg}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A variable set from a file or a Kubernetes secret often ends with a newline, which no
+    /// header can carry: trimmed as the file's content is. Any other control character cannot be
+    /// sent at all: refused at start, naming the variable, never the value.
+    #[test]
+    fn the_token_variable_is_trimmed_and_unsendable_ones_refused() {
+        let var = |v: &'static str| move |k: &str| (k == ENV_TOKEN).then(|| v.to_string());
+        assert_eq!(Token::from_vars(var("  tok-1\r\n")).unwrap().secret(), Some("tok-1"));
+        let err = Token::from_vars(var("s3cret\u{1}x")).unwrap_err().to_string();
+        assert!(err.contains(ENV_TOKEN) && !err.contains("s3cret"), "{err}");
+        let dir = tempdir("token-ctl");
+        let file = dir.join("token");
+        std::fs::write(&file, "s3cret\u{7}x\n").unwrap();
+        let f = file.to_str().unwrap().to_string();
+        let err = Token::from_vars(move |k: &str| (k == ENV_TOKEN_FILE).then(|| f.clone())).unwrap_err().to_string();
+        assert!(err.contains("token") && !err.contains("s3cret"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -33,6 +33,8 @@ pub const MAX_IDLE_CONNECTIONS: usize = 6;
 /// Said with a failed request over `https://` without a client certificate.
 const NO_CLIENT_CERT_HINT: &str =
     " (no client certificate was offered: if Consul's HTTPS requires one, verify_incoming, set CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY)";
+/// Said with a failed request over `https://` whose client certificate the server refused.
+const CLIENT_CERT_REFUSED_HINT: &str = " (Consul refused the client certificate: check that CONSUL_CLIENT_CERT has not expired and is signed by a CA in the agent's ca_file)";
 /// How much of an error body goes into an error message.
 const MAX_ERROR_BODY: usize = 512;
 
@@ -310,10 +312,13 @@ impl Client {
     }
 
     pub(crate) async fn send(&self, endpoint: &str, req: RequestBuilder) -> Result<Response, Error> {
-        let resp = req.send().await.map_err(|source| Error::Transport {
-            endpoint: endpoint.to_string(),
-            source: source.without_url(),
-            hint: if self.is_https() && !self.client_cert { NO_CLIENT_CERT_HINT } else { "" },
+        let resp = req.send().await.map_err(|source| {
+            let hint = match (self.is_https(), self.client_cert) {
+                (true, false) => NO_CLIENT_CERT_HINT,
+                (true, true) if certificate_refused(&source) => CLIENT_CERT_REFUSED_HINT,
+                _ => "",
+            };
+            Error::Transport { endpoint: endpoint.to_string(), source: source.without_url(), hint }
         })?;
         if resp.status().is_success() {
             return Ok(resp);
@@ -354,6 +359,43 @@ fn build_http(tls: Option<&rustls::ClientConfig>, h2_only: bool) -> Result<reqwe
         b = b.http2_prior_knowledge().pool_idle_timeout(None);
     }
     b.build().map_err(|e| Error::Tls { why: format!("cannot build the HTTP client: {e}") })
+}
+
+/// Whether the server ended the handshake with an alert that refuses our certificate (Go's TLS
+/// server, Consul's, answers `bad_certificate` for an expired one or one of an unknown CA).
+/// rustls' error sits inside an `io::Error`, whose `source()` skips it: looked up by hand. Over
+/// HTTP/2 (TLS 1.3 sends the alert after the client's handshake is over) it is inside h2's error,
+/// which has no `source()`: recognised by rustls' text (`received fatal alert: BadCertificate`).
+fn certificate_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    use rustls::AlertDescription as A;
+    const REFUSALS: [&str; 5] =
+        ["BadCertificate", "CertificateExpired", "UnknownCA", "CertificateUnknown", "CertificateRevoked"];
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if let Some((_, alert)) = text.split_once("received fatal alert: ") {
+            if REFUSALS.iter().any(|r| alert.starts_with(r)) {
+                return true;
+            }
+        }
+        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::AlertReceived(alert)) = tls {
+            return matches!(
+                alert,
+                A::BadCertificate
+                    | A::CertificateExpired
+                    | A::UnknownCA
+                    | A::CertificateUnknown
+                    | A::CertificateRevoked
+            );
+        }
+        cur = err.source();
+    }
+    false
 }
 
 pub(crate) fn consul_index(resp: &Response) -> u64 {
@@ -472,6 +514,25 @@ mod tests {
             }
             assert!(lines[1].contains("index=5"), "blocking queries too: {}", lines[1]);
         }
+    }
+
+    /// An expired client certificate, or one of a CA the agent does not trust, shows to the
+    /// client only as a `bad_certificate` alert: the error says what to check.
+    #[test]
+    fn a_refused_client_certificate_is_recognised_inside_io_errors() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("client error (Connect)")]
+        struct Wrapper(#[source] std::io::Error);
+        let alert = |a| Wrapper(std::io::Error::other(rustls::Error::AlertReceived(a)));
+        assert!(certificate_refused(&alert(rustls::AlertDescription::BadCertificate)));
+        assert!(certificate_refused(&alert(rustls::AlertDescription::CertificateExpired)));
+        assert!(!certificate_refused(&alert(rustls::AlertDescription::HandshakeFailure)));
+        assert!(!certificate_refused(&Wrapper(std::io::Error::other("connection closed"))));
+        // h2's connection error shows the alert only in its text.
+        #[derive(Debug, thiserror::Error)]
+        #[error("connection error: received fatal alert: BadCertificate")]
+        struct H2;
+        assert!(certificate_refused(&H2));
     }
 
     #[test]

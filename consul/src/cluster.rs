@@ -53,7 +53,11 @@ impl Client {
             })
             .collect();
         if value.is_empty() {
-            return Err(Error::Filtered { endpoint: "/v1/catalog/services".into(), what: "service" });
+            return Err(Error::Filtered {
+                endpoint: "/v1/catalog/services".into(),
+                what: "service",
+                token: self.has_token(),
+            });
         }
         Ok(Indexed { index: r.index, value })
     }
@@ -66,9 +70,26 @@ impl Client {
     /// cluster always has a node: the one that answers).
     pub async fn check_node_read(&self) -> Result<(), Error> {
         if self.catalog_nodes().await?.is_empty() {
-            return Err(Error::Filtered { endpoint: "/v1/catalog/nodes".into(), what: "node" });
+            return Err(Error::Filtered {
+                endpoint: "/v1/catalog/nodes".into(),
+                what: "node",
+                token: self.has_token(),
+            });
         }
         Ok(())
+    }
+
+    /// Checks that the ACL token can still read the catalog: some service
+    /// ([`Client::catalog_services`], non-blocking) and some node ([`Client::check_node_read`]).
+    /// For a watcher to tell an answer the ACLs emptied (Consul 1.8 answers `200 []`, not 403,
+    /// once a token loses its read permission, or when ACLs are turned on under it) from a
+    /// service that really lost every instance.
+    ///
+    /// # Errors
+    /// As every read; [`Error::Filtered`] when the token can read no service or no node.
+    pub async fn check_readable(&self) -> Result<(), Error> {
+        self.catalog_services(0, Duration::ZERO).await?;
+        self.check_node_read().await
     }
 
     /// The names of every node in the catalog.

@@ -26,6 +26,14 @@ pub enum Error {
         /// Why it cannot be read.
         why: String,
     },
+    /// An ACL token that no HTTP header can carry (the message never holds the token).
+    #[error(
+        "the ACL token from {from} holds a control character, which no HTTP header can carry (the value is not shown)"
+    )]
+    InvalidToken {
+        /// Where it came from: the variable, or the file.
+        from: String,
+    },
     /// A consistency mode other than `default`, `stale` or `consistent`.
     #[error("invalid consistency mode {0:?}: use default, stale or consistent")]
     InvalidConsistency(String),
@@ -69,12 +77,14 @@ pub enum Error {
     /// running cluster (every cluster has the `consul` service and at least one node) came back
     /// empty. Consul does not answer 403 for a token that lacks a read permission (or for no
     /// token under `default_policy = "deny"`): it leaves out what the token may not see.
-    #[error("Consul's answer for {endpoint} is empty, which no running cluster's is: the ACL token cannot read any {what} (check the ACL token in CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE and its policy: service:read, node:read)")]
+    #[error("Consul's answer for {endpoint} is empty, which no running cluster's is: {} cannot read any {what} (check the ACL token in CONSUL_HTTP_TOKEN or CONSUL_HTTP_TOKEN_FILE and its policy: service:read, node:read)", if *token { "the ACL token" } else { "no ACL token was sent (CONSUL_HTTP_TOKEN and CONSUL_HTTP_TOKEN_FILE give none) and the anonymous token" })]
     Filtered {
         /// The API path, without query.
         endpoint: String,
         /// What the token cannot see: `service` or `node`.
         what: &'static str,
+        /// Whether a token was sent (without one, Consul applies its anonymous token).
+        token: bool,
     },
     /// Consul's answer could not be decoded.
     #[error("cannot decode Consul's answer for {endpoint}: {why}")]
@@ -137,4 +147,23 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An answer the ACLs emptied for a program that sends no token at all (an empty token file,
+    /// a variable not passed on) says so: "check the token" would send the operator to check a
+    /// token that is not there.
+    #[test]
+    fn a_denial_without_a_token_says_that_no_token_was_sent() {
+        let without = Error::Filtered { endpoint: "/v1/catalog/services".into(), what: "service", token: false };
+        let msg = without.to_string();
+        assert!(msg.contains("no ACL token") && msg.contains("CONSUL_HTTP_TOKEN_FILE"), "{msg}");
+        let with = Error::Filtered { endpoint: "/v1/catalog/services".into(), what: "service", token: true };
+        let msg = with.to_string();
+        assert!(!msg.contains("no ACL token") && msg.contains("the ACL token cannot read any service"), "{msg}");
+        assert!(msg.contains("service:read, node:read"), "{msg}");
+    }
 }

@@ -143,12 +143,17 @@ impl TlsConfig {
             .with_custom_certificate_verifier(verifier);
         let mut config = match &self.client_cert {
             Some((cert, key)) => {
-                let chain = read_certs(cert)?;
+                let chain = read_certs(ENV_CLIENT_CERT, cert)?;
                 if chain.is_empty() {
-                    return Err(tls_error(format!("{}: no certificate", cert.display())));
+                    return Err(tls_error(format!("{ENV_CLIENT_CERT} {}: no certificate", cert.display())));
                 }
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| tls_error(format!("{}: no usable private key: {e}", key.display())))?;
+                let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                    tls_error(format!(
+                        "{ENV_CLIENT_KEY} {}: no usable private key: {e}{}",
+                        key.display(),
+                        encrypted_hint(key)
+                    ))
+                })?;
                 builder.with_client_auth_cert(chain, key).map_err(|e| tls_error(format!("client certificate: {e}")))?
             }
             None => builder.with_no_client_auth(),
@@ -163,14 +168,14 @@ impl TlsConfig {
     /// roots.
     fn roots(&self) -> Result<RootCertStore, Error> {
         let mut roots = RootCertStore::empty();
-        let files = match (&self.ca_file, &self.ca_path) {
-            (Some(file), _) => vec![file.clone()],
+        let (var, files) = match (&self.ca_file, &self.ca_path) {
+            (Some(file), _) => (ENV_CACERT, vec![file.clone()]),
             (None, Some(dir)) => {
                 let files = ca_dir_files(dir)?;
                 if files.is_empty() {
                     return Err(tls_error(format!("{ENV_CAPATH} {}: no file in it", dir.display())));
                 }
-                files
+                (ENV_CAPATH, files)
             }
             (None, None) => {
                 roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -178,9 +183,9 @@ impl TlsConfig {
             }
         };
         for path in files {
-            let (added, _) = roots.add_parsable_certificates(read_certs(&path)?);
+            let (added, _) = roots.add_parsable_certificates(read_certs(var, &path)?);
             if added == 0 {
-                return Err(tls_error(format!("{}: no usable CA certificate", path.display())));
+                return Err(tls_error(format!("{var} {}: no usable CA certificate", path.display())));
             }
         }
         Ok(roots)
@@ -216,14 +221,26 @@ const MAX_CA_FILES: usize = 1000;
 /// How deep `CONSUL_CAPATH`'s subdirectories are followed.
 const MAX_CA_DEPTH: usize = 4;
 
+/// For a key file that holds only an encrypted key (which neither rustls nor Consul's tools
+/// read): what to do about it. Empty otherwise.
+fn encrypted_hint(key: &Path) -> &'static str {
+    match std::fs::read_to_string(key) {
+        Ok(pem) if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || pem.contains("Proc-Type: 4,ENCRYPTED") => {
+            " (the key is encrypted: give it decrypted, as Consul's tools need it)"
+        }
+        _ => "",
+    }
+}
+
 fn tls_error(why: String) -> Error {
     Error::Tls { why }
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+/// The certificates of the PEM file `path`, which the variable `var` names (said in errors).
+fn read_certs(var: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs: Result<Vec<_>, _> =
-        CertificateDer::pem_file_iter(path).map_err(|e| tls_error(format!("{}: {e}", path.display())))?.collect();
-    certs.map_err(|e| tls_error(format!("{}: {e}", path.display())))
+        CertificateDer::pem_file_iter(path).map_err(|e| tls_error(format!("{var} {}: {e}", path.display())))?.collect();
+    certs.map_err(|e| tls_error(format!("{var} {}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -329,7 +346,16 @@ mod tests {
         ] {
             let err = c.client_config().unwrap_err().to_string();
             assert!(err.contains("missing.pem") || err.contains("empty.pem"), "{err}");
+            assert!(err.contains(ENV_CACERT), "the variable is named: {err}");
         }
+        // An encrypted client key is named as such.
+        let enc = dir.join("enc.pem");
+        std::fs::write(&enc, "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n")
+            .unwrap();
+        std::fs::write(dir.join("ca.pem"), CA).unwrap();
+        let c = TlsConfig { client_cert: Some((dir.join("ca.pem"), enc)), ..TlsConfig::default() };
+        let err = c.client_config().unwrap_err().to_string();
+        assert!(err.contains(ENV_CLIENT_KEY) && err.contains("encrypted"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

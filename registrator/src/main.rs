@@ -21,9 +21,10 @@ use tracing::{info, warn};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// gliderlabs-style registry URI, e.g. `consul://consul:8500` (overrides --consul).
+    /// gliderlabs-style registry URI, e.g. `consul://consul:8500`, or `consul-tls://consul:8501`
+    /// for Consul's HTTPS API (overrides --consul).
     registry: Option<String>,
-    /// Consul agent HTTP address, with or without `http://`.
+    /// Consul agent HTTP address, with or without `http://`, or `https://`.
     #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = consul::addr::DEFAULT_ADDR)]
     consul: String,
     /// Register the container's IP and exposed port instead of the host IP and published port.
@@ -66,9 +67,13 @@ fn parse_interval(raw: &str) -> Result<Duration, String> {
     }
 }
 
-/// `consul://host:port` (gliderlabs) → `host:port`; anything else is passed through.
+/// `consul://host:port` (gliderlabs) → `host:port`, `consul-tls://host:port` (gliderlabs' TLS
+/// scheme) → `https://host:port`; anything else is passed through.
 fn consul_address(args: &Args) -> String {
     let raw = args.registry.as_deref().unwrap_or(&args.consul);
+    if let Some(rest) = raw.strip_prefix("consul-tls://") {
+        return format!("https://{rest}");
+    }
     raw.strip_prefix("consul://").unwrap_or(raw).to_string()
 }
 
@@ -118,6 +123,9 @@ mod tests {
         assert_eq!(consul_address(&args), "b:2");
         let args = Args::parse_from(["registrator", "--consul", "a:1"]);
         assert_eq!(consul_address(&args), "a:1");
+        // gliderlabs' TLS scheme: Consul's HTTPS API (TLS from the CONSUL_CACERT family).
+        let args = Args::parse_from(["registrator", "consul-tls://b:8501"]);
+        assert_eq!(consul_address(&args), "https://b:8501");
     }
 
     #[test]

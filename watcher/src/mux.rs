@@ -376,8 +376,13 @@ async fn reader(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &Sta
             .map(|s| {
                 let client = client.clone();
                 let budget = shared.reads.clone();
+                let had = state.has_instances(&s);
                 async move {
-                    let r = budgeted(&budget, client.instances(view, &s, 0, Duration::ZERO)).await;
+                    let r = budgeted(&budget, async {
+                        let r = client.instances(view, &s, 0, Duration::ZERO).await?;
+                        crate::outage::confirm_empty(&client, had, r).await
+                    })
+                    .await;
                     (s, r)
                 }
             })

@@ -4,6 +4,8 @@
 //! as the same state when they are of one kind (unreachable, the same HTTP status, emptied by
 //! ACLs...): the text of a transport error varies from one attempt to the next (a refused TLS
 //! handshake shows as a broken pipe, then a closed connection, then a bad-certificate alert).
+//!
+//! Also [`confirm_empty`]: whether an answer that empties a service is a denial in disguise.
 
 /// The current failure of one read loop, if any.
 #[derive(Debug, Default)]
@@ -34,6 +36,27 @@ impl Outage {
     }
 }
 
+/// Whether an answer that leaves a service with no instance, where it had some (`had`), is to be
+/// believed. Consul 1.8 answers a read its token may no longer make with `200 []`, not 403 (a
+/// permission taken away while the watcher runs, ACLs turned on under it): publishing that would
+/// drop the service's every route, where a denial must keep the last known instances. So such an
+/// answer is checked against the catalog ([`consul::Client::check_readable`]: two non-blocking
+/// reads, on this rare change only).
+///
+/// # Errors
+/// The denial ([`consul::Error::Filtered`]), or whatever made the check fail: the caller keeps the
+/// last set and retries as after a failed read.
+pub async fn confirm_empty(
+    client: &consul::Client,
+    had: bool,
+    read: consul::QueryResult,
+) -> Result<consul::QueryResult, consul::Error> {
+    if had && read.instances.is_empty() {
+        client.check_readable().await?;
+    }
+    Ok(read)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,7 +72,8 @@ mod tests {
         assert!(o.failed(&denied("ACL not found")));
         assert!(!o.failed(&denied("ACL not found")), "the same failure again");
         assert!(!o.failed(&denied("Permission denied")), "another 403: the same state");
-        let filtered = consul::Error::Filtered { endpoint: "/v1/catalog/services".into(), what: "service" };
+        let filtered =
+            consul::Error::Filtered { endpoint: "/v1/catalog/services".into(), what: "service", token: true };
         assert!(o.failed(&filtered), "another kind of failure");
         assert!(o.recovered());
         assert!(!o.recovered());

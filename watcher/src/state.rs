@@ -145,6 +145,15 @@ impl State {
         !same
     }
 
+    /// Whether the set published for `service` has any instance.
+    pub fn has_instances(&self, service: &str) -> bool {
+        self.lock()
+            .services
+            .get(service)
+            .and_then(|e| e.snapshot.as_ref())
+            .is_some_and(|(_, s)| !s.instances.is_empty())
+    }
+
     /// Records whether a service can be read; only a flip (or a new error text) makes a message.
     pub fn set_status(&self, service: &str, healthy: bool, error: Option<String>) {
         let v = {

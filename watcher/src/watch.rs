@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, info, warn};
 
-use crate::outage::Outage;
+use crate::outage::{confirm_empty, Outage};
 
 use crate::follow::Event;
 use crate::state::State;
@@ -149,7 +149,10 @@ pub async fn watch_service_on(lane: Lane, service: String, cfg: WatchConfig, sta
             Some(p) => p.acquire().await.ok(),
             None => None,
         };
-        let read = client.instances(cfg.view, &service, progress.cursor.index, cfg.wait).await;
+        let read = match client.instances(cfg.view, &service, progress.cursor.index, cfg.wait).await {
+            Ok(r) => confirm_empty(client, progress.last.as_ref().is_some_and(|l| !l.is_empty()), r).await,
+            Err(e) => Err(e),
+        };
         drop(permit);
         match read {
             Ok(r) => {

@@ -153,6 +153,27 @@ impl Consul {
         token["SecretID"].as_str().expect("SecretID").to_string()
     }
 
+    /// Replaces the rules of the policy `name` (made by [`Consul::acl_token`]), through the HTTP
+    /// API with the master token: what an operator does to take a permission away (Consul
+    /// applies it to the tokens holding the policy at once).
+    pub fn acl_policy_update(&self, name: &str, rules: &str) {
+        let client = http();
+        let policy: serde_json::Value = client
+            .get(format!("{}/v1/acl/policy/name/{name}", self.addr()))
+            .header("X-Consul-Token", self.acl_master())
+            .send()
+            .and_then(|r| r.json())
+            .unwrap_or_else(|e| panic!("GET policy {name}: {e}"));
+        let id = policy["ID"].as_str().unwrap_or_else(|| panic!("policy {name}: {policy}"));
+        let resp = client
+            .put(format!("{}/v1/acl/policy/{id}", self.addr()))
+            .header("X-Consul-Token", self.acl_master())
+            .json(&serde_json::json!({"Name": name, "Rules": rules}))
+            .send()
+            .unwrap_or_else(|e| panic!("PUT policy {name}: {e}"));
+        assert!(resp.status().is_success(), "PUT policy {name}: {}", resp.status());
+    }
+
     /// A token with no policy at all (under default deny it may read nothing).
     pub fn acl_token_without_policy(&self) -> String {
         let resp = http()

@@ -115,3 +115,61 @@ fn denials_are_reported_once_in_the_log_and_in_readyz() {
         eprintln!("{what}: {reason}");
     }
 }
+
+/// A token whose read permission is taken away while the gateway runs (as when ACLs are turned
+/// on after its start): Consul 1.8 then answers the service's reads with empty lists, not 403.
+/// The README promises what a 403 gets: routing continues to the last known instances, and
+/// `/readyz` says why. Checked in per-service mode (static services, no catalog query) and in
+/// multiplexed mode (services followed by tag).
+#[test]
+fn a_read_permission_revoked_while_running_keeps_the_last_instances() {
+    let consul = Consul::start_acl();
+    let write = consul.acl_token("e2e-serviceweb", SERVICEWEB_POLICY);
+    let web = ServiceWeb::start_env(Some(&[("CONSUL_HTTP_ADDR", consul.addr()), ("CONSUL_HTTP_TOKEN", write)]));
+    let cases: [(&str, &[&str]); 2] =
+        [("per-service", &["--services", "service-web", "--route-tag=", "--route-prefix-tag="]), ("multiplexed", &[])];
+    for (mode, extra) in cases {
+        let policy = format!("e2e-gateway-{mode}");
+        let read = consul.acl_token(&policy, GATEWAY_POLICY);
+        let gw = Gateway::start_env(&[("CONSUL_HTTP_ADDR", consul.addr()), ("CONSUL_HTTP_TOKEN", read)], extra);
+        routed(&gw, web.port);
+        gw.wait_ready();
+
+        consul.acl_policy_update(&policy, r#"key "nothing" { policy = "read" }"#);
+        // Wake the service's blocking query (a failing instance: not routable either way).
+        consul.register_critical("service-web", &format!("service-web-critical-{mode}"), 1);
+        let reason = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_for(Duration::from_secs(20), &format!("{mode}: /readyz to say why"), || {
+                let (status, body) = gw.readyz();
+                (status == 503).then(|| body["reasons"].to_string())
+            })
+        }))
+        .unwrap_or_else(|_| {
+            let health = http()
+                .get(format!("{}/v1/health/service/service-web", consul.addr()))
+                .header("X-Consul-Token", consul.acl_master())
+                .send()
+                .and_then(|r| r.text())
+                .unwrap_or_default();
+            panic!(
+                "{mode}: still ready; health: {health}\ngateway log:\n{}\nserviceweb: {}",
+                gw.proc.log_text(),
+                web.proc.log_text()
+            )
+        });
+        assert!(reason.contains("service:read, node:read"), "{mode}: {reason}");
+        let client = http();
+        for _ in 0..10 {
+            let (status, v) = get_json(&client, &gw.url("/service-web/getRemoteIp")).unwrap();
+            assert_eq!(
+                status,
+                200,
+                "{mode}: the last known instance is not routed any more: {v}\n{}",
+                gw.proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(!gw.proc.log_text().contains("1 -> 0 instances"), "{mode}: {}", gw.proc.log_text());
+        consul.deregister(&format!("service-web-critical-{mode}"));
+    }
+}
