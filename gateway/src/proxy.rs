@@ -78,7 +78,8 @@ pub struct Proxy {
     /// How long connecting to an instance may take before another one is tried, and how long
     /// an idle connection to an instance is reused.
     pub timeouts: Timeouts,
-    /// How long an instance may take to answer (response headers), all attempts included.
+    /// How long an instance may take to answer (response headers), all attempts included; a
+    /// gRPC client's longer deadline (`grpc-timeout`) extends it for its call.
     pub timeout: Duration,
     /// Request bodies up to this size are buffered so a failed connect can be retried.
     pub max_replay_body: u64,
@@ -205,7 +206,7 @@ impl Proxy {
         };
         let upgrade = client_upgrade.is_some();
         let mut body = self.replayable(service, body).await?;
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let deadline = tokio::time::Instant::now() + self.response_wait(&parts);
         let upstream_failed = |reason: String| GatewayError::Upstream { service: service.to_string(), reason };
         let mut tried = [0usize; MAX_ATTEMPTS];
         let mut attempts = 0;
@@ -244,7 +245,12 @@ impl Proxy {
                     Which::Left(Which::Left(Box::pin(upstream::upgrade::send(&endpoint.pool, upstream, connect))))
                 } else if h2 {
                     upstream::h2::into_h2(&mut upstream, &endpoint.authority, headers::te_trailers(&parts.headers));
-                    Which::Left(Which::Right(Box::pin(upstream::h2::send(&endpoint.pool, upstream, self.timeouts, reuse))))
+                    Which::Left(Which::Right(Box::pin(upstream::h2::send(
+                        &endpoint.pool,
+                        upstream,
+                        self.timeouts,
+                        reuse,
+                    ))))
                 } else {
                     Which::Right(upstream::send(&endpoint.pool, upstream, self.timeouts, reuse))
                 };
@@ -293,6 +299,18 @@ impl Proxy {
                 return Err(upstream_failed(format!("{what} ({}): {detail}", endpoint.authority)));
             }
         }
+    }
+
+    /// How long the instance may take to send its response headers: `--upstream-timeout`, or a
+    /// gRPC client's own deadline (`grpc-timeout`, only over HTTP/2) when that is longer. A gRPC
+    /// server sends its headers with its first message, so a call that streams its first
+    /// message late (a watch) has not failed; the instance enforces the client's deadline.
+    fn response_wait(&self, parts: &http::request::Parts) -> Duration {
+        if parts.version != http::Version::HTTP_2 {
+            return self.timeout;
+        }
+        let client = parts.headers.get(&headers::GRPC_TIMEOUT).and_then(headers::grpc_timeout);
+        client.map_or(self.timeout, |d| d.max(self.timeout))
     }
 
     async fn replayable<B>(&self, service: &str, body: B) -> Result<Replay, GatewayError>

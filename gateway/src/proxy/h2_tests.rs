@@ -79,6 +79,32 @@ async fn the_upstream_timeout_bounds_the_response_headers_not_a_long_stream() {
 }
 
 #[tokio::test]
+async fn a_grpc_clients_deadline_extends_the_wait_for_late_response_headers() {
+    let (addr, _) = h2_backend().await;
+    // gRPC servers send their headers with the first message: a stream whose first message
+    // comes after the upstream timeout is not an instance that failed to answer.
+    let app = proxy(&addr, &["urlprefix-/pkg.Svc proto=grpc"], None, Duration::from_millis(200));
+    let late = |deadline: Option<&str>| {
+        let mut req = grpc_req("/pkg.Svc/late/600");
+        *req.version_mut() = http::Version::HTTP_2;
+        if let Some(d) = deadline {
+            req.headers_mut().insert("grpc-timeout", http::HeaderValue::from_str(d).unwrap());
+        }
+        req
+    };
+    let resp = app.serve(late(Some("2S")), None).await;
+    assert_eq!(resp.status(), 200, "within the client's deadline");
+    let resp = app.serve(late(Some("1500m")), None).await;
+    assert_eq!(resp.status(), 200, "within the client's deadline, in milliseconds");
+    let resp = app.serve(late(None), None).await;
+    assert_eq!(resp.status(), 504, "no deadline: the upstream timeout");
+    let resp = app.serve(late(Some("50m")), None).await;
+    assert_eq!(resp.status(), 504, "a shorter deadline does not shorten the upstream timeout");
+    let resp = app.serve(late(Some("2 S")), None).await;
+    assert_eq!(resp.status(), 504, "a malformed deadline is ignored");
+}
+
+#[tokio::test]
 async fn a_dead_h2_instance_sends_the_request_to_another() {
     let (addr, _) = h2_backend().await;
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
@@ -95,7 +121,13 @@ async fn a_dead_h2_instance_sends_the_request_to_another() {
         .collect();
     services.apply_snapshot("grpc", 1, instances, vec![tag.into()]);
     let timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
-    let app = Proxy { services, timeouts, timeout: Duration::from_secs(5), max_replay_body: 1024, tunnel_idle_timeout: Duration::from_secs(60) };
+    let app = Proxy {
+        services,
+        timeouts,
+        timeout: Duration::from_secs(5),
+        max_replay_body: 1024,
+        tunnel_idle_timeout: Duration::from_secs(60),
+    };
     for _ in 0..10 {
         let resp = app.serve(grpc_req("/pkg.Svc/Call"), None).await;
         assert_eq!(resp.status(), 200);
