@@ -124,7 +124,8 @@ impl Proxy {
         self.serve_from(req, peer, false).await
     }
 
-    /// Answers one client request: the instance's response, or a JSON error. `peer` is the
+    /// Answers one client request: the instance's response, or a JSON error (a gRPC status for a
+    /// gRPC request, [`GatewayError::into_grpc_response`]). `peer` is the
     /// client's address, for `X-Forwarded-For` and address-sticky splits; `tls` says whether the
     /// client came over TLS (`X-Forwarded-Proto: https`).
     pub async fn serve_from<B>(&self, req: Request<B>, peer: Option<SocketAddr>, tls: bool) -> Response<ResponseBody>
@@ -132,6 +133,8 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        // gRPC runs over HTTP/2 only: an HTTP/1.1 request pays a version compare.
+        let grpc = req.version() == http::Version::HTTP_2 && headers::is_grpc(req.headers());
         match self.route(req, peer, tls).await {
             Ok(resp) => resp,
             Err(e) => {
@@ -143,7 +146,7 @@ impl Proxy {
                     GatewayError::Timeout { service } => warn!(service, "upstream timed out"),
                     _ => debug!(error = %e, "request refused"),
                 }
-                e.into_response().map(Either::Right)
+                if grpc { e.into_grpc_response() } else { e.into_response() }.map(Either::Right)
             }
         }
     }

@@ -92,16 +92,38 @@ async fn a_grpc_clients_deadline_extends_the_wait_for_late_response_headers() {
         }
         req
     };
+    // The gateway's 504 reaches a gRPC client as UNAVAILABLE in the headers; the instance's
+    // answer has its grpc-status in the trailers.
+    let answered = |resp: &http::Response<ResponseBody>| resp.headers().get("grpc-status").is_none();
     let resp = app.serve(late(Some("2S")), None).await;
-    assert_eq!(resp.status(), 200, "within the client's deadline");
+    assert!(answered(&resp), "within the client's deadline");
     let resp = app.serve(late(Some("1500m")), None).await;
-    assert_eq!(resp.status(), 200, "within the client's deadline, in milliseconds");
-    let resp = app.serve(late(None), None).await;
-    assert_eq!(resp.status(), 504, "no deadline: the upstream timeout");
-    let resp = app.serve(late(Some("50m")), None).await;
-    assert_eq!(resp.status(), 504, "a shorter deadline does not shorten the upstream timeout");
-    let resp = app.serve(late(Some("2 S")), None).await;
-    assert_eq!(resp.status(), 504, "a malformed deadline is ignored");
+    assert!(answered(&resp), "within the client's deadline, in milliseconds");
+    for (deadline, why) in [
+        (None, "no deadline: the upstream timeout"),
+        (Some("50m"), "a shorter deadline does not shorten the upstream timeout"),
+        (Some("2 S"), "a malformed deadline is ignored"),
+    ] {
+        let resp = app.serve(late(deadline), None).await;
+        assert_eq!(resp.headers().get("grpc-status").map(|v| v.as_bytes()), Some(&b"14"[..]), "{why}");
+    }
+}
+
+#[tokio::test]
+async fn the_gateways_own_errors_reach_grpc_clients_as_grpc_statuses() {
+    let (addr, _) = h2_backend().await;
+    let app = proxy(&addr, &["urlprefix-/pkg.Svc proto=grpc"], None, Duration::from_secs(5));
+    let mut req = grpc_req("/other.Svc/Call");
+    *req.version_mut() = http::Version::HTTP_2;
+    let resp = app.serve(req, None).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["grpc-status"], "12", "UNIMPLEMENTED, as gRPC maps a 404");
+    assert_eq!(resp.headers()["content-type"], "application/grpc");
+    // Not gRPC (no gRPC content type): the JSON error, as before.
+    let req = http::Request::get("/other.Svc/Call").version(http::Version::HTTP_2).body(axum::body::Body::empty());
+    let resp = app.serve(req.unwrap(), None).await;
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["content-type"], "application/json");
 }
 
 #[tokio::test]

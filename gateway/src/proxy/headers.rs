@@ -46,6 +46,12 @@ pub fn te_trailers(client: &HeaderMap) -> bool {
         .any(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers")))
 }
 
+/// Whether a request is a gRPC call: its `content-type` is `application/grpc`, maybe with a
+/// `+proto`/`+json` suffix or parameters (gRPC-Web's `application/grpc-web...` too).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 /// A gRPC client's deadline from its `grpc-timeout` header: 1 to 8 digits and a unit, `H`, `M`,
 /// `S`, `m`, `u` or `n` (hours down to nanoseconds; gRPC's "PROTOCOL-HTTP2" document). `None`
 /// for anything else.
