@@ -68,6 +68,7 @@ pub struct Args {
     pub health_status: HealthStatuses,
     /// How long an instance may take to start answering (its response headers) before the
     /// client gets a 504; a response body that streams longer (a gRPC server stream) is not cut.
+    /// A gRPC call's longer deadline (`grpc-timeout`) extends it for that call.
     #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub upstream_timeout: Duration,
     /// How long connecting to an instance may take before another one is tried.

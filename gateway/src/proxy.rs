@@ -78,7 +78,8 @@ pub struct Proxy {
     /// How long connecting to an instance may take before another one is tried, and how long
     /// an idle connection to an instance is reused.
     pub timeouts: Timeouts,
-    /// How long an instance may take to answer (response headers), all attempts included.
+    /// How long an instance may take to answer (response headers), all attempts included; a
+    /// gRPC client's longer deadline (`grpc-timeout`) extends it for its call.
     pub timeout: Duration,
     /// Request bodies up to this size are buffered so a failed connect can be retried.
     pub max_replay_body: u64,
@@ -123,7 +124,8 @@ impl Proxy {
         self.serve_from(req, peer, false).await
     }
 
-    /// Answers one client request: the instance's response, or a JSON error. `peer` is the
+    /// Answers one client request: the instance's response, or a JSON error (a gRPC status for a
+    /// gRPC request, [`GatewayError::into_grpc_response`]). `peer` is the
     /// client's address, for `X-Forwarded-For` and address-sticky splits; `tls` says whether the
     /// client came over TLS (`X-Forwarded-Proto: https`).
     pub async fn serve_from<B>(&self, req: Request<B>, peer: Option<SocketAddr>, tls: bool) -> Response<ResponseBody>
@@ -131,6 +133,8 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        // gRPC runs over HTTP/2 only: an HTTP/1.1 request pays a version compare.
+        let grpc = req.version() == http::Version::HTTP_2 && headers::is_grpc(req.headers());
         match self.route(req, peer, tls).await {
             Ok(resp) => resp,
             Err(e) => {
@@ -142,7 +146,7 @@ impl Proxy {
                     GatewayError::Timeout { service } => warn!(service, "upstream timed out"),
                     _ => debug!(error = %e, "request refused"),
                 }
-                e.into_response().map(Either::Right)
+                if grpc { e.into_grpc_response() } else { e.into_response() }.map(Either::Right)
             }
         }
     }
@@ -205,7 +209,7 @@ impl Proxy {
         };
         let upgrade = client_upgrade.is_some();
         let mut body = self.replayable(service, body).await?;
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let deadline = tokio::time::Instant::now() + self.response_wait(&parts);
         let upstream_failed = |reason: String| GatewayError::Upstream { service: service.to_string(), reason };
         let mut tried = [0usize; MAX_ATTEMPTS];
         let mut attempts = 0;
@@ -298,6 +302,18 @@ impl Proxy {
                 return Err(upstream_failed(format!("{what} ({}): {detail}", endpoint.authority)));
             }
         }
+    }
+
+    /// How long the instance may take to send its response headers: `--upstream-timeout`, or a
+    /// gRPC client's own deadline (`grpc-timeout`, only over HTTP/2) when that is longer. A gRPC
+    /// server sends its headers with its first message, so a call that streams its first
+    /// message late (a watch) has not failed; the instance enforces the client's deadline.
+    fn response_wait(&self, parts: &http::request::Parts) -> Duration {
+        if parts.version != http::Version::HTTP_2 {
+            return self.timeout;
+        }
+        let client = parts.headers.get(&headers::GRPC_TIMEOUT).and_then(headers::grpc_timeout);
+        client.map_or(self.timeout, |d| d.max(self.timeout))
     }
 
     async fn replayable<B>(&self, service: &str, body: B) -> Result<Replay, GatewayError>

@@ -173,6 +173,11 @@ pub async fn h2_backend() -> (String, Arc<AtomicUsize>) {
                         }
                     }))
                 } else {
+                    // `.../late/<ms>`: the response (its headers) only after that long, as a
+                    // gRPC server sends its headers with a late first message.
+                    if let Some(ms) = path.rsplit_once("/late/").and_then(|(_, ms)| ms.parse().ok()) {
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
                     if path == "/bye" {
                         bye.notify_one();
                     }

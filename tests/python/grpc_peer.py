@@ -7,7 +7,9 @@ message is just its bytes on the wire (inside gRPC's length-prefixed framing).
                                    port, printed as `PORT <n>` on stdout; runs until stdin closes
     grpc_peer.py client TARGET SERVICE
                                    calls each method through TARGET (host:port, h2c with prior
-                                   knowledge) and prints one JSON object with what it saw
+                                   knowledge) and prints one JSON object with what it saw; last,
+                                   Slow with a 10 s deadline ("late") and a method of a service
+                                   nothing serves ("no_route")
 
 Methods:
     Unary   (unary-unary)   answers b"echo:" + the request
@@ -126,6 +128,21 @@ def client(target, service):
         out["slow"]["elapsed"] = round(time.monotonic() - start, 3)
         out["slow"]["server_saw_end"] = call("unary_unary", "SlowEnded")(b"", timeout=10).decode()
         out["remaining"] = call("unary_unary", "Remaining")(b"", timeout=7).decode()
+
+        # Answered after 3 s (headers and all), within a 10 s deadline.
+        start = time.monotonic()
+        try:
+            out["late"] = {"reply": call("unary_unary", "Slow")(b"x", timeout=10).decode()}
+        except grpc.RpcError as e:
+            out["late"] = status(e)
+        out["late"]["elapsed"] = round(time.monotonic() - start, 3)
+
+        # A service no route leads to: the gateway's own answer.
+        try:
+            channel.unary_unary("/nope.Nothing/Call")(b"x", timeout=10)
+            out["no_route"] = {"code": "OK"}
+        except grpc.RpcError as e:
+            out["no_route"] = status(e)
     print(json.dumps(out), flush=True)
 
 

@@ -1,6 +1,12 @@
 //! The gateway's errors, each with its HTTP status and a JSON body that says what failed without
 //! leaking internals: `{"error": "...", "service": "..."}`, or `{"error": "no route", "path": "..."}`
 //! when no route matches.
+//!
+//! A gRPC client gets them as gRPC statuses instead ([`GatewayError::into_grpc_response`]): a
+//! "Trailers-Only" answer (HTTP 200, `content-type: application/grpc`, `grpc-status` and
+//! `grpc-message`, no body; gRPC's PROTOCOL-HTTP2 document), the code its client library would
+//! have derived from the HTTP status (gRPC's "HTTP to gRPC Status Code Mapping"), and the message
+//! it would otherwise lose.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -85,6 +91,54 @@ impl GatewayError {
     }
 }
 
+impl GatewayError {
+    /// The gRPC status code: what gRPC clients derive from [`GatewayError::status`] (404:
+    /// `UNIMPLEMENTED` 12; 502, 503, 504: `UNAVAILABLE` 14; 400: `INTERNAL` 13).
+    pub fn grpc_code(&self) -> &'static str {
+        match self {
+            Self::NoRoute { .. } => "12",
+            Self::DotSegment { .. } | Self::BadRequest { .. } => "13",
+            Self::NoInstance { .. }
+            | Self::DiscoveryUnavailable { .. }
+            | Self::Upstream { .. }
+            | Self::Timeout { .. } => "14",
+        }
+    }
+
+    /// The answer to a gRPC client: HTTP 200 with `grpc-status` ([`GatewayError::grpc_code`]) and
+    /// `grpc-message` (what failed and the service, or the path for a missing route;
+    /// percent-encoded) and no body.
+    pub fn into_grpc_response(self) -> Response {
+        let what = match &self {
+            Self::NoRoute { path } | Self::DotSegment { path } => path.as_str(),
+            _ => self.service(),
+        };
+        let message = percent_encode(&format!("{self}: {what}"));
+        let mut resp = StatusCode::OK.into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from_static(self.grpc_code()));
+        if let Ok(m) = HeaderValue::from_str(&message) {
+            h.insert("grpc-message", m);
+        }
+        resp
+    }
+}
+
+/// `grpc-message` encoding: bytes outside printable ASCII, and `%`, as `%XX`.
+fn percent_encode(text: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let body = match &self {
@@ -122,6 +176,32 @@ mod tests {
             assert!(v["error"].is_string());
             assert!(!String::from_utf8_lossy(&body).contains("secret detail"));
         }
+    }
+
+    #[tokio::test]
+    async fn a_grpc_client_gets_a_trailers_only_answer_with_a_grpc_status() {
+        let cases = [
+            (GatewayError::NoRoute { path: "/pkg.Svc/M".into() }, "12", "no route: /pkg.Svc/M"),
+            (GatewayError::NoInstance { service: "greeter".into() }, "14", "no live instance: greeter"),
+            (
+                GatewayError::Upstream { service: "g".into(), reason: "secret detail".into() },
+                "14",
+                "upstream failed: g",
+            ),
+            (GatewayError::Timeout { service: "g".into() }, "14", "upstream timed out: g"),
+            (GatewayError::BadRequest { service: "g".into(), reason: "x".into() }, "13", "bad request: g"),
+        ];
+        for (err, code, message) in cases {
+            let resp = err.into_grpc_response();
+            assert_eq!(resp.status(), 200, "gRPC's Trailers-Only answer");
+            let h = resp.headers();
+            assert_eq!(h[header::CONTENT_TYPE], "application/grpc");
+            assert_eq!((h["grpc-status"].to_str().unwrap(), h["grpc-message"].to_str().unwrap()), (code, message));
+            assert!(resp.into_body().collect().await.unwrap().to_bytes().is_empty());
+        }
+        // grpc-message is percent-encoded (gRPC's PROTOCOL-HTTP2): '%' and anything but printable ASCII.
+        let resp = GatewayError::NoRoute { path: "/a%b/é".into() }.into_grpc_response();
+        assert_eq!(resp.headers()["grpc-message"], "no route: /a%25b/%C3%A9");
     }
 
     #[tokio::test]

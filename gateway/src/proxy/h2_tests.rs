@@ -79,6 +79,54 @@ async fn the_upstream_timeout_bounds_the_response_headers_not_a_long_stream() {
 }
 
 #[tokio::test]
+async fn a_grpc_clients_deadline_extends_the_wait_for_late_response_headers() {
+    let (addr, _) = h2_backend().await;
+    // gRPC servers send their headers with the first message: a stream whose first message
+    // comes after the upstream timeout is not an instance that failed to answer.
+    let app = proxy(&addr, &["urlprefix-/pkg.Svc proto=grpc"], None, Duration::from_millis(200));
+    let late = |deadline: Option<&str>| {
+        let mut req = grpc_req("/pkg.Svc/late/600");
+        *req.version_mut() = http::Version::HTTP_2;
+        if let Some(d) = deadline {
+            req.headers_mut().insert("grpc-timeout", http::HeaderValue::from_str(d).unwrap());
+        }
+        req
+    };
+    // The gateway's 504 reaches a gRPC client as UNAVAILABLE in the headers; the instance's
+    // answer has its grpc-status in the trailers.
+    let answered = |resp: &http::Response<ResponseBody>| resp.headers().get("grpc-status").is_none();
+    let resp = app.serve(late(Some("2S")), None).await;
+    assert!(answered(&resp), "within the client's deadline");
+    let resp = app.serve(late(Some("1500m")), None).await;
+    assert!(answered(&resp), "within the client's deadline, in milliseconds");
+    for (deadline, why) in [
+        (None, "no deadline: the upstream timeout"),
+        (Some("50m"), "a shorter deadline does not shorten the upstream timeout"),
+        (Some("2 S"), "a malformed deadline is ignored"),
+    ] {
+        let resp = app.serve(late(deadline), None).await;
+        assert_eq!(resp.headers().get("grpc-status").map(|v| v.as_bytes()), Some(&b"14"[..]), "{why}");
+    }
+}
+
+#[tokio::test]
+async fn the_gateways_own_errors_reach_grpc_clients_as_grpc_statuses() {
+    let (addr, _) = h2_backend().await;
+    let app = proxy(&addr, &["urlprefix-/pkg.Svc proto=grpc"], None, Duration::from_secs(5));
+    let mut req = grpc_req("/other.Svc/Call");
+    *req.version_mut() = http::Version::HTTP_2;
+    let resp = app.serve(req, None).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["grpc-status"], "12", "UNIMPLEMENTED, as gRPC maps a 404");
+    assert_eq!(resp.headers()["content-type"], "application/grpc");
+    // Not gRPC (no gRPC content type): the JSON error, as before.
+    let req = http::Request::get("/other.Svc/Call").version(http::Version::HTTP_2).body(axum::body::Body::empty());
+    let resp = app.serve(req.unwrap(), None).await;
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+}
+
+#[tokio::test]
 async fn a_dead_h2_instance_sends_the_request_to_another() {
     let (addr, _) = h2_backend().await;
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();

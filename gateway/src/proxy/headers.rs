@@ -8,6 +8,7 @@
 //! uses header names built at compile time, and allocates nothing beyond the outgoing map.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Uri, Version};
@@ -18,6 +19,8 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+/// A gRPC client's deadline for its call.
+pub static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// Whether a header is hop-by-hop by definition (the ones `Connection` names come on top).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -41,6 +44,33 @@ pub fn te_trailers(client: &HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers")))
+}
+
+/// Whether a request is a gRPC call: its `content-type` is `application/grpc`, maybe with a
+/// `+proto`/`+json` suffix or parameters (gRPC-Web's `application/grpc-web...` too).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// A gRPC client's deadline from its `grpc-timeout` header: 1 to 8 digits and a unit, `H`, `M`,
+/// `S`, `m`, `u` or `n` (hours down to nanoseconds; gRPC's "PROTOCOL-HTTP2" document). `None`
+/// for anything else.
+pub fn grpc_timeout(value: &HeaderValue) -> Option<Duration> {
+    let v = value.as_bytes();
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Some(match unit {
+        b"H" => Duration::from_secs(n * 3600),
+        b"M" => Duration::from_secs(n * 60),
+        b"S" => Duration::from_secs(n),
+        b"m" => Duration::from_millis(n),
+        b"u" => Duration::from_micros(n),
+        b"n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// Whether a `Connection` value is just `keep-alive` or `close` (nearly always), naming no header.
@@ -267,6 +297,21 @@ mod tests {
             h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn grpc_timeouts_parse_as_grpc_defines_them() {
+        let t = |v: &'static str| grpc_timeout(&HeaderValue::from_static(v));
+        assert_eq!(t("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(t("1500m"), Some(Duration::from_millis(1500)));
+        assert_eq!(t("3H"), Some(Duration::from_secs(3 * 3600)));
+        assert_eq!(t("5M"), Some(Duration::from_secs(300)));
+        assert_eq!(t("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(t("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(t("99999999H"), Some(Duration::from_secs(99_999_999 * 3600)), "the largest");
+        for bad in ["", "S", "2", "2s", "2 S", "-2S", "123456789S", "2SS", "1.5S"] {
+            assert_eq!(t(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

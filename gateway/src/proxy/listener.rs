@@ -102,7 +102,7 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, front: Front, stop:
         let conn = Conn { proxy: proxy.clone(), servers: servers.clone(), watcher, peer, tls: front.tls.is_some() };
         match &front.tls {
             None => tokio::spawn(conn.plain(stream, front.client_timeout, stop.clone())),
-            Some(tls) => tokio::spawn(conn.handshake(stream, tls.clone(), front.client_timeout)),
+            Some(tls) => tokio::spawn(conn.handshake(stream, tls.clone(), front.client_timeout, stop.clone())),
         };
     }
     drop(listener);
@@ -134,9 +134,20 @@ impl Conn {
     }
 
     /// A TLS connection: the handshake within `timeout`, then HTTP/2 if the client chose `h2`
-    /// by ALPN, HTTP/1.1 otherwise.
-    async fn handshake(self, stream: TcpStream, acceptor: TlsAcceptor, timeout: Duration) {
-        let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+    /// by ALPN, HTTP/1.1 otherwise. A client still in its handshake when shutdown starts is
+    /// dropped, as a silent cleartext one is: it has sent no request to finish.
+    async fn handshake(
+        self,
+        stream: TcpStream,
+        acceptor: TlsAcceptor,
+        timeout: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let accepted = tokio::select! {
+            a = tokio::time::timeout(timeout, acceptor.accept(stream)) => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let stream = match accepted {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return debug!(peer = %self.peer, error = %e, "TLS handshake failed"),
             Err(_) => return debug!(peer = %self.peer, "TLS handshake timed out"),
@@ -296,6 +307,21 @@ mod tests {
         let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
         slow.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
         read_to_close(&mut slow).await;
+    }
+
+    #[tokio::test]
+    async fn a_tls_client_still_in_its_handshake_does_not_hold_up_shutdown() {
+        // A TCP health check, or a client that connected and sent nothing (or half a hello).
+        let (addr, stop, task) = start_with(Duration::from_secs(30), Some(test_acceptor())).await;
+        let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut half = tokio::net::TcpStream::connect(addr).await.unwrap();
+        half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("a connection without a request does not hold up shutdown, as in cleartext")
+            .unwrap();
     }
 
     /// An acceptor with a self-signed certificate for `localhost`.

@@ -24,8 +24,21 @@ pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const DECISIVE: usize = 4;
 
 /// How long to wait before peeking again when a client sent a prefix of the preface too short
-/// to decide (`P`, `PR`, `PRI`): rare, so a short sleep is simpler than tracking reads.
+/// to decide (`P`, `PR`, `PRI`): rare, so a sleep is simpler than tracking reads. The first wait
+/// is short (the rest of a split preface comes within a round trip), and each one doubles up to
+/// [`REPEEK_MAX`]: a client that stalls there (nothing more will make the socket readable again:
+/// its bytes are still unread) costs a few wake-ups per second, not one every 5 ms for the
+/// whole client timeout (a thousand such clients kept a quarter of a core busy).
 const REPEEK: Duration = Duration::from_millis(5);
+
+/// The longest wait between two peeks at a stalled partial preface.
+const REPEEK_MAX: Duration = Duration::from_millis(500);
+
+/// The wait before the peek after `waits` earlier ones: [`REPEEK`] doubled each time, at most
+/// [`REPEEK_MAX`].
+fn repeek_after(waits: u32) -> Duration {
+    REPEEK.saturating_mul(1 << waits.min(16)).min(REPEEK_MAX)
+}
 
 /// The protocol a client speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +68,7 @@ pub fn classify(first: &[u8]) -> Option<Version> {
 pub async fn sniff(stream: &TcpStream, timeout: Duration) -> io::Result<Version> {
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; DECISIVE];
+    let mut waits = 0;
     loop {
         let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
             Ok(r) => r?,
@@ -66,10 +80,12 @@ pub async fn sniff(stream: &TcpStream, timeout: Duration) -> io::Result<Version>
         if let Some(v) = classify(&buf[..n]) {
             return Ok(v);
         }
-        if Instant::now() + REPEEK >= deadline {
+        if Instant::now() >= deadline {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        tokio::time::sleep(REPEEK).await;
+        let wait = repeek_after(waits);
+        waits += 1;
+        tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
     }
 }
 
@@ -88,6 +104,18 @@ mod tests {
         for short in [&b"P"[..], b"PR", b"PRI"] {
             assert_eq!(classify(short), None, "{short:?}");
         }
+    }
+
+    #[test]
+    fn a_stalled_partial_preface_is_looked_at_a_few_times_a_second_at_most() {
+        // A client that sent `P` and nothing more, for a minute (the default client timeout).
+        let (mut waited, mut peeks) = (Duration::ZERO, 0u32);
+        while waited < Duration::from_secs(60) {
+            waited += repeek_after(peeks);
+            peeks += 1;
+        }
+        assert!(peeks <= 130, "{peeks} peeks in a minute");
+        assert_eq!(repeek_after(0), REPEEK, "the first look comes soon");
     }
 
     #[tokio::test]

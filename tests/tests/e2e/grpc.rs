@@ -37,16 +37,28 @@ fn assert_grpc_works(seen: &Value) {
     assert!((5.0..=7.5).contains(&left), "the instance saw {left} s left of a 7 s deadline: {seen}");
 }
 
-/// Registers `server` as `name` with `tags` and `meta`, starts a gateway following tags, and
-/// waits for the route `/service` to be added.
-fn routed(consul: &Consul, name: &str, service: &str, server: &GrpcServer, tags: &[&str], meta: Value) -> Gateway {
+/// Registers `server` as `name` with `tags` and `meta`, starts a gateway following tags (with
+/// `extra` arguments), and waits for the route `/service` to be added.
+fn routed_with(
+    consul: &Consul,
+    name: &str,
+    service: &str,
+    server: &GrpcServer,
+    tags: &[&str],
+    meta: Value,
+    extra: &[&str],
+) -> Gateway {
     consul.register_json(json!({
         "ID": format!("{name}-1"), "Name": name, "Address": "127.0.0.1", "Port": server.port,
         "Tags": tags, "Meta": meta,
     }));
-    let gw = Gateway::start(consul, "", &[]);
+    let gw = Gateway::start(consul, "", extra);
     gw.proc.wait_for_log(&format!("route added: /{service} -> {name}"), 0, Duration::from_secs(15));
     gw
+}
+
+fn routed(consul: &Consul, name: &str, service: &str, server: &GrpcServer, tags: &[&str], meta: Value) -> Gateway {
+    routed_with(consul, name, service, server, tags, meta, &[])
 }
 
 #[test]
@@ -68,4 +80,20 @@ fn grpc_calls_go_through_to_an_instance_whose_metadata_says_grpc() {
     let seen = run_client(&format!("127.0.0.1:{}", gw.port), "test.Meta");
     println!("through the gateway: {seen}");
     assert_grpc_works(&seen);
+}
+
+#[test]
+fn a_grpc_call_answered_after_the_upstream_timeout_but_within_its_deadline_succeeds() {
+    let consul = Consul::start();
+    let server = GrpcServer::start("test.Late");
+    let tags = &["urlprefix-/test.Late proto=grpc"];
+    // grpcio sends its response headers with the answer, 3 s after the call: past the upstream
+    // timeout, within the client's 10 s deadline (`grpc-timeout`).
+    let gw = routed_with(&consul, "late-grpc", "test.Late", &server, tags, json!({}), &["--upstream-timeout", "1s"]);
+    let seen = run_client(&format!("127.0.0.1:{}", gw.port), "test.Late");
+    println!("through the gateway: {seen}");
+    assert_grpc_works(&seen);
+    assert_eq!(seen["late"]["reply"], "too late", "{seen}");
+    // The gateway's own error is a gRPC status with a message, not an HTTP status.
+    assert_eq!(seen["no_route"], json!({"code": "UNIMPLEMENTED", "details": "no route: /nope.Nothing/Call"}), "{seen}");
 }
