@@ -268,7 +268,14 @@ impl Proxy {
                             }
                             return Ok(resp);
                         }
-                        _ => return Ok(into_downstream(resp, cookie)),
+                        _ => {
+                            let mut resp = resp;
+                            // An instance that dies mid-call: the gRPC client gets UNAVAILABLE.
+                            if h2 && !upgrade && headers::is_grpc(&parts.headers) {
+                                resp.body_mut().grpc_unavailable_on_error();
+                            }
+                            return Ok(into_downstream(resp, cookie));
+                        }
                     },
                     Ok(Err(failed)) => failed,
                 };

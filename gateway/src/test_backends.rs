@@ -143,8 +143,7 @@ pub async fn h2_backend() -> (String, Arc<AtomicUsize>) {
     use hyper::body::Frame;
     use hyper_util::rt::{TokioExecutor, TokioIo};
 
-    type Frames =
-        std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, std::convert::Infallible>> + Send>>;
+    type Frames = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send>>;
     listen(|stream: TcpStream| async move {
         let bye = Arc::new(tokio::sync::Notify::new());
         let said_bye = bye.clone();
@@ -160,7 +159,16 @@ pub async fn h2_backend() -> (String, Arc<AtomicUsize>) {
                     Frame::trailers(t)
                 };
                 let path = req.uri().path().to_string();
-                let frames: Frames = if let Some(n) = path.strip_prefix("/stream/") {
+                let frames: Frames = if path.ends_with("/dies") {
+                    // One message, then (once the client has it) the stream fails: hyper's
+                    // server resets it.
+                    use futures_util::StreamExt;
+                    let first = futures_util::stream::iter([Ok(Frame::data(Bytes::from("partial")))]);
+                    Box::pin(first.chain(futures_util::stream::once(async {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Err(std::io::Error::other("instance died"))
+                    })))
+                } else if let Some(n) = path.strip_prefix("/stream/") {
                     let n: usize = n.parse().unwrap_or(1);
                     Box::pin(futures_util::stream::unfold(0usize, move |i| async move {
                         match i {

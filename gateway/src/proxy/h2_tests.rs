@@ -168,3 +168,22 @@ async fn a_refused_stream_goes_again_even_for_a_post() {
     }
     assert_eq!(streams.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn an_instance_failing_mid_call_ends_a_grpc_call_with_unavailable() {
+    let (addr, _) = h2_backend().await;
+    let app = proxy(&addr, &["urlprefix-/pkg.Svc proto=grpc"], None, Duration::from_secs(5));
+    let resp = app.serve(grpc_req("/pkg.Svc/dies"), None).await;
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.expect("trailers, not an error");
+    let trailers = collected.trailers().expect("trailers").clone();
+    assert_eq!(trailers["grpc-status"], "14", "{trailers:?}");
+    assert!(trailers["grpc-message"].to_str().unwrap().starts_with("upstream failed mid-response"), "{trailers:?}");
+    assert_eq!(collected.to_bytes(), "partial");
+
+    // Not a gRPC call: the error goes through (the client's stream is reset).
+    let plain =
+        http::Request::post("/pkg.Svc/dies").header("host", "gw.example").body(axum::body::Body::empty()).unwrap();
+    let resp = app.serve(plain, None).await;
+    assert!(resp.into_body().collect().await.is_err());
+}

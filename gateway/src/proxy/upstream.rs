@@ -233,7 +233,7 @@ pub async fn send(
             Ok(resp) => {
                 let max_idle = reuse::max_idle(head, resp.status(), resp.headers());
                 let conn = Conn { sender, probe, max_idle };
-                return Ok(resp.map(|inner| PooledBody { inner, conn: Some((conn, pool.clone())) }));
+                return Ok(resp.map(|inner| PooledBody::pooled(inner, Some((conn, pool.clone())))));
             }
             Err(mut e) => match e.take_message() {
                 // Not sent: the instance had closed this pooled connection. Try the next one.
@@ -260,6 +260,18 @@ pub async fn send(
 pub struct PooledBody {
     inner: Incoming,
     conn: Option<(Conn, Arc<Pool>)>,
+    /// What a read error becomes: the error itself (the client's stream or connection is reset),
+    /// or, for a gRPC call, trailers saying `UNAVAILABLE` ([`PooledBody::grpc_unavailable_on_error`]).
+    on_error: OnError,
+}
+
+/// See [`PooledBody::grpc_unavailable_on_error`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnError {
+    Fail,
+    GrpcUnavailable,
+    /// The gRPC trailers were sent: the body has ended.
+    Ended,
 }
 
 impl std::fmt::Debug for PooledBody {
@@ -271,7 +283,21 @@ impl std::fmt::Debug for PooledBody {
 impl PooledBody {
     /// A body that holds no pooled connection (an HTTP/2 stream's: its connection is shared).
     pub(crate) fn unpooled(inner: Incoming) -> Self {
-        Self { inner, conn: None }
+        Self { inner, conn: None, on_error: OnError::Fail }
+    }
+
+    /// A body on a pooled connection (given back once read to its end).
+    pub(crate) fn pooled(inner: Incoming, conn: Option<(Conn, Arc<Pool>)>) -> Self {
+        Self { inner, conn, on_error: OnError::Fail }
+    }
+
+    /// Makes a read error (the instance died or reset the stream mid-response) end the body with
+    /// gRPC trailers `grpc-status: 14` (`UNAVAILABLE`) and a `grpc-message`, instead of resetting
+    /// the client's stream, which gRPC clients report as `INTERNAL`. `UNAVAILABLE` is what a gRPC
+    /// client reports itself when its own connection drops mid-call, and what its retry policies
+    /// expect (gRPC's "Status codes and their use in gRPC").
+    pub(crate) fn grpc_unavailable_on_error(&mut self) {
+        self.on_error = OnError::GrpcUnavailable;
     }
 
     fn release(&mut self) {
@@ -289,8 +315,16 @@ impl Body for PooledBody {
     type Error = hyper::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if self.on_error == OnError::Ended {
+            return Poll::Ready(None);
+        }
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         match &frame {
+            Some(Err(e)) if self.on_error == OnError::GrpcUnavailable => {
+                self.conn = None;
+                self.on_error = OnError::Ended;
+                return Poll::Ready(Some(Ok(Frame::trailers(grpc_unavailable(e)))));
+            }
             Some(Err(_)) => self.conn = None,
             Some(Ok(_)) if !self.inner.is_end_stream() => {}
             _ => self.release(),
@@ -299,12 +333,26 @@ impl Body for PooledBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.on_error == OnError::Ended || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// Trailers for a gRPC call whose instance failed mid-response: `grpc-status: 14` and a
+/// `grpc-message` (percent-encoded as gRPC's HTTP/2 protocol says; the text here is ASCII with no
+/// `%`, so it needs no encoding).
+fn grpc_unavailable(e: &hyper::Error) -> http::HeaderMap {
+    let mut t = http::HeaderMap::new();
+    t.insert("grpc-status", http::HeaderValue::from_static("14"));
+    let message = format!("upstream failed mid-response: {e}")
+        .replace(|c: char| !c.is_ascii_graphic() && c != ' ' || c == '%', " ");
+    if let Ok(v) = http::HeaderValue::from_str(&message) {
+        t.insert("grpc-message", v);
+    }
+    t
 }
 
 impl Drop for PooledBody {

@@ -49,7 +49,7 @@ pub async fn send(
         }
     });
     match sender.try_send_request(req).await {
-        Ok(resp) => Ok(resp.map(|inner| PooledBody { inner, conn: None })),
+        Ok(resp) => Ok(resp.map(PooledBody::unpooled)),
         Err(mut e) => match e.take_message() {
             Some(back) => Err(not_sent(UpstreamError::Closed(e.into_error()), back)),
             None => Err(Failed { error: UpstreamError::Send(e.into_error()), unsent: None, reused: false }),
