@@ -287,7 +287,7 @@ impl PooledBody {
     }
 
     /// A body on a pooled connection (given back once read to its end).
-    pub(crate) fn pooled(inner: Incoming, conn: Option<(Conn, Arc<Pool>)>) -> Self {
+    fn pooled(inner: Incoming, conn: Option<(Conn, Arc<Pool>)>) -> Self {
         Self { inner, conn, on_error: OnError::Fail }
     }
 
