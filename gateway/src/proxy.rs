@@ -268,6 +268,13 @@ impl Proxy {
                             }
                             return Ok(resp);
                         }
+                        // A protocol switch nobody asked for (RFC 9110 §15.2.2: a server switches
+                        // only to what the request's Upgrade names): the client could do nothing
+                        // with it, so it is the instance's failure. Not sent again: it answered.
+                        _ if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                            let why = "answered 101 Switching Protocols to a request that asked for no upgrade";
+                            return Err(upstream_failed(format!("{}: {why}", endpoint.authority)));
+                        }
                         _ => {
                             let mut resp = resp;
                             // An instance that dies mid-call: the gRPC client gets UNAVAILABLE.

@@ -68,8 +68,17 @@ impl Consul {
     /// certificate signed by a CA made for this agent ([`Consul::ca_file`]); clients are not
     /// asked for a certificate.
     pub fn start_tls() -> Self {
+        Self::start_with_certificates(false)
+    }
+
+    /// An agent with an HTTPS listener, its CA and server certificate made by `consul tls ca
+    /// create` / `consul tls cert create -server` in a directory of its own; with `mtls`, also a
+    /// client certificate (`-client`), and the agent serves HTTPS only and requires one
+    /// ([`Consul::start_mtls`]).
+    pub(crate) fn start_with_certificates(mtls: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        for args in [&["tls", "ca", "create"][..], &["tls", "cert", "create", "-server"]] {
+        let client = mtls.then_some(&["tls", "cert", "create", "-client"][..]);
+        for args in [&["tls", "ca", "create"][..], &["tls", "cert", "create", "-server"]].into_iter().chain(client) {
             let out = Command::new(consul_bin()).args(args).current_dir(dir.path()).output().expect("consul tls");
             assert!(out.status.success(), "consul {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -79,7 +88,7 @@ impl Consul {
             child: None,
             ports: [free_port(), free_port(), free_port(), free_port()],
             tls: Some((free_port(), ca)),
-            mtls: false,
+            mtls,
             acl_master: None,
             log,
             _dir: dir,

@@ -148,20 +148,10 @@ impl Gateway {
 
     /// Starts a gateway without waiting for readiness.
     pub fn start_unready(consul: &Consul, services: &str, extra: &[&str]) -> Self {
-        let (port, admin_port) = (free_port(), free_port());
-        let mut args: Vec<String> = vec![
-            "--listen".into(),
-            format!("127.0.0.1:{port}"),
-            "--admin-listen".into(),
-            format!("127.0.0.1:{admin_port}"),
-            "--consul".into(),
-            consul.addr(),
-            "--services".into(),
-            services.into(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let proc = Proc::spawn("gateway", &args, &[]);
-        Self { proc, port, admin_port }
+        let addr = consul.addr();
+        let args: Vec<&str> =
+            ["--consul", addr.as_str(), "--services", services].into_iter().chain(extra.iter().copied()).collect();
+        Self::start_env(&[], &args)
     }
 
     /// Starts a gateway configured for Consul only through `env` (`CONSUL_HTTP_ADDR` and the

@@ -476,3 +476,22 @@ async fn a_zero_percent_split_sends_nobody_to_the_canaries_whatever_the_cookie()
         }
     }
 }
+
+#[tokio::test]
+async fn a_101_to_a_request_that_asked_for_no_upgrade_is_a_502() {
+    let (addr, _) = crate::test_backends::listen(|mut conn: tokio::net::TcpStream| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = [0u8; 4096];
+        let _ = conn.read(&mut buf).await;
+        let _ = conn
+            .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n")
+            .await;
+        let _ = conn.read(&mut buf).await;
+    })
+    .await;
+    let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
+    let app = app(&[port], Duration::from_secs(5)).await;
+    let (status, body) = send(&app, get_req("/web/x")).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"], "upstream failed", "{body}");
+}

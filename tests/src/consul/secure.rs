@@ -17,26 +17,7 @@ impl Consul {
     /// certificate are made by `consul tls ca create` / `consul tls cert create -server` /
     /// `-client`.
     pub fn start_mtls() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for args in
-            [&["tls", "ca", "create"][..], &["tls", "cert", "create", "-server"], &["tls", "cert", "create", "-client"]]
-        {
-            let out = Command::new(consul_bin()).args(args).current_dir(dir.path()).output().expect("consul tls");
-            assert!(out.status.success(), "consul {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let log = dir.path().join("consul.log");
-        let ca = dir.path().join("consul-agent-ca.pem");
-        let mut c = Self {
-            child: None,
-            ports: [free_port(), free_port(), free_port(), free_port()],
-            tls: Some((free_port(), ca)),
-            mtls: true,
-            acl_master: None,
-            log,
-            _dir: dir,
-        };
-        c.spawn();
-        c
+        Self::start_with_certificates(true)
     }
 
     /// Starts an agent with ACLs enabled and `default_policy = "deny"` (Consul 1.8 syntax:
