@@ -88,8 +88,7 @@ pub async fn serve(listener: TcpListener, tls_port: u16, client_timeout: Duratio
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    debug!(error = %e, "redirect listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    crate::proxy::listener::accept_failed(e).await;
                     continue;
                 }
             },

@@ -186,7 +186,7 @@ impl Conn {
 
 /// Accept errors: a connection that died in the backlog is nobody's concern; anything else
 /// (out of file descriptors, typically) is logged and retried after a pause, as hyper 0.14 did.
-async fn accept_failed(e: io::Error) {
+pub(crate) async fn accept_failed(e: io::Error) {
     if matches!(
         e.kind(),
         io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionRefused
