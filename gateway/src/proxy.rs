@@ -135,7 +135,7 @@ impl Proxy {
     {
         // gRPC runs over HTTP/2 only: an HTTP/1.1 request pays a version compare.
         let grpc = req.version() == http::Version::HTTP_2 && headers::is_grpc(req.headers());
-        match self.route(req, peer, tls).await {
+        match self.route(req, peer, tls, grpc).await {
             Ok(resp) => resp,
             Err(e) => {
                 match &e {
@@ -156,6 +156,7 @@ impl Proxy {
         req: Request<B>,
         peer: Option<SocketAddr>,
         tls: bool,
+        grpc: bool,
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -278,7 +279,7 @@ impl Proxy {
                         _ => {
                             let mut resp = resp;
                             // An instance that dies mid-call: the gRPC client gets UNAVAILABLE.
-                            if h2 && !upgrade && headers::is_grpc(&parts.headers) {
+                            if h2 && !upgrade && grpc {
                                 resp.body_mut().grpc_unavailable_on_error();
                             }
                             return Ok(into_downstream(resp, cookie));

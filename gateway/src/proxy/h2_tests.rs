@@ -173,7 +173,9 @@ async fn a_refused_stream_goes_again_even_for_a_post() {
 async fn an_instance_failing_mid_call_ends_a_grpc_call_with_unavailable() {
     let (addr, _) = h2_backend().await;
     let app = proxy(&addr, &["urlprefix-/pkg.Svc proto=grpc"], None, Duration::from_secs(5));
-    let resp = app.serve(grpc_req("/pkg.Svc/dies"), None).await;
+    let mut req = grpc_req("/pkg.Svc/dies");
+    *req.version_mut() = http::Version::HTTP_2;
+    let resp = app.serve(req, None).await;
     assert_eq!(resp.status(), 200);
     let collected = resp.into_body().collect().await.expect("trailers, not an error");
     let trailers = collected.trailers().expect("trailers").clone();
