@@ -8,9 +8,9 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::{free_port, http, wait_for};
+use crate::{free_port, http};
 
 pub mod secure;
 
@@ -97,7 +97,26 @@ impl Consul {
         c
     }
 
+    /// Starts the agent and waits until it is ready. An agent that exits while starting (one of
+    /// its internal ports was taken between [`free_port`] and its bind: the serf ports need UDP
+    /// too, and the kernel hands the same ranges to outgoing connections) is started again on
+    /// fresh serf and server ports, up to three times; the HTTP and HTTPS ports, which clients
+    /// know, are kept. A failure panics with the end of the agent's log.
     fn spawn(&mut self) {
+        for attempt in 1..=3 {
+            self.launch();
+            match self.wait_ready() {
+                Ok(()) => return,
+                Err(exited) if attempt < 3 => {
+                    eprintln!("consul exited while starting ({exited}); again on fresh internal ports");
+                    self.ports[1..].iter_mut().for_each(|p| *p = free_port());
+                }
+                Err(exited) => panic!("consul exited while starting ({exited}):\n{}", self.log_tail()),
+            }
+        }
+    }
+
+    fn launch(&mut self) {
         let [http_port, serf_lan, serf_wan, server] = self.ports;
         let https = self.tls.as_ref().map_or(-1, |(port, _)| i32::from(*port));
         let http_listener = if self.mtls { -1 } else { i32::from(http_port) };
@@ -124,24 +143,38 @@ impl Consul {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e} (run scripts/install-consul.sh)", consul_bin().display()));
         self.child = Some(child);
-        if self.mtls {
-            return self.wait_ready_mtls();
-        }
+    }
+
+    /// Waits up to 60 s until the agent has a leader and lists its node; `Err` with the exit
+    /// status if it exits first. Timing out panics with the end of its log.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let client = http();
         let base = self.addr();
         // Under ACLs (default deny) the node list needs a token that may read nodes.
         let token = self.acl_master.clone().unwrap_or_default();
-        wait_for(Duration::from_secs(30), "Consul to elect itself and list its node", || {
-            let leader = client.get(format!("{base}/v1/status/leader")).send().ok()?.text().ok()?;
-            let nodes = client
-                .get(format!("{base}/v1/catalog/nodes"))
-                .header("X-Consul-Token", &token)
-                .send()
-                .ok()?
-                .text()
-                .ok()?;
-            (leader.len() > 2 && nodes.contains("e2e-")).then_some(())
-        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                return Err(status.to_string());
+            }
+            let ready = if self.mtls { self.ready_mtls() } else { ready(&client, &base, &token) };
+            if ready {
+                return Ok(());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after 60s waiting for Consul to elect itself and list its node:\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last 2,000 bytes of the agent's log.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read(&self.log).unwrap_or_default();
+        String::from_utf8_lossy(&log[log.len().saturating_sub(2000)..]).into_owned()
     }
 
     /// The HTTP API port.
@@ -292,6 +325,15 @@ impl Consul {
         }
         let resp = req.send().unwrap_or_else(|e| panic!("PUT {path}: {e}"));
         assert!(resp.status().is_success(), "PUT {path}: {}", resp.status());
+    }
+}
+
+/// Whether the agent at `base` has a leader and lists its node.
+fn ready(client: &reqwest::blocking::Client, base: &str, token: &str) -> bool {
+    let get = |path: &str| client.get(format!("{base}{path}")).header("X-Consul-Token", token).send().ok()?.text().ok();
+    match (get("/v1/status/leader"), get("/v1/catalog/nodes")) {
+        (Some(leader), Some(nodes)) => leader.len() > 2 && nodes.contains("e2e-"),
+        _ => false,
     }
 }
 

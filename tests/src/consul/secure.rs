@@ -5,10 +5,9 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use super::{consul_bin, Consul};
-use crate::{free_port, http, wait_for};
+use crate::{free_port, http};
 
 impl Consul {
     /// Starts an agent that serves its API over HTTPS only (no plain listener) and requires a
@@ -56,12 +55,10 @@ impl Consul {
         hcl
     }
 
-    /// Waits, through Consul's own CLI over mTLS, until the agent has a leader and lists its node.
-    pub(super) fn wait_ready_mtls(&self) {
-        wait_for(Duration::from_secs(30), "Consul (mTLS) to elect itself and list its node", || {
-            let out = self.cli_output(&["catalog", "nodes"]);
-            (out.status.success() && String::from_utf8_lossy(&out.stdout).contains("e2e-")).then_some(())
-        });
+    /// Whether, asked through Consul's own CLI over mTLS, the agent has a leader and lists its node.
+    pub(super) fn ready_mtls(&self) -> bool {
+        let out = self.cli_output(&["catalog", "nodes"]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("e2e-")
     }
 
     /// The client certificate and key made for [`Consul::start_mtls`].
