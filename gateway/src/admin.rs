@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -15,15 +15,37 @@ use serde_json::{json, Value};
 
 use crate::discovery::services::Services;
 use crate::discovery::tag::Host;
+use crate::observe::metrics::Metrics;
+
+/// What the admin handlers read.
+#[derive(Clone)]
+pub struct Admin {
+    /// The routes, services and their instances, and the change feed.
+    pub services: Arc<Services>,
+    /// The gateway's metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl FromRef<Admin> for Arc<Services> {
+    fn from_ref(admin: &Admin) -> Self {
+        admin.services.clone()
+    }
+}
+
+impl FromRef<Admin> for Arc<Metrics> {
+    fn from_ref(admin: &Admin) -> Self {
+        admin.metrics.clone()
+    }
+}
 
 /// The admin routes.
-pub fn router(services: Arc<Services>) -> Router {
+pub fn router(services: Arc<Services>, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/services", get(list_services))
         .route("/routes", get(routes))
-        .with_state(services)
+        .with_state(Admin { services, metrics })
 }
 
 async fn readyz(State(services): State<Arc<Services>>) -> Response {
@@ -145,7 +167,7 @@ mod tests {
     async fn readiness_needs_loaded_fresh_services() {
         let rules = TagRules { route_tag: "gateway".into(), prefix: "urlprefix-".into() };
         let services = Arc::new(Services::new(["web".to_string()], rules, Arc::new(StaticRead::default())));
-        let app = router(services.clone());
+        let app = router(services.clone(), Arc::default());
         assert_eq!(get_json(app.clone(), "/healthz").await.0, 200);
         let (status, body) = get_json(app.clone(), "/readyz").await;
         assert_eq!(status, 503);

@@ -19,6 +19,7 @@
 pub mod admin;
 pub mod config;
 pub mod discovery;
+pub mod observe;
 pub mod proxy;
 pub mod redirect;
 pub mod run;

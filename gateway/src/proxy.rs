@@ -47,6 +47,7 @@ use tracing::{debug, warn};
 
 use crate::discovery::services::Services;
 use crate::discovery::tag::{Protocol, Redirect};
+use crate::observe::metrics::Metrics;
 use upstream::{BoxError, Failed, PooledBody, RequestBody, Timeouts};
 
 pub mod balancer;
@@ -85,6 +86,8 @@ pub struct Proxy {
     pub max_replay_body: u64,
     /// A tunnel (after a `101`) with no byte either way for this long is closed.
     pub tunnel_idle_timeout: Duration,
+    /// Request counts and durations, retries, ejections, open connections.
+    pub metrics: Arc<Metrics>,
 }
 
 /// A request body that may be sent more than once.

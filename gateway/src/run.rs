@@ -18,6 +18,7 @@ use crate::discovery::direct::ConsulRead;
 use crate::discovery::services::Services;
 use crate::discovery::socket::Socket;
 use crate::discovery::supervisor::{supervise, WatcherCommand};
+use crate::observe::metrics::Metrics;
 use crate::proxy::listener::{self, Front};
 use crate::proxy::workers::{self, Workers};
 use crate::proxy::Proxy;
@@ -59,12 +60,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let supervisor = tokio::spawn(supervise(watcher_command(&cfg, &socket_path.to_string_lossy()), stop_rx.clone()));
 
+    let metrics = Arc::new(Metrics::new(workers));
     let proxy = Arc::new(Proxy {
         services: services.clone(),
         timeouts: cfg.timeouts,
         timeout: cfg.upstream_timeout,
         max_replay_body: cfg.max_replay_body,
         tunnel_idle_timeout: cfg.tunnel_idle_timeout,
+        metrics: metrics.clone(),
     });
     info!(
         listen = %public_addr,
@@ -97,7 +100,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let mut stopping = stop_rx.clone();
     let admin_task = tokio::spawn(async move {
-        axum::serve(admin_listener, admin::router(services))
+        axum::serve(admin_listener, admin::router(services, metrics))
             .with_graceful_shutdown(async move {
                 let _ = stopping.wait_for(|s| *s).await;
             })

@@ -30,6 +30,7 @@ use super::freshness::Freshness;
 use super::routes::{Route, RouteTable};
 use super::set::{change_line, Origin, Read, ServiceSet};
 use super::tag::{Tag, TagRules};
+use crate::observe::changes::{ChangeFeed, Kind};
 
 /// One followed service: its name and its current set (none before the first read).
 #[derive(Debug)]
@@ -77,6 +78,8 @@ pub struct Services {
     table: ArcSwap<RouteTable>,
     direct: Arc<dyn DirectRead>,
     freshness: Freshness,
+    /// Every logged instance and route change, published.
+    feed: Arc<ChangeFeed>,
     last_fetch_error: Mutex<HashMap<String, (Instant, String)>>,
     /// Worker threads: each endpoint keeps its idle connections apart per thread.
     workers: usize,
@@ -105,6 +108,7 @@ impl Services {
             table: ArcSwap::from_pointee(RouteTable::default()),
             direct,
             freshness: Freshness::default(),
+            feed: Arc::default(),
             last_fetch_error: Mutex::default(),
             workers: 1,
         };
@@ -123,6 +127,11 @@ impl Services {
     /// Whether what it knows is fresh: the watcher's connection and Consul's reachability.
     pub fn freshness(&self) -> &Freshness {
         &self.freshness
+    }
+
+    /// The change feed: every instance and route change this logs.
+    pub fn feed(&self) -> &Arc<ChangeFeed> {
+        &self.feed
     }
 
     /// The current route table.
@@ -241,6 +250,7 @@ impl Services {
                 if moved {
                     if let Some(line) = change_line(service, old.as_deref(), &new) {
                         info!(service, index = new.index, "{line}");
+                        self.feed.publish(Kind::Instances, Some(service), None, line);
                     }
                 }
                 new
@@ -268,6 +278,7 @@ impl Services {
             return;
         }
         info!(service, "{service}: no longer followed ({why})");
+        self.feed.publish(Kind::ServiceGone, Some(service), None, format!("{service}: no longer followed ({why})"));
         self.freshness.forget(service);
         self.routes_changed(&mut w, service, why);
     }
@@ -289,6 +300,8 @@ impl Services {
             w.slots.remove(s);
             self.freshness.forget(s);
             info!(service = %s, "{s}: no longer followed (not in the watcher's list)");
+            let line = format!("{s}: no longer followed (not in the watcher's list)");
+            self.feed.publish(Kind::ServiceGone, Some(s), None, line);
             self.routes_changed(&mut w, s, "service no longer followed");
         }
         self.freshness.listed();
@@ -375,11 +388,16 @@ impl Services {
                 (None, None) => "tags changed".to_string(),
             };
             info!(route = %shown, service = %r.service, "route removed: {shown} -> {} ({why})", r.service);
+            let line = format!("route removed: {shown} -> {} ({why})", r.service);
+            self.feed.publish(Kind::RouteRemoved, Some(&r.service), Some(&shown), line);
         }
         for r in table.routes().iter().filter(|r| !before.contains(&r.key())) {
             let n = r.slot.set().map_or(0, |s| s.candidates(r.tag.as_deref()).map_or(0, |c| c.count()));
             let noun = if n == 1 { "instance" } else { "instances" };
-            info!(route = %r.shown(), service = %r.service, "route added: {} -> {} ({n} {noun})", r.shown(), r.service);
+            let shown = r.shown();
+            info!(route = %shown, service = %r.service, "route added: {shown} -> {} ({n} {noun})", r.service);
+            let line = format!("route added: {shown} -> {} ({n} {noun})", r.service);
+            self.feed.publish(Kind::RouteAdded, Some(&r.service), Some(&shown), line);
         }
         self.table.store(Arc::new(table));
     }

@@ -18,7 +18,14 @@ fn proxy(addr: &str, tags: &[&str], meta: Option<&str>, timeout: Duration) -> Pr
     }
     services.apply_snapshot("grpc", 1, vec![i], i_tags(tags));
     let timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
-    Proxy { services, timeouts, timeout, max_replay_body: 1024, tunnel_idle_timeout: Duration::from_secs(60) }
+    Proxy {
+        services,
+        timeouts,
+        timeout,
+        max_replay_body: 1024,
+        tunnel_idle_timeout: Duration::from_secs(60),
+        metrics: Default::default(),
+    }
 }
 
 fn i_tags(tags: &[&str]) -> Vec<String> {
@@ -149,6 +156,7 @@ async fn a_dead_h2_instance_sends_the_request_to_another() {
         timeout: Duration::from_secs(5),
         max_replay_body: 1024,
         tunnel_idle_timeout: Duration::from_secs(60),
+        metrics: Default::default(),
     };
     for _ in 0..10 {
         let resp = app.serve(grpc_req("/pkg.Svc/Call"), None).await;

@@ -226,6 +226,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             max_replay_body: 1024,
             tunnel_idle_timeout: Duration::from_secs(60),
+            metrics: Default::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

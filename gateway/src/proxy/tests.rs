@@ -78,7 +78,14 @@ async fn app(ports: &[u16], timeout: Duration) -> Proxy {
     services.apply_snapshot("web", 1, ports.iter().map(|p| inst(*p)).collect(), vec![]);
     services.apply_snapshot("empty", 1, vec![], vec![]);
     let timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
-    Proxy { services, timeouts, timeout, max_replay_body: 1024, tunnel_idle_timeout: Duration::from_secs(60) }
+    Proxy {
+        services,
+        timeouts,
+        timeout,
+        max_replay_body: 1024,
+        tunnel_idle_timeout: Duration::from_secs(60),
+        metrics: Default::default(),
+    }
 }
 
 async fn send(app: &Proxy, req: http::Request<Body>) -> (u16, serde_json::Value) {
@@ -302,6 +309,7 @@ async fn routed(services: &[Declared<'_>]) -> Proxy {
         timeout: Duration::from_secs(5),
         max_replay_body: 1024,
         tunnel_idle_timeout: Duration::from_secs(60),
+        metrics: Default::default(),
     }
 }
 
@@ -438,6 +446,7 @@ async fn weights_shape_the_spread() {
         timeout: Duration::from_secs(5),
         max_replay_body: 1024,
         tunnel_idle_timeout: Duration::from_secs(60),
+        metrics: Default::default(),
     };
     let mut heavy_hits = 0;
     for _ in 0..500 {
