@@ -84,24 +84,39 @@ impl Hash for Key {
     }
 }
 
+/// Only the route is hashed: a route's text almost always names one service (equal keys still
+/// hash alike), and it halves the hashing on the request path.
 impl Hash for KeyRef<'_> {
     fn hash<H: Hasher>(&self, h: &mut H) {
         self.route.hash(h);
-        self.service.hash(h);
     }
 }
 
+/// Whether two label texts are equal; the same `Arc` (the usual case until the route table is
+/// rebuilt) is equal without comparing bytes.
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    (std::ptr::eq(a.as_ptr(), b.as_ptr()) && a.len() == b.len()) || a == b
+}
+
 impl Equivalent<Key> for KeyRef<'_> {
+    #[inline]
     fn equivalent(&self, key: &Key) -> bool {
-        *self.route == *key.route && *self.service == *key.service
+        same(self.route, &key.route) && same(self.service, &key.service)
     }
 }
+
+/// How many `(status, method)` counts an entry keeps inline, scanned first; the rest (an
+/// instance answering with many statuses) go to a map.
+const INLINE: usize = 8;
 
 /// One route's counts on one worker.
 #[derive(Clone, Debug, Default)]
 pub struct Entry {
-    /// Requests by `status << 3 | method class`.
-    pub counts: HashMap<u32, u64, FxBuildHasher>,
+    /// Requests by `status << 3 | method class` (0: unused slot; a status is at least 100).
+    inline: [(u32, u64); INLINE],
+    /// Requests by the same key, past the inline slots.
+    more: HashMap<u32, u64, FxBuildHasher>,
     /// Requests per duration bucket (not cumulative); the last is `+Inf`.
     pub buckets: [u64; BUCKETS.len() + 1],
     /// Sum of the durations, in nanoseconds (584 years before it wraps).
@@ -112,17 +127,37 @@ impl Entry {
     /// Counts one request.
     #[inline]
     pub fn record(&mut self, method: u8, status: u16, duration: Duration) {
-        *self.counts.entry(u32::from(status) << 3 | u32::from(method)).or_insert(0) += 1;
+        self.count(u32::from(status) << 3 | u32::from(method), 1);
         let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
         let bucket = BUCKET_NANOS.iter().position(|&b| nanos <= b).unwrap_or(BUCKET_NANOS.len());
         self.buckets[bucket] += 1;
         self.sum_nanos = self.sum_nanos.wrapping_add(nanos);
     }
 
+    /// Adds `n` requests under `key`.
+    #[inline]
+    fn count(&mut self, key: u32, n: u64) {
+        for slot in &mut self.inline {
+            if slot.0 == key {
+                slot.1 += n;
+                return;
+            }
+            if slot.0 == 0 {
+                *slot = (key, n);
+                return;
+            }
+        }
+        *self.more.entry(key).or_insert(0) += n;
+    }
+
+    fn counts(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.inline.iter().copied().filter(|(k, _)| *k != 0).chain(self.more.iter().map(|(k, n)| (*k, *n)))
+    }
+
     /// Adds `other`'s counts to these (summing shards at scrape time).
     pub fn add(&mut self, other: &Entry) {
-        for (k, n) in &other.counts {
-            *self.counts.entry(*k).or_insert(0) += n;
+        for (k, n) in other.counts() {
+            self.count(k, n);
         }
         for (a, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {
             *a += b;
@@ -137,12 +172,12 @@ impl Entry {
 
     /// Requests answered with a 5xx status.
     pub fn errors(&self) -> u64 {
-        self.counts.iter().filter(|(k, _)| (500..600).contains(&(**k >> 3))).map(|(_, n)| n).sum()
+        self.counts().filter(|(k, _)| (500..600).contains(&(*k >> 3))).map(|(_, n)| n).sum()
     }
 
     /// The counts as `(method, status, requests)`.
     pub fn by_method_and_status(&self) -> impl Iterator<Item = (&'static str, u16, u64)> + '_ {
-        self.counts.iter().map(|(k, n)| (METHODS[(*k & 7) as usize], (*k >> 3) as u16, *n))
+        self.counts().map(|(k, n)| (METHODS[(k & 7) as usize], (k >> 3) as u16, n))
     }
 }
 
@@ -217,6 +252,14 @@ mod tests {
         assert_eq!(s.entries().count(), 1);
         let (_, e) = s.entries().next().unwrap();
         assert_eq!((e.requests(), e.errors()), (3, 2));
+        // Past the inline slots, counts go on in the map.
+        let mut many = Entry::default();
+        for code in 200..230 {
+            many.record(0, code, Duration::ZERO);
+            many.record(0, code, Duration::ZERO);
+        }
+        assert_eq!(many.by_method_and_status().count(), 30);
+        assert!(many.by_method_and_status().all(|(_, _, n)| n == 2));
         let mut by: Vec<_> = e.by_method_and_status().collect();
         by.sort();
         assert_eq!(by, [("GET", 200, 1), ("GET", 503, 1), ("POST", 503, 1)]);
