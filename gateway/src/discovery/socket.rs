@@ -221,9 +221,22 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert_eq!(services.freshness().consul_reason().as_deref(), Some("Consul answered 403"));
+        // Each change of state is on the change feed too, for the status page.
+        let sources: Vec<String> = services
+            .feed()
+            .recent()
+            .iter()
+            .filter(|e| e.kind == crate::observe::changes::Kind::Source)
+            .map(|e| e.message.clone())
+            .collect();
+        assert_eq!(sources[0], "watcher connected", "{sources:?}");
+        assert!(sources[1].starts_with("web: the watcher cannot read it from Consul (down)"), "{sources:?}");
+        assert!(sources[2].starts_with("Consul refuses the gateway's reads (ACL): Consul answered 403"), "{sources:?}");
         drop(conn);
         for _ in 0..100 {
             if services.freshness().stale_reason("web").is_some_and(|r| r.contains("watcher")) {
+                let last = services.feed().recent().last().map(|e| e.message.clone()).unwrap_or_default();
+                assert!(last.starts_with("watcher disconnected"), "{last}");
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

@@ -192,3 +192,26 @@ fn prometheus_scrapes_the_request_count() {
     let count = query(port, "sum(gateway_request_duration_seconds_count{service=\"service-web\"})");
     assert_eq!(count, Some(N as f64));
 }
+
+#[test]
+fn watcher_restarts_and_staleness_show_in_the_metrics() {
+    let consul = Consul::start();
+    let b = ServiceWeb::start(None);
+    consul.register("service-web", "web-1", b.port);
+    let gw = Gateway::start(&consul, "service-web", &[]);
+    let s = scrape(&gw);
+    assert_eq!(sum(&s, "gateway_watcher_restarts_total", &[]), 0.0);
+    assert_eq!(sum(&s, "gateway_stale", &[]), 0.0);
+    assert_eq!(sum(&s, "gateway_service_stale", &[("service", "service-web")]), 0.0);
+
+    e2e::signal(gw.watcher_pid(), "KILL");
+    wait_for(Duration::from_secs(10), "the restart to be counted", || {
+        (sum(&scrape(&gw), "gateway_watcher_restarts_total", &[]) == 1.0).then_some(())
+    });
+    gw.wait_ready();
+    wait_for(Duration::from_secs(10), "fresh again after the new watcher connected", || {
+        let s = scrape(&gw);
+        (sum(&s, "gateway_stale", &[]) == 0.0 && sum(&s, "gateway_consul_last_success_age_seconds", &[]) == 0.0)
+            .then_some(())
+    });
+}
