@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README), also what CI runs:
 #   1. the scripts' own checks (the Debian archive lookup install-consul.sh relies on), then
-#      installs what the tests need (Consul 1.8.7, and grpcio in a venv; project-local, idempotent)
+#      installs what the tests need (Consul 1.8.7, Prometheus 2.42, and grpcio in a venv; project-local, idempotent)
 #   2. formatting and lints
 #   3. unit and end-to-end tests (real Consul agent, real binaries, loopback only)
 #   4. the demo script in smoke mode
@@ -24,6 +24,9 @@ bash scripts/test-apt-mirror.sh 2>&1 | tee -a "$results"
 step "installing test dependencies"
 CONSUL_BIN=$(bash scripts/install-consul.sh)
 export CONSUL_BIN
+# Debian's prometheus server, which the metrics end-to-end test has scrape the gateway.
+PROMETHEUS_BIN=$(bash scripts/install-prometheus.sh)
+export PROMETHEUS_BIN
 # sed reads to the end: with head, consul may die of SIGPIPE, which pipefail turns into a failure.
 "$CONSUL_BIN" version | sed -n 1p
 # grpcio in a project-local venv, for the gRPC end-to-end test (tests/src/grpc.rs finds it).

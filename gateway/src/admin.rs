@@ -2,7 +2,8 @@
 //! Consul's catalog, every static service is loaded and fresh, and the watcher has listed the
 //! tagged services, else 503 with the reasons: a 403 from Consul shows here with the permissions
 //! the token needs), `GET /services` (each followed service's instances, Consul index, last change, and
-//! whether the data is stale) and `GET /routes` (the route table in match order).
+//! whether the data is stale), `GET /routes` (the route table in match order) and `GET /metrics`
+//! (Prometheus, see [`crate::observe::metrics`]).
 
 use std::sync::Arc;
 
@@ -45,6 +46,7 @@ pub fn router(services: Arc<Services>, metrics: Arc<Metrics>) -> Router {
         .route("/readyz", get(readyz))
         .route("/services", get(list_services))
         .route("/routes", get(routes))
+        .route("/metrics", get(crate::observe::metrics::serve))
         .with_state(Admin { services, metrics })
 }
 

@@ -58,7 +58,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tokio::spawn(socket.serve(services.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let supervisor = tokio::spawn(supervise(watcher_command(&cfg, &socket_path.to_string_lossy()), stop_rx.clone()));
+    let supervisor = tokio::spawn(supervise(
+        watcher_command(&cfg, &socket_path.to_string_lossy()),
+        stop_rx.clone(),
+        services.clone(),
+    ));
 
     let metrics = Arc::new(Metrics::new(workers));
     let proxy = Arc::new(Proxy {

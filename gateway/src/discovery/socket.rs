@@ -3,6 +3,8 @@
 //! The socket lives in a private directory (mode 0700, created by `tempfile`) so only this user
 //! can connect. One watcher connection is served at a time: a new one (a restarted watcher)
 //! replaces the old. A malformed line is logged and skipped; an unknown message type is ignored.
+//! The watcher's connection and Consul's readability, as they change, are logged and published on
+//! the change feed (`Kind::Source`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use tracing::{debug, info, warn};
 use watcher::protocol::{decode, Message};
 
 use super::services::Services;
+use crate::observe::changes::Kind;
 
 /// Longest accepted line: a snapshot of tens of thousands of instances still fits.
 const MAX_LINE: usize = 16 * 1024 * 1024;
@@ -53,10 +56,17 @@ impl Socket {
                     }
                     info!("watcher connected");
                     services.freshness().set_watcher_connected(true);
+                    services.feed().publish(Kind::Source, None, None, "watcher connected");
                     let services = services.clone();
                     current = Some(tokio::spawn(async move {
                         read_messages(stream, &services).await;
                         services.freshness().set_watcher_connected(false);
+                        services.feed().publish(
+                            Kind::Source,
+                            None,
+                            None,
+                            "watcher disconnected; serving from the cache until it is back",
+                        );
                     }));
                 }
                 Err(e) => {
@@ -132,12 +142,16 @@ pub fn apply(line: &str, services: &Services) {
         Ok(Some(Message::Snapshot(s))) => services.apply_snapshot(&s.service, s.index, s.instances, s.tags),
         Ok(Some(Message::Status(s))) => {
             let error = if s.healthy { None } else { Some(s.error.unwrap_or_else(|| "unknown error".into())) };
-            services.freshness().set_readable(&s.service, error);
+            if let Some(line) = services.freshness().set_readable(&s.service, error) {
+                services.feed().publish(Kind::Source, Some(&s.service), None, line);
+            }
         }
         Ok(Some(Message::Gone(g))) => services.apply_gone(&g.service, g.reason),
         Ok(Some(Message::Consul(c))) => {
             let error = if c.healthy { None } else { Some(c.error.unwrap_or_else(|| "unknown error".into())) };
-            services.freshness().set_consul(error, c.denied);
+            if let Some(line) = services.freshness().set_consul(error, c.denied) {
+                services.feed().publish(Kind::Source, None, None, line);
+            }
         }
         Ok(Some(Message::Services(l))) => services.apply_list(&l.services),
         Ok(Some(Message::Unknown) | None) => {
@@ -207,9 +221,22 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert_eq!(services.freshness().consul_reason().as_deref(), Some("Consul answered 403"));
+        // Each change of state is on the change feed too, for the status page.
+        let sources: Vec<String> = services
+            .feed()
+            .recent()
+            .iter()
+            .filter(|e| e.kind == crate::observe::changes::Kind::Source)
+            .map(|e| e.message.clone())
+            .collect();
+        assert_eq!(sources[0], "watcher connected", "{sources:?}");
+        assert!(sources[1].starts_with("web: the watcher cannot read it from Consul (down)"), "{sources:?}");
+        assert!(sources[2].starts_with("Consul refuses the gateway's reads (ACL): Consul answered 403"), "{sources:?}");
         drop(conn);
         for _ in 0..100 {
             if services.freshness().stale_reason("web").is_some_and(|r| r.contains("watcher")) {
+                let last = services.feed().recent().last().map(|e| e.message.clone()).unwrap_or_default();
+                assert!(last.starts_with("watcher disconnected"), "{last}");
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

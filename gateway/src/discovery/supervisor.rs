@@ -4,15 +4,20 @@
 //! The child's stdin is a pipe we hold and it runs with `--exit-on-stdin-close`: if the gateway
 //! dies in any way, even SIGKILL, the pipe closes and the watcher exits, so no orphan is left.
 //! On a clean shutdown we close the pipe, give the watcher a moment, then kill it.
+//!
+//! Every restart after an exit (or a failed start) is counted (`gateway_watcher_restarts_total`).
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::backoff::Backoff;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
+
+use super::services::Services;
 
 /// A watcher that ran at least this long is restarted without delay after its first exit.
 const HEALTHY_RUN: Duration = Duration::from_secs(30);
@@ -28,12 +33,17 @@ pub struct WatcherCommand {
     pub args: Vec<String>,
 }
 
-/// Keeps the watcher running until `shutdown` turns true.
-pub async fn supervise(cmd: WatcherCommand, mut shutdown: watch::Receiver<bool>) {
+/// Keeps the watcher running until `shutdown` turns true; counts its restarts in `services`'
+/// freshness.
+pub async fn supervise(cmd: WatcherCommand, mut shutdown: watch::Receiver<bool>, services: Arc<Services>) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    let mut first = true;
     loop {
         if *shutdown.borrow() {
             return;
+        }
+        if !std::mem::take(&mut first) {
+            services.freshness().watcher_restarted();
         }
         let started = Instant::now();
         let mut child = match spawn(&cmd) {

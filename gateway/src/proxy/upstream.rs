@@ -52,7 +52,7 @@ pub mod reuse;
 pub mod suspect;
 pub mod upgrade;
 use pool::Conn;
-pub use pool::{set_thread_slot, Pool, MAX_IDLE_PER_WORKER};
+pub use pool::{set_thread_slot, thread_slot, Pool, MAX_IDLE_PER_WORKER};
 
 /// Boxed errors of request bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

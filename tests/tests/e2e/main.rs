@@ -13,6 +13,7 @@ mod front_tls;
 mod grpc;
 mod health_status;
 mod lifecycle;
+mod metrics;
 mod modes;
 mod mtls;
 mod routes;

@@ -62,7 +62,7 @@ pub fn set_thread_slot(i: usize) {
 }
 
 /// The calling thread's worker index (0 outside the workers).
-pub(super) fn thread_slot() -> usize {
+pub fn thread_slot() -> usize {
     THREAD_SLOT.with(Cell::get)
 }
 
