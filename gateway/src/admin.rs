@@ -45,6 +45,7 @@ pub fn router(services: Arc<Services>, metrics: Arc<Metrics>) -> Router {
         .route("/readyz", get(readyz))
         .route("/services", get(list_services))
         .route("/routes", get(routes))
+        .merge(crate::status::routes())
         .with_state(Admin { services, metrics })
 }
 
