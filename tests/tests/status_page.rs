@@ -48,6 +48,36 @@ fn addresses_js(service: &str) -> String {
     )
 }
 
+/// The elements whose own text has a contrast with its background below WCAG 2.x AA (4.5:1; 3:1
+/// for large text), as `"text: ratio"`: the colours as computed, the background the first opaque
+/// one up the tree.
+const CONTRAST_JS: &str = r#"(() => {
+  const rgb = s => (s.match(/[\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = c => { c /= 255; return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const background = e => {
+    for (; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length === 3 || c[3] === 1) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const low = [];
+  for (const e of document.body.querySelectorAll('*')) {
+    const own = Array.from(e.childNodes).some(n => n.nodeType === 3 && n.textContent.trim());
+    if (!own || e.closest('script')) continue;
+    const style = getComputedStyle(e);
+    const a = lum(rgb(style.color)), b = lum(background(e));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(style.fontSize), bold = Number(style.fontWeight) >= 700;
+    const large = size >= 24 || (bold && size >= 18.66);
+    if (ratio < (large ? 3 : 4.5)) low.push(e.textContent.trim().slice(0, 40) + ': ' + ratio.toFixed(2));
+  }
+  return low;
+})()"#;
+
 fn now_ms() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64() * 1000.0
 }
@@ -85,6 +115,13 @@ fn the_status_page_follows_instances_live_without_reloading() {
     assert_eq!(consul_state, "✓ connected");
     let lang = page.eval("document.documentElement.lang").unwrap();
     assert_eq!(lang, "en");
+    // Accessible: one h1, real headings, header cells with a scope, and text contrast (WCAG AA).
+    let headings = page.eval("[document.querySelectorAll('h1').length, Array.from(document.querySelectorAll('h2')).map(h => h.textContent)]").unwrap();
+    assert_eq!(headings, json!([1, ["Consul", "Routes", "Services", "Recent changes"]]));
+    let unscoped = page.eval("document.querySelectorAll('th:not([scope])').length").unwrap();
+    assert_eq!(unscoped, 0, "every th has a scope");
+    let low = page.eval(CONTRAST_JS).unwrap();
+    assert_eq!(low, json!([]), "text below WCAG AA contrast");
     let changes = page.eval("document.querySelector('#changes tbody').textContent").unwrap();
     assert!(changes.as_str().unwrap().contains("route added: /web -> web"), "the change log: {changes}");
 
@@ -182,4 +219,16 @@ fn screenshot_for_the_readme() {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, &png).unwrap();
     println!("wrote {} ({} bytes)", path.display(), png.len());
+}
+
+/// The contrast check above finds what it should (so its empty answer means something).
+#[test]
+fn the_contrast_check_finds_low_contrast_text() {
+    let browser = Browser::launch().unwrap_or_else(|e| panic!("{e}"));
+    let mut page = browser.page().unwrap();
+    let html = "<!doctype html><p style='color:#999'>grey on white</p><p style='background:#000'>black on black</p>\
+                <p style='color:#555'>fine</p><h1 style='color:#888;font-size:30px'>large</h1>";
+    page.navigate(&format!("data:text/html,{}", html.replace(' ', "%20").replace('#', "%23"))).unwrap();
+    let low = page.eval(CONTRAST_JS).unwrap();
+    assert_eq!(low, json!(["grey on white: 2.85", "black on black: 1.00"]));
 }

@@ -63,7 +63,7 @@ pub struct RouteRow {
     pub service: String,
     /// How many instances it may send to now.
     pub instances: usize,
-    /// The declaring tag's options (`strip=/v1 split=...`), if any.
+    /// The declaring tag's options (`strip=/v1 split=canary:10`), if it has any.
     pub options: Option<String>,
 }
 
@@ -137,7 +137,11 @@ pub fn build(services: &Services, metrics: &Metrics, rates: &Rates, full: bool) 
                 route: r.shown(),
                 service: r.service.clone(),
                 instances: set.as_ref().and_then(|s| s.candidates(r.tag.as_deref())).map_or(0, |c| c.count()),
-                options: r.spec.as_ref().map(|s| s.to_string()),
+                // The spec shows the route first, then its options.
+                options: r
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.to_string().split_once(' ').map(|(_, options)| options.to_string())),
             }
         })
         .collect();
@@ -300,7 +304,10 @@ mod tests {
         services.freshness().set_watcher_connected(true);
         let mut i = Instance::new("web-1", "n1", "127.0.0.1", 3001);
         i.weight = 3;
-        services.apply_snapshot("web", 12, vec![i, Instance::new("web-2", "n1", "127.0.0.1", 3002)], vec![]);
+        let declared = "urlprefix-/w strip=/w";
+        i.tags = vec![declared.to_string()];
+        let two = vec![i, Instance::new("web-2", "n1", "127.0.0.1", 3002)];
+        services.apply_snapshot("web", 12, two, vec![declared.to_string()]);
 
         let state = build(&services, &metrics, &rates, true);
         assert_eq!(
@@ -309,6 +316,8 @@ mod tests {
         );
         let web = state.routes.iter().find(|r| r.service == "web").expect("the name route of web");
         assert_eq!(web, &RouteRow { route: "/web".into(), service: "web".into(), instances: 2, options: None });
+        let w = state.routes.iter().find(|r| r.route == "/w").expect("the declared route");
+        assert_eq!((w.instances, w.options.as_deref()), (1, Some("strip=/w")), "options without the route");
         let names: Vec<&str> = state.services.iter().map(|s| s.service.as_str()).collect();
         assert_eq!(names, ["idle", "web"]);
         let (idle, web) = (&state.services[0], &state.services[1]);
