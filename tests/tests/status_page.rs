@@ -184,10 +184,13 @@ fn screenshot_for_the_readme() {
             "Tags": ["urlprefix-/api/v1 strip=/api"], "Weights": {"Passing": 1 + 2 * i, "Warning": 1}}));
     }
     register(&consul, "hello", "hello-0", hello.port, &["urlprefix-hello.localhost/"]);
+    // Registered, passing, but nothing listens: every request to it is a 502, for the error rate.
+    register(&consul, "billing", "billing-0", e2e::free_port(), &["gateway"]);
     let gw = Gateway::start(&consul, "", &[]);
     wait_route(&gw, "/web", 3);
     wait_route(&gw, "/api/v1", 2);
     wait_route(&gw, "hello.localhost/", 1);
+    wait_route(&gw, "/billing", 1);
     // A change for the log: an instance comes and goes.
     let extra = Echo::start();
     register(&consul, "web", "web-3", extra.port, &["gateway"]);
@@ -198,20 +201,29 @@ fn screenshot_for_the_readme() {
     // Some traffic, for the rates.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let traffic = {
-        let (stop, url_web, url_api) = (stop.clone(), gw.url("/web/x"), gw.url("/api/v1/y"));
+        let (stop, urls) = (stop.clone(), [gw.url("/web/x"), gw.url("/api/v1/y"), gw.url("/web/z")]);
+        let billing = gw.url("/billing/invoices");
         std::thread::spawn(move || {
             let client = http();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = client.get(&url_web).send();
-                let _ = client.get(&url_api).send();
-                std::thread::sleep(Duration::from_millis(20));
+            for i in 0usize.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                for url in &urls {
+                    let _ = client.get(url).send();
+                }
+                if i % 4 == 0 {
+                    let _ = client.get(&billing).send();
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
         })
     };
     let (_browser, mut page) = open_page(&gw);
     page.set_viewport(1280, 900, 1.0).unwrap();
     page.navigate(&gw.admin("/")).unwrap();
-    page.wait_eval(Duration::from_secs(5), "window.statusPage.states", |v| v.as_u64().is_some_and(|n| n >= 3)).unwrap();
+    // A few seconds of states, so the rates have settled.
+    page.wait_eval(Duration::from_secs(8), "window.statusPage.states", |v| v.as_u64().is_some_and(|n| n >= 4)).unwrap();
     let png = page.screenshot(true).unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     traffic.join().unwrap();
