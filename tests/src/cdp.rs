@@ -37,7 +37,14 @@ pub struct Browser {
 /// The chromium binary: `CHROMIUM_BIN`, else `chromium` on `PATH`.
 pub fn chromium_bin() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("CHROMIUM_BIN").map(PathBuf::from) {
-        return if path.is_file() { Ok(path) } else { Err(format!("CHROMIUM_BIN={} does not exist", path.display())) };
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!(
+                "CHROMIUM_BIN={} does not exist: unset it, or run `bash scripts/install-chromium.sh`",
+                path.display()
+            ))
+        };
     }
     std::env::var_os("PATH")
         .iter()
