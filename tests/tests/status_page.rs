@@ -125,6 +125,13 @@ fn the_status_page_follows_instances_live_without_reloading() {
     let changes = page.eval("document.querySelector('#changes tbody').textContent").unwrap();
     assert!(changes.as_str().unwrap().contains("route added: /web -> web"), "the change log: {changes}");
 
+    // The states every second redraw only what changed: the same rows stay.
+    page.eval("window.rowBefore = document.querySelector('table[data-service=\"web\"] tbody tr'); window.statesAt = window.statusPage.states; true").unwrap();
+    page.wait_eval(Duration::from_secs(3), "window.statusPage.states >= window.statesAt + 2", |v| v == true).unwrap();
+    let kept =
+        page.eval("window.rowBefore === document.querySelector('table[data-service=\"web\"] tbody tr')").unwrap();
+    assert_eq!(kept, true, "an unchanged instance table was redrawn");
+
     // Remember this document, and have the page tell when it shows two instances.
     page.eval(&format!(
         "window.sameDocument = 'yes'; window.statesBefore = window.statusPage.states;
