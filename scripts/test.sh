@@ -32,6 +32,9 @@ export PROMETHEUS_BIN
 # grpcio in a project-local venv, for the gRPC end-to-end test (tests/src/grpc.rs finds it).
 GRPC_PYTHON=$(bash scripts/install-python-deps.sh)
 export GRPC_PYTHON
+# Debian's chromium (apt, idempotent), for the status page's browser test (tests/src/cdp.rs).
+CHROMIUM_BIN=$(bash scripts/install-chromium.sh)
+export CHROMIUM_BIN
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -47,6 +47,7 @@ pub fn router(services: Arc<Services>, metrics: Arc<Metrics>) -> Router {
         .route("/services", get(list_services))
         .route("/routes", get(routes))
         .route("/metrics", get(crate::observe::metrics::serve))
+        .merge(crate::status::routes())
         .with_state(Admin { services, metrics })
 }
 

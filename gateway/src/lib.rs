@@ -13,6 +13,7 @@
 //! - [`tls`]: TLS termination on the public listener: certificates by SNI, reloaded on change.
 //! - [`redirect`]: the plain listener of `--redirect-http`, redirecting to https.
 //! - [`admin`]: `/healthz`, `/readyz`, `/services`, `/routes` on the admin listener.
+//! - [`status`]: the live status page on the admin listener (`/`, `/events`).
 //!
 //! Consul's API is spoken only by the `consul` crate; the wire protocol belongs to `watcher`.
 
@@ -23,6 +24,7 @@ pub mod observe;
 pub mod proxy;
 pub mod redirect;
 pub mod run;
+pub mod status;
 pub mod tls;
 
 #[cfg(test)]

@@ -8,9 +8,11 @@
 //! them first (`cargo build --workspace --bins`, which `scripts/test.sh` does). Consul is found
 //! through `CONSUL_BIN`, then `<repo>/.tools/consul` (`scripts/install-consul.sh`), then `PATH`;
 //! the gRPC tests' Python with grpcio through `GRPC_PYTHON`, then `<repo>/.tools/pyenv`
-//! (`scripts/install-python-deps.sh`; see [`grpc`]).
+//! (`scripts/install-python-deps.sh`; see [`grpc`]); Chromium, for the status page's browser test,
+//! through `CHROMIUM_BIN`, then `PATH` (`scripts/install-chromium.sh`; see [`cdp`]).
 
 pub mod backend;
+pub mod cdp;
 pub mod certs;
 pub mod consul;
 pub mod drip;

@@ -71,6 +71,10 @@ pub struct Read {
 pub struct ServiceSet {
     /// The endpoints, in canonical order.
     pub endpoints: Vec<Arc<Endpoint>>,
+    /// When each endpoint joined the set (in the order of `endpoints`): carried over from the
+    /// previous set for the same instance (node, ID, address and port), even when its weight, tags
+    /// or metadata changed; the time of this set's read for a new one. For the status page.
+    pub since: Vec<SystemTime>,
     /// The service's tags as the catalog reports them (over every registered instance).
     pub tags: Vec<String>,
     /// The tags its routes come from (see [`declaring`]).
@@ -96,12 +100,26 @@ pub struct ServiceSet {
 impl ServiceSet {
     /// A set of `instances`. Endpoints of `previous` for instances that did not change are kept,
     /// and with them their idle connections and ejection state; new ones keep idle connections
-    /// apart for `workers` threads.
+    /// apart for `workers` threads. Each endpoint's [`since`](Self::since) is carried over from
+    /// `previous` when it held the same instance at the same address.
     pub fn new(service: &str, read: Read, previous: Option<&ServiceSet>, rules: &TagRules, workers: usize) -> Self {
         let Read { instances, tags, index, origin } = read;
         let previous_set = previous;
         let previous: HashMap<(&str, &str), &Arc<Endpoint>> = previous
             .map(|p| p.endpoints.iter().map(|e| ((e.instance.node.as_str(), e.instance.id.as_str()), e)).collect())
+            .unwrap_or_default();
+        let now = SystemTime::now();
+        let joined: HashMap<(&str, &str, &str, u16), SystemTime> = previous_set
+            .map(|p| {
+                p.endpoints
+                    .iter()
+                    .zip(&p.since)
+                    .map(|(e, t)| {
+                        let i = &e.instance;
+                        ((i.node.as_str(), i.id.as_str(), i.address.as_str(), i.port), *t)
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
         let kept = |i: &Instance| {
             previous.get(&(i.node.as_str(), i.id.as_str())).filter(|e| &e.instance == i).map(|e| Arc::clone(e))
@@ -131,6 +149,13 @@ impl ServiceSet {
                 e.map(Arc::new)
             })
             .collect();
+        let since = endpoints
+            .iter()
+            .map(|e| {
+                let i = &e.instance;
+                joined.get(&(i.node.as_str(), i.id.as_str(), i.address.as_str(), i.port)).copied().unwrap_or(now)
+            })
+            .collect();
         let declaring = declaring(&endpoints, &tags);
         let named_by_tag = tags.iter().chain(&declaring).any(|t| rules.classify(t) == Tag::NameRoute);
         let declared: Vec<(String, Result<RouteSpec, String>)> = declaring
@@ -141,8 +166,8 @@ impl ServiceSet {
             })
             .collect();
         let choices = choices(&endpoints, &declared);
-        let changed_at = SystemTime::now();
-        Self { endpoints, tags, declaring, named_by_tag, declared, index, changed_at, origin, choices, skipped }
+        let changed_at = now;
+        Self { endpoints, since, tags, declaring, named_by_tag, declared, index, changed_at, origin, choices, skipped }
     }
 
     /// The same set read at a later index.
@@ -257,4 +282,34 @@ fn choices(
         out.push((Some(t.clone()), choice));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(instances: Vec<Instance>) -> Read {
+        Read { instances, tags: vec![], index: 1, origin: Origin::Watcher }
+    }
+
+    #[test]
+    fn since_is_carried_over_for_the_same_instance() {
+        let rules = TagRules { route_tag: "gateway".into(), prefix: "urlprefix-".into() };
+        let a = Instance::new("a", "n1", "127.0.0.1", 1001);
+        let b = Instance::new("b", "n1", "127.0.0.1", 1002);
+        let first = ServiceSet::new("web", read(vec![a.clone(), b.clone()]), None, &rules, 1);
+        assert_eq!(first.since.len(), 2);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+
+        // `a` stays (with a new weight), `b` moves to another port, `c` is new.
+        let heavier = Instance { weight: 5, ..a.clone() };
+        let moved = Instance::new("b", "n1", "127.0.0.1", 2002);
+        let c = Instance::new("c", "n1", "127.0.0.1", 1003);
+        let second = ServiceSet::new("web", read(vec![heavier, moved, c]), Some(&first), &rules, 1);
+        assert_eq!(second.since.len(), second.endpoints.len());
+        assert_eq!(second.since[0], first.since[0], "a weight change keeps since");
+        assert!(second.since[1] > first.since[1], "a new address is a new instance");
+        assert_eq!(second.since[2], second.changed_at);
+        assert_eq!(second.refreshed(7).since, second.since);
+    }
 }
