@@ -129,6 +129,11 @@ impl Freshness {
         self.update_fresh();
     }
 
+    /// Whether the watcher is connected now.
+    pub fn watcher_connected(&self) -> bool {
+        self.watcher_connected.load(Ordering::Relaxed)
+    }
+
     /// Whether the watcher is connected, Consul's catalog readable and every service readable.
     fn is_fresh_now(&self) -> bool {
         self.watcher_connected.load(Ordering::Relaxed)

@@ -123,9 +123,7 @@ pub fn build(services: &Services, metrics: &Metrics, rates: &Rates, full: bool) 
     let rate = rates.observe(Instant::now(), metrics.service_totals());
     let freshness = services.freshness();
     let reason = freshness.consul_reason();
-    // `Freshness` tells whether the watcher is connected only through the reason a service is
-    // stale, which is that reason first; no service is named "".
-    let watcher_connected = freshness.stale_reason("").is_none();
+    let watcher_connected = freshness.watcher_connected();
 
     let table = services.table();
     let routes = table
