@@ -31,12 +31,19 @@
 //! `101` answer goes back to the client and the two connections are joined into a tunnel
 //! ([`tunnel`]); any other answer is an ordinary response. Responses are streamed: each chunk the
 //! instance writes is passed on as it arrives (server-sent events, long polls).
+//!
+//! Every request has an ID ([`crate::observe::request_id`]): the client's `X-Request-Id` when it
+//! is sane, else a new one, passed to the instance and returned on every response, the
+//! gateway's own included. A request the gateway fails itself (a 5xx of its own) is logged once,
+//! at WARN, with its route, service, last instance tried and ID, which its JSON body carries too.
+//! Each request is counted and timed, and logged to the access log if that is on, when its
+//! response body ends ([`observed`]).
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::response::IntoResponse;
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -45,9 +52,13 @@ use hyper::body::Body;
 use hyper::upgrade::OnUpgrade;
 use tracing::{debug, warn};
 
+use crate::discovery::routes::Route;
 use crate::discovery::services::Services;
 use crate::discovery::tag::{Protocol, Redirect};
-use crate::observe::metrics::Metrics;
+use crate::observe::access::AccessLog;
+use crate::observe::metrics::{Metrics, Open, RetryReason};
+use crate::observe::request_id::{self, X_REQUEST_ID};
+use observed::{Counted, Observed, Pending, Trail};
 use upstream::{BoxError, Failed, PooledBody, RequestBody, Timeouts};
 
 pub mod balancer;
@@ -56,6 +67,7 @@ pub mod error;
 mod headers;
 pub mod idle;
 pub mod listener;
+pub mod observed;
 pub mod rewrite;
 pub mod sniff;
 pub mod split;
@@ -88,6 +100,8 @@ pub struct Proxy {
     pub tunnel_idle_timeout: Duration,
     /// Request counts and durations, retries, ejections, open connections.
     pub metrics: Arc<Metrics>,
+    /// Where finished requests are logged; `None`: the access log is off.
+    pub access: Option<Arc<AccessLog>>,
 }
 
 /// A request body that may be sent more than once.
@@ -121,37 +135,78 @@ impl Proxy {
     /// Answers one client request that came over plain TCP: [`Proxy::serve_from`].
     pub async fn serve<B>(&self, req: Request<B>, peer: Option<SocketAddr>) -> Response<ResponseBody>
     where
-        B: Body<Data = Bytes> + Send + 'static,
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
         self.serve_from(req, peer, false).await
     }
 
-    /// Answers one client request: the instance's response, or a JSON error (a gRPC status for a
-    /// gRPC request, [`GatewayError::into_grpc_response`]). `peer` is the
-    /// client's address, for `X-Forwarded-For` and address-sticky splits; `tls` says whether the
-    /// client came over TLS (`X-Forwarded-Proto: https`).
+    /// Answers one client request, unmeasured ([`Proxy::handle`] is the listener's measured
+    /// way): the instance's response, or a JSON error (a gRPC status for a gRPC request,
+    /// [`GatewayError::respond`]), with the request's `X-Request-Id`. `peer` is the client's
+    /// address, for `X-Forwarded-For` and address-sticky splits; `tls` says whether the client
+    /// came over TLS (`X-Forwarded-Proto: https`).
     pub async fn serve_from<B>(&self, req: Request<B>, peer: Option<SocketAddr>, tls: bool) -> Response<ResponseBody>
     where
-        B: Body<Data = Bytes> + Send + 'static,
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
+        let req = req.map(|b| Counted::new(b, None));
+        self.answer(req, peer, tls, &mut Trail::default()).await.0
+    }
+
+    /// Answers one client request as [`Proxy::serve_from`] does, and measures it: when the
+    /// response body ends (or is dropped) the request is counted in the metrics and, if the
+    /// access log is on, logged ([`observed`]). The clock starts here, as the head has arrived.
+    pub async fn handle<B>(self: Arc<Self>, req: Request<B>, peer: Option<SocketAddr>, tls: bool) -> Response<Observed>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let start = Instant::now();
+        let method = req.method().clone();
+        let log = self.access.is_some().then(|| {
+            Box::new(Pending {
+                client: peer,
+                path: req.uri().path_and_query().cloned(),
+                version: req.version(),
+                bytes_in: Arc::new(AtomicU64::new(0)),
+            })
+        });
+        let req = req.map(|b| Counted::new(b, log.as_ref().map(|l| l.bytes_in.clone())));
+        let mut trail = Trail::default();
+        let (resp, id) = self.answer(req, peer, tls, &mut trail).await;
+        let status = resp.status().as_u16();
+        let (parts, body) = resp.into_parts();
+        let body = Observed::new(body, self, start, method, status, trail, id, log);
+        Response::from_parts(parts, body)
+    }
+
+    /// The answer and the request's ID (also in the answer's `X-Request-Id`). A failure is
+    /// logged here, once: at WARN for the gateway's own 5xx, at debug for a refusal.
+    async fn answer<B>(
+        &self,
+        mut req: Request<Counted<B>>,
+        peer: Option<SocketAddr>,
+        tls: bool,
+        trail: &mut Trail,
+    ) -> (Response<ResponseBody>, http::HeaderValue)
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let id = request_id::take_or_make(req.headers_mut());
         // gRPC runs over HTTP/2 only: an HTTP/1.1 request pays a version compare.
         let grpc = req.version() == http::Version::HTTP_2 && headers::is_grpc(req.headers());
-        match self.route(req, peer, tls, grpc).await {
+        let mut resp = match self.route(req, peer, tls, grpc, trail).await {
             Ok(resp) => resp,
             Err(e) => {
-                match &e {
-                    GatewayError::Upstream { service, reason } => warn!(service, reason, "upstream failed"),
-                    GatewayError::DiscoveryUnavailable { service, reason } => {
-                        warn!(service, reason, "no instances known")
-                    }
-                    GatewayError::Timeout { service } => warn!(service, "upstream timed out"),
-                    _ => debug!(error = %e, "request refused"),
-                }
-                if grpc { e.into_grpc_response() } else { e.into_response() }.map(Either::Right)
+                failed(&e, trail, &id);
+                e.respond(grpc, &id).map(Either::Right)
             }
-        }
+        };
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
+        (resp, id)
     }
 
     async fn route<B>(
@@ -160,6 +215,7 @@ impl Proxy {
         peer: Option<SocketAddr>,
         tls: bool,
         grpc: bool,
+        trail: &mut Trail,
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -179,6 +235,7 @@ impl Proxy {
         let Some(route) = route else {
             return Err(GatewayError::NoRoute { path: parts.uri.path().to_string() });
         };
+        let route: &Route = trail.route.insert(route);
         let service = route.service.as_str();
         if let Some(redirect) = route.spec.as_ref().and_then(|s| s.redirect.as_ref()) {
             return Ok(redirect_response(redirect, path_and_query));
@@ -195,11 +252,11 @@ impl Proxy {
             return Err(GatewayError::NoRoute { path: parts.uri.path().to_string() });
         };
         let route_h2 = choice.protocol == Protocol::H2c;
-        let (candidates, cookie) = split::choose(&route, choice, &parts.headers, peer);
+        let (candidates, cookie) = split::choose(route, choice, &parts.headers, peer);
         if candidates.is_empty() {
             return Err(no_instance());
         }
-        let (rest, stripped) = rewrite::upstream_path(&route, path_and_query);
+        let (rest, stripped) = rewrite::upstream_path(route, path_and_query);
         let prefix = if stripped { route.forwarded_prefix.as_ref() } else { None };
         let uri = Uri::try_from(rest)
             .map_err(|e| GatewayError::BadRequest { service: service.to_string(), reason: e.to_string() })?;
@@ -223,7 +280,8 @@ impl Proxy {
             };
             tried[attempts] = i;
             attempts += 1;
-            let host = rewrite::upstream_host(&route, &endpoint.host, client_host);
+            trail.instance = Some(endpoint.authority.clone());
+            let host = rewrite::upstream_host(route, &endpoint.host, client_host);
             // Fixed when the set was built: the route's `proto=`, or the instance's metadata.
             let h2 = route_h2 || endpoint.protocol == Protocol::H2c;
             // A pooled connection first; after a failure on one, a new connection.
@@ -249,7 +307,12 @@ impl Proxy {
                 let sent = if upgrade {
                     headers::add_upgrade(&parts.headers, upstream.headers_mut());
                     let connect = self.timeouts.connect;
-                    Which::Left(Which::Left(Box::pin(upstream::upgrade::send(&endpoint.pool, upstream, connect))))
+                    Which::Left(Which::Left(Box::pin(upstream::upgrade::send(
+                        &endpoint.pool,
+                        upstream,
+                        connect,
+                        &self.metrics,
+                    ))))
                 } else if h2 {
                     upstream::h2::into_h2(&mut upstream, &endpoint.authority, headers::te_trailers(&parts.headers));
                     Which::Left(Which::Right(Box::pin(upstream::h2::send(
@@ -257,16 +320,19 @@ impl Proxy {
                         upstream,
                         self.timeouts,
                         reuse,
+                        &self.metrics,
                     ))))
                 } else {
-                    Which::Right(upstream::send(&endpoint.pool, upstream, self.timeouts, reuse))
+                    Which::Right(upstream::send(&endpoint.pool, upstream, self.timeouts, reuse, &self.metrics))
                 };
                 let Failed { error, unsent, reused } = match tokio::time::timeout_at(deadline, sent).await {
                     Err(_) => return Err(GatewayError::Timeout { service: service.to_string() }),
                     Ok(Ok(resp)) => match client_upgrade.take() {
                         Some(client) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                             let idle = self.tunnel_idle_timeout;
-                            let mut resp = tunnel::relay(client, resp, idle, service, endpoint.authority.as_str());
+                            let open = self.metrics.open(Open::Tunnel);
+                            let mut resp =
+                                tunnel::relay(client, resp, idle, service, endpoint.authority.as_str(), open);
                             if let Some(c) = cookie {
                                 split::set_cookie(resp.headers_mut(), c);
                             }
@@ -290,6 +356,9 @@ impl Proxy {
                     },
                     Ok(Err(failed)) => failed,
                 };
+                if error.is_connect() {
+                    self.metrics.connect_failure(service);
+                }
                 // Nothing sent, or an HTTP/2 instance says it did not process it: any request
                 // may go again. Sent but unanswered, or answered with garbage on a reused
                 // connection (bytes a previous response left): only an idempotent one.
@@ -299,11 +368,18 @@ impl Proxy {
                 if !may_resend {
                     return Err(upstream_failed(format!("{}: {}", endpoint.authority, error.detail())));
                 }
+                let reason = if error.unprocessed() {
+                    RetryReason::Unprocessed
+                } else if unsent.is_some() {
+                    RetryReason::ConnectFailed
+                } else {
+                    RetryReason::NoResponse
+                };
                 if let Some(req) = unsent {
                     body.put_back(req.into_body());
                 }
                 if !reused {
-                    break error;
+                    break (error, reason);
                 }
                 if !body.can_resend() {
                     let detail = error.detail();
@@ -311,14 +387,21 @@ impl Proxy {
                     return Err(upstream_failed(format!("{}: {detail} ({why})", endpoint.authority)));
                 }
                 debug!(service, instance = %endpoint.authority, error = error.detail(), "reused connection failed; again on a new one");
+                self.metrics.retry(service, RetryReason::ReusedConnectionClosed);
+                trail.retries += 1;
                 reuse = false;
             };
+            let (error, reason) = error;
             endpoint.eject();
+            self.metrics.ejection(service);
             let (what, detail) = (error.summary(), error.detail());
-            warn!(service, instance = %endpoint.authority, error = detail, "{what}; trying another instance");
+            // The last failure is the request's, logged once with it (`failed`).
             if attempts >= MAX_ATTEMPTS.min(candidates.len()) {
                 return Err(upstream_failed(format!("{what} ({}): {detail}", endpoint.authority)));
             }
+            warn!(service, instance = %endpoint.authority, error = detail, "{what}; trying another instance");
+            self.metrics.retry(service, reason);
+            trail.retries += 1;
         }
     }
 
@@ -352,6 +435,25 @@ impl Proxy {
             }
             _ => Ok(Replay::Stream(Some(UnsyncBoxBody::new(body.map_err(Into::into))))),
         }
+    }
+}
+
+/// Logs a request the gateway answered with an error of its own, once: a 5xx at WARN with the
+/// route, service, last instance tried and request ID (the JSON body carries the ID too); a
+/// refusal (no route, bad request) at debug.
+fn failed(e: &GatewayError, trail: &Trail, id: &http::HeaderValue) {
+    let request_id = String::from_utf8_lossy(id.as_bytes());
+    let route = trail.route.as_ref().map(|r| &*r.labels.route);
+    let instance = trail.instance.as_ref().map(|a| a.as_str());
+    let service = e.service();
+    match e {
+        GatewayError::Upstream { reason, .. } | GatewayError::DiscoveryUnavailable { reason, .. } => {
+            warn!(route, service, instance, %request_id, reason, "{e}")
+        }
+        GatewayError::NoInstance { .. } | GatewayError::Timeout { .. } => {
+            warn!(route, service, instance, %request_id, "{e}")
+        }
+        _ => debug!(route, service, %request_id, error = %e, "request refused"),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The gateway's errors, each with its HTTP status and a JSON body that says what failed without
-//! leaking internals: `{"error": "...", "service": "..."}`, or `{"error": "no route", "path": "..."}`
-//! when no route matches.
+//! leaking internals: `{"error": "...", "service": "...", "request_id": "..."}`, or
+//! `{"error": "no route", "path": "...", "request_id": "..."}` when no route matches. The request
+//! ID ([`crate::observe::request_id`]) is the one the log line of the failure carries.
 //!
 //! A gRPC client gets them as gRPC statuses instead ([`GatewayError::into_grpc_response`]): a
 //! "Trailers-Only" answer (HTTP 200, `content-type: application/grpc`, `grpc-status` and
@@ -79,7 +80,8 @@ impl GatewayError {
         }
     }
 
-    fn service(&self) -> &str {
+    /// The service it concerns (empty when no route matched).
+    pub fn service(&self) -> &str {
         match self {
             Self::NoRoute { .. } | Self::DotSegment { .. } => "",
             Self::NoInstance { service }
@@ -139,17 +141,38 @@ fn percent_encode(text: &str) -> String {
     out
 }
 
-impl IntoResponse for GatewayError {
-    fn into_response(self) -> Response {
-        let body = match &self {
+impl GatewayError {
+    /// The answer to a client: JSON with `request_id` in the body, or for a gRPC client
+    /// ([`GatewayError::into_grpc_response`]) a gRPC status (the ID goes in `X-Request-Id`, which
+    /// the proxy sets on every response).
+    pub fn respond(self, grpc: bool, request_id: &HeaderValue) -> Response {
+        if grpc {
+            self.into_grpc_response()
+        } else {
+            self.json(Some(request_id))
+        }
+    }
+
+    fn json(self, request_id: Option<&HeaderValue>) -> Response {
+        let mut body = match &self {
             Self::NoRoute { path } | Self::DotSegment { path } => {
                 serde_json::json!({ "error": self.to_string(), "path": path })
             }
             _ => serde_json::json!({ "error": self.to_string(), "service": self.service() }),
         };
+        if let Some(id) = request_id {
+            body["request_id"] = String::from_utf8_lossy(id.as_bytes()).into();
+        }
         let mut resp = (self.status(), body.to_string()).into_response();
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp
+    }
+}
+
+impl IntoResponse for GatewayError {
+    /// The JSON answer without a request ID.
+    fn into_response(self) -> Response {
+        self.json(None)
     }
 }
 
@@ -202,6 +225,18 @@ mod tests {
         // grpc-message is percent-encoded (gRPC's PROTOCOL-HTTP2): '%' and anything but printable ASCII.
         let resp = GatewayError::NoRoute { path: "/a%b/é".into() }.into_grpc_response();
         assert_eq!(resp.headers()["grpc-message"], "no route: /a%25b/%C3%A9");
+    }
+
+    #[tokio::test]
+    async fn the_json_body_carries_the_request_id() {
+        let id = HeaderValue::from_static("req-7");
+        let resp = GatewayError::Upstream { service: "x".into(), reason: "r".into() }.respond(false, &id);
+        assert_eq!(resp.status().as_u16(), 502);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((v["request_id"].as_str(), v["service"].as_str()), (Some("req-7"), Some("x")));
+        let grpc = GatewayError::Timeout { service: "g".into() }.respond(true, &id);
+        assert_eq!(grpc.headers()["grpc-status"], "14");
     }
 
     #[tokio::test]
