@@ -280,7 +280,11 @@ impl Proxy {
             };
             tried[attempts] = i;
             attempts += 1;
-            trail.instance = Some(endpoint.authority.clone());
+            // Kept for the access log; a failure notes its instance itself (`at`): the clone
+            // touches a reference count every worker shares.
+            if self.access.is_some() {
+                trail.instance = Some(endpoint.authority.clone());
+            }
             let host = rewrite::upstream_host(route, &endpoint.host, client_host);
             // Fixed when the set was built: the route's `proto=`, or the instance's metadata.
             let h2 = route_h2 || endpoint.protocol == Protocol::H2c;
@@ -288,7 +292,11 @@ impl Proxy {
             let mut reuse = true;
             let error = loop {
                 let Some(req_body) = body.next() else {
-                    return Err(upstream_failed("connection failed and the streamed body cannot be resent".into()));
+                    return Err(at(
+                        &mut trail.instance,
+                        endpoint,
+                        upstream_failed("connection failed and the streamed body cannot be resent".into()),
+                    ));
                 };
                 // Built per attempt from the client's headers: one copy each, and none kept for
                 // a retry that rarely comes.
@@ -326,7 +334,13 @@ impl Proxy {
                     Which::Right(upstream::send(&endpoint.pool, upstream, self.timeouts, reuse, &self.metrics))
                 };
                 let Failed { error, unsent, reused } = match tokio::time::timeout_at(deadline, sent).await {
-                    Err(_) => return Err(GatewayError::Timeout { service: service.to_string() }),
+                    Err(_) => {
+                        return Err(at(
+                            &mut trail.instance,
+                            endpoint,
+                            GatewayError::Timeout { service: service.to_string() },
+                        ))
+                    }
                     Ok(Ok(resp)) => match client_upgrade.take() {
                         Some(client) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                             let idle = self.tunnel_idle_timeout;
@@ -343,7 +357,11 @@ impl Proxy {
                         // with it, so it is the instance's failure. Not sent again: it answered.
                         _ if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                             let why = "answered 101 Switching Protocols to a request that asked for no upgrade";
-                            return Err(upstream_failed(format!("{}: {why}", endpoint.authority)));
+                            return Err(at(
+                                &mut trail.instance,
+                                endpoint,
+                                upstream_failed(format!("{}: {why}", endpoint.authority)),
+                            ));
                         }
                         _ => {
                             let mut resp = resp;
@@ -366,7 +384,11 @@ impl Proxy {
                 let unanswered = error.closed_before_response() || leftovers;
                 let may_resend = unsent.is_some() || (idempotent && unanswered) || error.unprocessed();
                 if !may_resend {
-                    return Err(upstream_failed(format!("{}: {}", endpoint.authority, error.detail())));
+                    return Err(at(
+                        &mut trail.instance,
+                        endpoint,
+                        upstream_failed(format!("{}: {}", endpoint.authority, error.detail())),
+                    ));
                 }
                 let reason = if error.unprocessed() {
                     RetryReason::Unprocessed
@@ -384,7 +406,11 @@ impl Proxy {
                 if !body.can_resend() {
                     let detail = error.detail();
                     let why = "on a reused connection, and the streamed body cannot be sent again";
-                    return Err(upstream_failed(format!("{}: {detail} ({why})", endpoint.authority)));
+                    return Err(at(
+                        &mut trail.instance,
+                        endpoint,
+                        upstream_failed(format!("{}: {detail} ({why})", endpoint.authority)),
+                    ));
                 }
                 debug!(service, instance = %endpoint.authority, error = error.detail(), "reused connection failed; again on a new one");
                 self.metrics.retry(service, RetryReason::ReusedConnectionClosed);
@@ -394,6 +420,7 @@ impl Proxy {
             let (error, reason) = error;
             endpoint.eject();
             self.metrics.ejection(service);
+            trail.instance = Some(endpoint.authority.clone());
             let (what, detail) = (error.summary(), error.detail());
             // The last failure is the request's, logged once with it (`failed`).
             if attempts >= MAX_ATTEMPTS.min(candidates.len()) {
@@ -436,6 +463,12 @@ impl Proxy {
             _ => Ok(Replay::Stream(Some(UnsyncBoxBody::new(body.map_err(Into::into))))),
         }
     }
+}
+
+/// `e`, noting (in a [`Trail`]'s `instance`) that it happened at `endpoint`.
+fn at(instance: &mut Option<http::uri::Authority>, endpoint: &balancer::Endpoint, e: GatewayError) -> GatewayError {
+    *instance = Some(endpoint.authority.clone());
+    e
 }
 
 /// Logs a request the gateway answered with an error of its own, once: a 5xx at WARN with the
