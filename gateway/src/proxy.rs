@@ -184,9 +184,13 @@ impl Proxy {
 
     /// The answer and the request's ID (also in the answer's `X-Request-Id`). A failure is
     /// logged here, once: at WARN for the gateway's own 5xx, at debug for a refusal.
+    ///
+    /// The ID is settled while the instance's request headers are copied
+    /// ([`headers::upstream_headers`]): the client's headers are read once, and never grown.
+    /// A request that goes to no instance gets it here.
     async fn answer<B>(
         &self,
-        mut req: Request<Counted<B>>,
+        req: Request<Counted<B>>,
         peer: Option<SocketAddr>,
         tls: bool,
         trail: &mut Trail,
@@ -195,10 +199,12 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let id = request_id::take_or_make(req.headers_mut());
+        let (mut parts, body) = req.into_parts();
         // gRPC runs over HTTP/2 only: an HTTP/1.1 request pays a version compare.
-        let grpc = req.version() == http::Version::HTTP_2 && headers::is_grpc(req.headers());
-        let mut resp = match self.route(req, peer, tls, grpc, trail).await {
+        let grpc = parts.version == http::Version::HTTP_2 && headers::is_grpc(&parts.headers);
+        let result = self.route(&mut parts, body, peer, tls, grpc, trail).await;
+        let id = trail.request_id.take().unwrap_or_else(|| request_id::of_client(&parts.headers));
+        let mut resp = match result {
             Ok(resp) => resp,
             Err(e) => {
                 failed(&e, trail, &id);
@@ -209,9 +215,11 @@ impl Proxy {
         (resp, id)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn route<B>(
         &self,
-        req: Request<B>,
+        parts: &mut http::request::Parts,
+        body: B,
         peer: Option<SocketAddr>,
         tls: bool,
         grpc: bool,
@@ -221,7 +229,6 @@ impl Proxy {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let (mut parts, body) = req.into_parts();
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         // An absolute-form request's authority wins over its Host header (RFC 9112 §3.2.2), for
         // matching and for what is forwarded; it is rare, so its header value is made on demand.
@@ -270,7 +277,7 @@ impl Proxy {
         };
         let upgrade = client_upgrade.is_some();
         let mut body = self.replayable(service, body).await?;
-        let deadline = tokio::time::Instant::now() + self.response_wait(&parts);
+        let deadline = tokio::time::Instant::now() + self.response_wait(parts);
         let upstream_failed = |reason: String| GatewayError::Upstream { service: service.to_string(), reason };
         let mut tried = [0usize; MAX_ATTEMPTS];
         let mut attempts = 0;
@@ -303,7 +310,8 @@ impl Proxy {
                 let mut upstream = Request::new(req_body);
                 *upstream.method_mut() = parts.method.clone();
                 *upstream.uri_mut() = uri.clone();
-                *upstream.headers_mut() = upstream_headers(&parts.headers, &parts.uri, peer, host, prefix);
+                *upstream.headers_mut() =
+                    upstream_headers(&parts.headers, &parts.uri, peer, host, prefix, &mut trail.request_id);
                 if tls {
                     headers::forwarded_https(upstream.headers_mut());
                 }
@@ -412,7 +420,7 @@ impl Proxy {
                         upstream_failed(format!("{}: {detail} ({why})", endpoint.authority)),
                     ));
                 }
-                debug!(service, instance = %endpoint.authority, error = error.detail(), "reused connection failed; again on a new one");
+                debug!(service, instance = %endpoint.authority, request_id = trail.request_id.as_ref().map(id_text), error = error.detail(), "reused connection failed; again on a new one");
                 self.metrics.retry(service, RetryReason::ReusedConnectionClosed);
                 trail.retries += 1;
                 reuse = false;
@@ -426,7 +434,7 @@ impl Proxy {
             if attempts >= MAX_ATTEMPTS.min(candidates.len()) {
                 return Err(upstream_failed(format!("{what} ({}): {detail}", endpoint.authority)));
             }
-            warn!(service, instance = %endpoint.authority, error = detail, "{what}; trying another instance");
+            warn!(service, instance = %endpoint.authority, request_id = trail.request_id.as_ref().map(id_text), error = detail, "{what}; trying another instance");
             self.metrics.retry(service, reason);
             trail.retries += 1;
         }
@@ -475,19 +483,24 @@ fn at(instance: &mut Option<http::uri::Authority>, endpoint: &balancer::Endpoint
 /// route, service, last instance tried and request ID (the JSON body carries the ID too); a
 /// refusal (no route, bad request) at debug.
 fn failed(e: &GatewayError, trail: &Trail, id: &http::HeaderValue) {
-    let request_id = String::from_utf8_lossy(id.as_bytes());
+    let request_id = id_text(id);
     let route = trail.route.as_ref().map(|r| &*r.labels.route);
     let instance = trail.instance.as_ref().map(|a| a.as_str());
     let service = e.service();
     match e {
         GatewayError::Upstream { reason, .. } | GatewayError::DiscoveryUnavailable { reason, .. } => {
-            warn!(route, service, instance, %request_id, reason, "{e}")
+            warn!(route, service, instance, request_id, reason, "{e}")
         }
         GatewayError::NoInstance { .. } | GatewayError::Timeout { .. } => {
-            warn!(route, service, instance, %request_id, "{e}")
+            warn!(route, service, instance, request_id, "{e}")
         }
-        _ => debug!(route, service, %request_id, error = %e, "request refused"),
+        _ => debug!(route, service, request_id, error = %e, "request refused"),
     }
+}
+
+/// A request ID as log text: always visible ASCII ([`request_id::is_sane`]).
+fn id_text(id: &http::HeaderValue) -> &str {
+    id.to_str().unwrap_or("-")
 }
 
 fn into_downstream(resp: Response<PooledBody>, cookie: Option<http::HeaderValue>) -> Response<ResponseBody> {

@@ -123,11 +123,18 @@ fn json_lines_name_every_request_and_ids_go_everywhere() {
     assert_eq!((lines[&empty]["status"].as_u64(), lines[&empty]["service"].as_str()), (Some(503), Some("empty")));
     assert!(lines[&empty]["instance"].is_null());
 
-    // The 502 is logged once, at WARN, with route, service, instance and ID.
-    let warned: Vec<String> = gw.proc.logs().into_iter().filter(|l| l.contains("dead-1")).collect();
-    assert_eq!(warned.len(), 1, "{warned:#?}");
-    let w = &warned[0];
-    assert!(w.contains("WARN") && w.contains("/dead") && w.contains(last), "{w}");
+    // The 502 is logged once, at WARN, with route, service, instance and ID; the earlier attempt
+    // (its instance ejected) has its own line.
+    let (attempts, failures): (Vec<String>, Vec<String>) = gw
+        .proc
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("request_id=dead-1"))
+        .partition(|l| l.contains("trying another instance"));
+    assert_eq!((attempts.len(), failures.len()), (1, 1), "{attempts:#?} {failures:#?}");
+    let w = &failures[0];
+    assert!(w.contains("WARN") && w.contains("route=\"/dead\"") && w.contains(last), "{w}");
+    assert!(!attempts[0].contains(last), "the earlier attempt went to the other instance: {attempts:#?}");
 }
 
 #[test]

@@ -38,33 +38,48 @@ fn next_u64() -> u64 {
     })
 }
 
+/// Each byte's two lowercase hex digits.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
 /// A new ID: 32 lowercase hex digits (128 random bits).
 pub fn generate() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
-    for (half, bits) in out.chunks_exact_mut(16).zip([next_u64(), next_u64()]) {
-        for (i, b) in half.iter_mut().enumerate() {
-            *b = HEX[((bits >> (60 - 4 * i)) & 0xf) as usize];
-        }
+    let bytes = next_u64().to_be_bytes().into_iter().chain(next_u64().to_be_bytes());
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
     }
     // One allocation, holding the digits and a reference count: the value is cloned into the
     // instance's request, the client's response and the log record without copies.
     HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(out)).expect("hex digits are a valid header value")
 }
 
-/// The request's ID: the client's `X-Request-Id` when it is sane, else a new one, which then
-/// replaces the client's in `headers` (so the instance gets it). A client's ID that is refused
-/// is logged at debug.
-pub fn take_or_make(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&X_REQUEST_ID) {
-        if is_sane(v) {
-            return v.clone();
-        }
-        tracing::debug!(len = v.len(), "client's X-Request-Id is not visible ASCII of at most 200 bytes; replaced");
+/// The request's ID from the client's headers: its `X-Request-Id` when that is sane, else a new
+/// one. A client's ID that is refused is logged at debug. (The request path settles the ID while
+/// copying the headers for the instance, [`crate::proxy`]; this is for a request that went to
+/// none.)
+pub fn of_client(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(&X_REQUEST_ID) {
+        Some(v) => keep_or_replace(v),
+        None => generate(),
     }
-    let id = generate();
-    headers.insert(X_REQUEST_ID.clone(), id.clone());
-    id
+}
+
+/// A client's ID if it is sane, else a new one (and a debug line).
+pub fn keep_or_replace(client: &HeaderValue) -> HeaderValue {
+    if is_sane(client) {
+        return client.clone();
+    }
+    tracing::debug!(len = client.len(), "client's X-Request-Id is not visible ASCII of at most 200 bytes; replaced");
+    generate()
 }
 
 #[cfg(test)]
@@ -100,16 +115,9 @@ mod tests {
     fn a_sane_client_id_is_kept_and_a_bad_one_replaced() {
         let mut h = HeaderMap::new();
         h.insert(&X_REQUEST_ID, HeaderValue::from_static("client-1"));
-        assert_eq!(take_or_make(&mut h), "client-1");
-        assert_eq!(h[&X_REQUEST_ID], "client-1");
-
-        let mut h = HeaderMap::new();
+        assert_eq!(of_client(&h), "client-1");
         h.insert(&X_REQUEST_ID, HeaderValue::from_static("two words"));
-        let id = take_or_make(&mut h);
-        assert_eq!((id.len(), &h[&X_REQUEST_ID]), (32, &id), "replaced, and the instance gets the new one");
-
-        let mut h = HeaderMap::new();
-        let id = take_or_make(&mut h);
-        assert_eq!(h.get(&X_REQUEST_ID), Some(&id), "added when absent");
+        assert_eq!(of_client(&h).len(), 32, "replaced");
+        assert_eq!(of_client(&HeaderMap::new()).len(), 32, "made when absent");
     }
 }
