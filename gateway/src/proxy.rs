@@ -420,7 +420,7 @@ impl Proxy {
                         upstream_failed(format!("{}: {detail} ({why})", endpoint.authority)),
                     ));
                 }
-                debug!(service, instance = %endpoint.authority, request_id = trail.request_id.as_ref().map(id_text), error = error.detail(), "reused connection failed; again on a new one");
+                debug!(service, instance = %endpoint.authority, request_id = %trail.request_id.as_ref().map_or("-", id_text), error = error.detail(), "reused connection failed; again on a new one");
                 self.metrics.retry(service, RetryReason::ReusedConnectionClosed);
                 trail.retries += 1;
                 reuse = false;
@@ -434,7 +434,7 @@ impl Proxy {
             if attempts >= MAX_ATTEMPTS.min(candidates.len()) {
                 return Err(upstream_failed(format!("{what} ({}): {detail}", endpoint.authority)));
             }
-            warn!(service, instance = %endpoint.authority, request_id = trail.request_id.as_ref().map(id_text), error = detail, "{what}; trying another instance");
+            warn!(service, instance = %endpoint.authority, request_id = %trail.request_id.as_ref().map_or("-", id_text), error = detail, "{what}; trying another instance");
             self.metrics.retry(service, reason);
             trail.retries += 1;
         }
@@ -489,12 +489,12 @@ fn failed(e: &GatewayError, trail: &Trail, id: &http::HeaderValue) {
     let service = e.service();
     match e {
         GatewayError::Upstream { reason, .. } | GatewayError::DiscoveryUnavailable { reason, .. } => {
-            warn!(route, service, instance, request_id, reason, "{e}")
+            warn!(route, service, instance, %request_id, reason, "{e}")
         }
         GatewayError::NoInstance { .. } | GatewayError::Timeout { .. } => {
-            warn!(route, service, instance, request_id, "{e}")
+            warn!(route, service, instance, %request_id, "{e}")
         }
-        _ => debug!(route, service, request_id, error = %e, "request refused"),
+        _ => debug!(route, service, %request_id, error = %e, "request refused"),
     }
 }
 

@@ -123,16 +123,15 @@ impl Observed {
     }
 
     fn finish(&mut self) {
-        let Some(d) = self.done.take() else { return };
-        let d = *d;
+        let Some(mut d) = self.done.take() else { return };
         let duration = d.start.elapsed();
         let labels = d.trail.route.as_ref().map(|r| &r.labels);
         d.proxy.metrics.request_done(labels, &d.method, d.status, duration);
-        let (Some(log), Some(access)) = (d.log, d.proxy.access.as_ref()) else { return };
+        let (Some(log), Some(access)) = (d.log.take(), d.proxy.access.as_ref()) else { return };
         access.log(Record {
             time: SystemTime::now(),
             client: log.client,
-            method: d.method,
+            method: d.method.clone(),
             path: log.path,
             version: log.version,
             status: d.status,
@@ -141,9 +140,9 @@ impl Observed {
             duration,
             route: labels.map(|l| l.route.clone()),
             service: labels.map(|l| l.service.clone()),
-            instance: d.trail.instance,
+            instance: d.trail.instance.take(),
             retries: d.trail.retries,
-            request_id: d.request_id,
+            request_id: d.request_id.clone(),
         });
     }
 }
