@@ -166,14 +166,14 @@ impl Proxy {
         let start = Instant::now();
         let method = req.method().clone();
         let log = self.access.is_some().then(|| {
-            Box::new(Pending {
+            Arc::new(Pending {
                 client: peer,
                 path: req.uri().path_and_query().cloned(),
                 version: req.version(),
-                bytes_in: Arc::new(AtomicU64::new(0)),
+                bytes_in: AtomicU64::new(0),
             })
         });
-        let req = req.map(|b| Counted::new(b, log.as_ref().map(|l| l.bytes_in.clone())));
+        let req = req.map(|b| Counted::new(b, log.clone()));
         let mut trail = Trail::default();
         let (resp, id) = self.answer(req, peer, tls, &mut trail).await;
         let status = resp.status().as_u16();

@@ -36,15 +36,16 @@ pub struct Trail {
     pub request_id: Option<HeaderValue>,
 }
 
-/// A request body that counts the bytes read from the client, when the access log wants them.
+/// A request body that counts the bytes read from the client (into the access log's share of
+/// the record, shared with the response's [`Observed`]), when the access log wants them.
 pub struct Counted<B> {
     inner: B,
-    count: Option<Arc<AtomicU64>>,
+    count: Option<Arc<Pending>>,
 }
 
 impl<B> Counted<B> {
     /// `inner`, counted into `count` if any.
-    pub fn new(inner: B, count: Option<Arc<AtomicU64>>) -> Self {
+    pub fn new(inner: B, count: Option<Arc<Pending>>) -> Self {
         Self { inner, count }
     }
 }
@@ -57,7 +58,7 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let (Some(count), Poll::Ready(Some(Ok(frame)))) = (&self.count, &polled) {
             if let Some(data) = frame.data_ref() {
-                count.fetch_add(data.len() as u64, Ordering::Relaxed);
+                count.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
             }
         }
         polled
@@ -81,7 +82,7 @@ pub struct Pending {
     /// The client's HTTP version.
     pub version: Version,
     /// Request body bytes read so far.
-    pub bytes_in: Arc<AtomicU64>,
+    pub bytes_in: AtomicU64,
 }
 
 /// A response body on its way to the client; when it ends or is dropped, the request is counted
@@ -102,7 +103,7 @@ struct Done {
     trail: Trail,
     request_id: HeaderValue,
     bytes_out: u64,
-    log: Option<Box<Pending>>,
+    log: Option<Arc<Pending>>,
 }
 
 impl Observed {
@@ -116,7 +117,7 @@ impl Observed {
         status: u16,
         trail: Trail,
         request_id: HeaderValue,
-        log: Option<Box<Pending>>,
+        log: Option<Arc<Pending>>,
     ) -> Self {
         let done = Done { proxy, start, method, status, trail, request_id, bytes_out: 0, log };
         Self { inner, done: Some(Box::new(done)) }
@@ -132,7 +133,7 @@ impl Observed {
             time: SystemTime::now(),
             client: log.client,
             method: d.method.clone(),
-            path: log.path,
+            path: log.path.clone(),
             version: log.version,
             status: d.status,
             bytes_in: log.bytes_in.load(Ordering::Relaxed),

@@ -62,65 +62,130 @@ pub fn escape(s: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// Appends `n` in decimal (no formatting machinery: this runs for several fields per line).
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Appends a duration in seconds with 6 decimals (`0.001500`).
+fn push_seconds(out: &mut Vec<u8>, d: std::time::Duration) {
+    push_u64(out, d.as_secs());
+    out.push(b'.');
+    let micros = u64::from(d.subsec_micros());
+    let mut digits = [b'0'; 6];
+    let mut m = micros;
+    for slot in digits.iter_mut().rev() {
+        *slot = b'0' + (m % 10) as u8;
+        m /= 10;
+    }
+    out.extend_from_slice(&digits);
+}
+
+/// Appends `address:port` (IPv6 as `[address]:port`).
+fn push_addr(out: &mut Vec<u8>, a: std::net::SocketAddr) {
+    match a {
+        std::net::SocketAddr::V4(v4) => {
+            for (i, o) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(o));
+            }
+        }
+        std::net::SocketAddr::V6(v6) => {
+            let _ = write!(out, "[{}]", v6.ip());
+        }
+    }
+    out.push(b':');
+    push_u64(out, u64::from(a.port()));
+}
+
 fn text(r: &Record, out: &mut Vec<u8>) {
     let _ = write!(out, "{} ", time(r));
     match r.client {
-        Some(c) => {
-            let _ = write!(out, "{c}");
-        }
+        Some(c) => push_addr(out, c),
         None => out.push(b'-'),
     }
     out.extend_from_slice(b" \"");
     escape(r.method.as_str().as_bytes(), out);
     out.push(b' ');
     escape(r.path.as_ref().map_or("-", |p| p.as_str()).as_bytes(), out);
-    let _ = write!(
-        out,
-        " {}\" {} {} {} {:.6} route=",
-        protocol(r.version),
-        r.status,
-        r.bytes_in,
-        r.bytes_out,
-        r.duration.as_secs_f64()
-    );
+    out.push(b' ');
+    out.extend_from_slice(protocol(r.version).as_bytes());
+    out.extend_from_slice(b"\" ");
+    push_u64(out, u64::from(r.status));
+    out.push(b' ');
+    push_u64(out, r.bytes_in);
+    out.push(b' ');
+    push_u64(out, r.bytes_out);
+    out.push(b' ');
+    push_seconds(out, r.duration);
+    out.extend_from_slice(b" route=");
     escape(r.route.as_deref().unwrap_or("-").as_bytes(), out);
     out.extend_from_slice(b" service=");
     escape(r.service.as_deref().unwrap_or("-").as_bytes(), out);
     out.extend_from_slice(b" instance=");
     escape(r.instance.as_ref().map_or("-", |a| a.as_str()).as_bytes(), out);
-    let _ = write!(out, " retries={} request_id=", r.retries);
+    out.extend_from_slice(b" retries=");
+    push_u64(out, u64::from(r.retries));
+    out.extend_from_slice(b" request_id=");
     escape(r.request_id.as_bytes(), out);
     out.push(b'\n');
 }
 
-fn json(r: &Record, out: &mut Vec<u8>) {
-    let string = |out: &mut Vec<u8>, s: Option<&str>| match s {
+/// Appends `s` as a JSON string, or `null`.
+fn json_string(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
         Some(s) => {
             let _ = serde_json::to_writer(&mut *out, s);
         }
         None => out.extend_from_slice(b"null"),
-    };
+    }
+}
+
+fn json(r: &Record, out: &mut Vec<u8>) {
     let _ = write!(out, "{{\"time\":\"{}\",\"client\":", time(r));
-    string(out, r.client.map(|c| c.to_string()).as_deref());
+    match r.client {
+        Some(c) => {
+            out.push(b'"');
+            push_addr(out, c);
+            out.push(b'"');
+        }
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b",\"method\":");
-    string(out, Some(r.method.as_str()));
+    json_string(out, Some(r.method.as_str()));
     out.extend_from_slice(b",\"path\":");
-    string(out, r.path.as_ref().map(|p| p.as_str()));
-    let _ = write!(
-        out,
-        ",\"protocol\":\"{}\",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"duration_seconds\":{:.6},\"route\":",
-        protocol(r.version),
-        r.status,
-        r.bytes_in,
-        r.bytes_out,
-        r.duration.as_secs_f64()
-    );
-    string(out, r.route.as_deref());
+    json_string(out, r.path.as_ref().map(|p| p.as_str()));
+    out.extend_from_slice(b",\"protocol\":\"");
+    out.extend_from_slice(protocol(r.version).as_bytes());
+    out.extend_from_slice(b"\",\"status\":");
+    push_u64(out, u64::from(r.status));
+    out.extend_from_slice(b",\"bytes_in\":");
+    push_u64(out, r.bytes_in);
+    out.extend_from_slice(b",\"bytes_out\":");
+    push_u64(out, r.bytes_out);
+    out.extend_from_slice(b",\"duration_seconds\":");
+    push_seconds(out, r.duration);
+    out.extend_from_slice(b",\"route\":");
+    json_string(out, r.route.as_deref());
     out.extend_from_slice(b",\"service\":");
-    string(out, r.service.as_deref());
+    json_string(out, r.service.as_deref());
     out.extend_from_slice(b",\"instance\":");
-    string(out, r.instance.as_ref().map(|a| a.as_str()));
-    let _ = write!(out, ",\"retries\":{},\"request_id\":", r.retries);
-    string(out, Some(&String::from_utf8_lossy(r.request_id.as_bytes())));
+    json_string(out, r.instance.as_ref().map(|a| a.as_str()));
+    out.extend_from_slice(b",\"retries\":");
+    push_u64(out, u64::from(r.retries));
+    out.extend_from_slice(b",\"request_id\":");
+    json_string(out, Some(r.request_id.to_str().unwrap_or("-")));
     out.extend_from_slice(b"}\n");
 }

@@ -67,6 +67,12 @@ fn a_json_line_is_one_object_with_typed_fields() {
     let none = Record { route: None, service: None, instance: None, client: None, ..record() };
     let v: serde_json::Value = serde_json::from_str(&line(Format::Json, &none)).unwrap();
     assert!(v["route"].is_null() && v["service"].is_null() && v["instance"].is_null() && v["client"].is_null());
+
+    let v6 =
+        Record { client: Some("[::1]:8080".parse().unwrap()), duration: Duration::from_millis(62_500), ..record() };
+    let v: serde_json::Value = serde_json::from_str(&line(Format::Json, &v6)).unwrap();
+    assert_eq!((v["client"].as_str(), v["duration_seconds"].as_f64()), (Some("[::1]:8080"), Some(62.5)));
+    assert!(line(Format::Text, &v6).contains(" [::1]:8080 \"GET ") && line(Format::Text, &v6).contains(" 62.500000 "));
 }
 
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
