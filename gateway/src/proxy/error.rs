@@ -1,7 +1,7 @@
 //! The gateway's errors, each with its HTTP status and a JSON body that says what failed without
-//! leaking internals: `{"error": "...", "service": "...", "request_id": "..."}`, or
-//! `{"error": "no route", "path": "...", "request_id": "..."}` when no route matches. The request
-//! ID ([`crate::observe::request_id`]) is the one the log line of the failure carries.
+//! leaking internals: `{"error": "...", "service": "..."}`, or `{"error": "no route", "path": "..."}`
+//! when no route matches. A 5xx (the gateway's own failure) also carries `"request_id"`: the ID
+//! ([`crate::observe::request_id`]) its WARN line carries.
 //!
 //! A gRPC client gets them as gRPC statuses instead ([`GatewayError::into_grpc_response`]): a
 //! "Trailers-Only" answer (HTTP 200, `content-type: application/grpc`, `grpc-status` and
@@ -142,7 +142,7 @@ fn percent_encode(text: &str) -> String {
 }
 
 impl GatewayError {
-    /// The answer to a client: JSON with `request_id` in the body, or for a gRPC client
+    /// The answer to a client: JSON (with `request_id` for a 5xx), or for a gRPC client
     /// ([`GatewayError::into_grpc_response`]) a gRPC status (the ID goes in `X-Request-Id`, which
     /// the proxy sets on every response).
     pub fn respond(self, grpc: bool, request_id: &HeaderValue) -> Response {
@@ -160,7 +160,9 @@ impl GatewayError {
             }
             _ => serde_json::json!({ "error": self.to_string(), "service": self.service() }),
         };
-        if let Some(id) = request_id {
+        // The gateway's own failures (5xx) are the ones to correlate with its log; a refusal
+        // (404, 400) keeps its body as it was, the ID being in `X-Request-Id` anyway.
+        if let Some(id) = request_id.filter(|_| self.status().is_server_error()) {
             body["request_id"] = String::from_utf8_lossy(id.as_bytes()).into();
         }
         let mut resp = (self.status(), body.to_string()).into_response();
@@ -237,6 +239,9 @@ mod tests {
         assert_eq!((v["request_id"].as_str(), v["service"].as_str()), (Some("req-7"), Some("x")));
         let grpc = GatewayError::Timeout { service: "g".into() }.respond(true, &id);
         assert_eq!(grpc.headers()["grpc-status"], "14");
+        let body = GatewayError::NoRoute { path: "/x".into() }.respond(false, &id).into_body();
+        let v: serde_json::Value = serde_json::from_slice(&body.collect().await.unwrap().to_bytes()).unwrap();
+        assert!(v.get("request_id").is_none(), "a refusal's body is unchanged: {v}");
     }
 
     #[tokio::test]
