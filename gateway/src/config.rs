@@ -9,6 +9,7 @@ use common::LogFormat;
 use consul::{Consistency, ConsulAddr, HealthStatuses, View};
 
 use crate::discovery::tag::TagRules;
+use crate::observe::access;
 use crate::proxy::upstream::Timeouts;
 
 /// Routes requests to the live instances of Consul services: by the routes services declare in
@@ -127,6 +128,26 @@ pub struct Args {
     /// Log format on stderr (the watcher logs in the same format).
     #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// One line per request (README, "Access log and request IDs"): `off`, `text` or `json`, to
+    /// stdout or to --access-log-file. Lines that find the writer's queue full are dropped and
+    /// counted, never waited for.
+    #[arg(long, env = "GATEWAY_ACCESS_LOG", value_enum, default_value_t = AccessLogMode::Off, value_name = "FORMAT")]
+    pub access_log: AccessLogMode,
+    /// Write the access log to this file (appended to; reopened by name on SIGHUP, for
+    /// logrotate) instead of stdout.
+    #[arg(long, env = "GATEWAY_ACCESS_LOG_FILE", value_name = "PATH")]
+    pub access_log_file: Option<PathBuf>,
+}
+
+/// `--access-log`: off, or a line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessLogMode {
+    /// No access log.
+    Off,
+    /// Space-separated text lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// A validated configuration: only checked values.
@@ -168,6 +189,8 @@ pub struct Config {
     pub tls: Option<crate::tls::Source>,
     /// The plain listener redirecting to https, if any (TLS is then on).
     pub redirect_http: Option<SocketAddr>,
+    /// The access log's format and destination; `None`: off.
+    pub access_log: Option<(access::Format, access::Destination)>,
 }
 
 /// Why a configuration is refused.
@@ -202,6 +225,9 @@ pub enum ConfigError {
     /// `--redirect-http` without TLS, or on an address already used.
     #[error("--redirect-http needs TLS (--tls-cert/--tls-key or --tls-dir) and an address of its own")]
     Redirect,
+    /// `--access-log-file` with the access log off.
+    #[error("--access-log-file needs --access-log text or json")]
+    AccessLogFile,
     /// The watcher executable cannot be located.
     #[error("cannot locate the gateway executable (to find the watcher next to it): {0}")]
     WatcherBin(#[source] std::io::Error),
@@ -277,6 +303,16 @@ impl Config {
                 return Err(ConfigError::Redirect);
             }
         }
+        let to = match args.access_log_file.clone() {
+            Some(p) => access::Destination::File(p),
+            None => access::Destination::Stdout,
+        };
+        let access_log = match args.access_log {
+            AccessLogMode::Off if args.access_log_file.is_some() => return Err(ConfigError::AccessLogFile),
+            AccessLogMode::Off => None,
+            AccessLogMode::Text => Some((access::Format::Text, to)),
+            AccessLogMode::Json => Some((access::Format::Json, to)),
+        };
         let view = if args.catalog { View::Catalog } else { View::Health(args.health_status) };
         if args.catalog && args.health_status != HealthStatuses::PASSING {
             tracing::warn!(health_status = %args.health_status, "--health-status has no effect with --catalog (every registered instance is routed)");
@@ -300,6 +336,7 @@ impl Config {
             log_format: args.log_format,
             tls,
             redirect_http: args.redirect_http,
+            access_log,
         })
     }
 }
@@ -383,6 +420,19 @@ mod tests {
             let e = parse(&["--health-status", bad, "--watcher-bin", "w"]).unwrap_err();
             assert!(e.contains("--health-status"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn the_access_log_is_off_by_default_and_its_file_needs_a_format() {
+        use crate::observe::access::{Destination, Format};
+        assert_eq!(parse(&["--watcher-bin", "w"]).unwrap().access_log, None);
+        let c = parse(&["--access-log", "json", "--watcher-bin", "w"]).unwrap();
+        assert_eq!(c.access_log, Some((Format::Json, Destination::Stdout)));
+        let c = parse(&["--access-log", "text", "--access-log-file", "/var/log/a.log", "--watcher-bin", "w"]).unwrap();
+        assert_eq!(c.access_log, Some((Format::Text, Destination::File("/var/log/a.log".into()))));
+        let e = parse(&["--access-log-file", "a.log", "--watcher-bin", "w"]).unwrap_err();
+        assert!(e.contains("--access-log"), "{e}");
+        assert!(parse(&["--access-log", "xml", "--watcher-bin", "w"]).is_err());
     }
 
     #[test]

@@ -31,12 +31,19 @@
 //! `101` answer goes back to the client and the two connections are joined into a tunnel
 //! ([`tunnel`]); any other answer is an ordinary response. Responses are streamed: each chunk the
 //! instance writes is passed on as it arrives (server-sent events, long polls).
+//!
+//! Every request has an ID ([`crate::observe::request_id`]): the client's `X-Request-Id` when it
+//! is sane, else a new one, passed to the instance and returned on every response, the
+//! gateway's own included. A request the gateway fails itself (a 5xx of its own) is logged once,
+//! at WARN, with its route, service, last instance tried and ID, which its JSON body carries too.
+//! Each request is counted and timed, and logged to the access log if that is on, when its
+//! response body ends ([`observed`]).
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use axum::response::IntoResponse;
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -45,9 +52,13 @@ use hyper::body::Body;
 use hyper::upgrade::OnUpgrade;
 use tracing::{debug, warn};
 
+use crate::discovery::routes::Route;
 use crate::discovery::services::Services;
 use crate::discovery::tag::{Protocol, Redirect};
-use crate::observe::metrics::Metrics;
+use crate::observe::access::AccessLog;
+use crate::observe::metrics::{Metrics, Open, RetryReason};
+use crate::observe::request_id::{self, X_REQUEST_ID};
+use observed::{Counted, Observed, Pending, Trail};
 use upstream::{BoxError, Failed, PooledBody, RequestBody, Timeouts};
 
 pub mod balancer;
@@ -56,6 +67,7 @@ pub mod error;
 mod headers;
 pub mod idle;
 pub mod listener;
+pub mod observed;
 pub mod rewrite;
 pub mod sniff;
 pub mod split;
@@ -88,6 +100,8 @@ pub struct Proxy {
     pub tunnel_idle_timeout: Duration,
     /// Request counts and durations, retries, ejections, open connections.
     pub metrics: Arc<Metrics>,
+    /// Where finished requests are logged; `None`: the access log is off.
+    pub access: Option<Arc<AccessLog>>,
 }
 
 /// A request body that may be sent more than once.
@@ -121,51 +135,100 @@ impl Proxy {
     /// Answers one client request that came over plain TCP: [`Proxy::serve_from`].
     pub async fn serve<B>(&self, req: Request<B>, peer: Option<SocketAddr>) -> Response<ResponseBody>
     where
-        B: Body<Data = Bytes> + Send + 'static,
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
         self.serve_from(req, peer, false).await
     }
 
-    /// Answers one client request: the instance's response, or a JSON error (a gRPC status for a
-    /// gRPC request, [`GatewayError::into_grpc_response`]). `peer` is the
-    /// client's address, for `X-Forwarded-For` and address-sticky splits; `tls` says whether the
-    /// client came over TLS (`X-Forwarded-Proto: https`).
+    /// Answers one client request, unmeasured ([`Proxy::handle`] is the listener's measured
+    /// way): the instance's response, or a JSON error (a gRPC status for a gRPC request,
+    /// [`GatewayError::respond`]), with the request's `X-Request-Id`. `peer` is the client's
+    /// address, for `X-Forwarded-For` and address-sticky splits; `tls` says whether the client
+    /// came over TLS (`X-Forwarded-Proto: https`).
     pub async fn serve_from<B>(&self, req: Request<B>, peer: Option<SocketAddr>, tls: bool) -> Response<ResponseBody>
     where
-        B: Body<Data = Bytes> + Send + 'static,
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        // gRPC runs over HTTP/2 only: an HTTP/1.1 request pays a version compare.
-        let grpc = req.version() == http::Version::HTTP_2 && headers::is_grpc(req.headers());
-        match self.route(req, peer, tls, grpc).await {
-            Ok(resp) => resp,
-            Err(e) => {
-                match &e {
-                    GatewayError::Upstream { service, reason } => warn!(service, reason, "upstream failed"),
-                    GatewayError::DiscoveryUnavailable { service, reason } => {
-                        warn!(service, reason, "no instances known")
-                    }
-                    GatewayError::Timeout { service } => warn!(service, "upstream timed out"),
-                    _ => debug!(error = %e, "request refused"),
-                }
-                if grpc { e.into_grpc_response() } else { e.into_response() }.map(Either::Right)
-            }
-        }
+        let req = req.map(|b| Counted::new(b, None));
+        self.answer(req, peer, tls, &mut Trail::default()).await.0
     }
 
+    /// Answers one client request as [`Proxy::serve_from`] does, and measures it: when the
+    /// response body ends (or is dropped) the request is counted in the metrics and, if the
+    /// access log is on, logged ([`observed`]). The clock starts here, as the head has arrived.
+    pub async fn handle<B>(self: Arc<Self>, req: Request<B>, peer: Option<SocketAddr>, tls: bool) -> Response<Observed>
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let start = Instant::now();
+        let method = req.method().clone();
+        let log = self.access.is_some().then(|| {
+            Arc::new(Pending {
+                client: peer,
+                path: req.uri().path_and_query().cloned(),
+                version: req.version(),
+                bytes_in: AtomicU64::new(0),
+            })
+        });
+        let req = req.map(|b| Counted::new(b, log.clone()));
+        let mut trail = Trail::default();
+        let (resp, id) = self.answer(req, peer, tls, &mut trail).await;
+        let status = resp.status().as_u16();
+        let (parts, body) = resp.into_parts();
+        let body = Observed::new(body, self, start, method, status, trail, id, log);
+        Response::from_parts(parts, body)
+    }
+
+    /// The answer and the request's ID (also in the answer's `X-Request-Id`). A failure is
+    /// logged here, once: at WARN for the gateway's own 5xx, at debug for a refusal.
+    ///
+    /// The ID is settled while the instance's request headers are copied
+    /// ([`headers::upstream_headers`]): the client's headers are read once, and never grown.
+    /// A request that goes to no instance gets it here.
+    async fn answer<B>(
+        &self,
+        req: Request<Counted<B>>,
+        peer: Option<SocketAddr>,
+        tls: bool,
+        trail: &mut Trail,
+    ) -> (Response<ResponseBody>, http::HeaderValue)
+    where
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (mut parts, body) = req.into_parts();
+        // gRPC runs over HTTP/2 only: an HTTP/1.1 request pays a version compare.
+        let grpc = parts.version == http::Version::HTTP_2 && headers::is_grpc(&parts.headers);
+        let result = self.route(&mut parts, body, peer, tls, grpc, trail).await;
+        let id = trail.request_id.take().unwrap_or_else(|| request_id::of_client(&parts.headers));
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                failed(&e, trail, &id);
+                e.respond(grpc, &id).map(Either::Right)
+            }
+        };
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());
+        (resp, id)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn route<B>(
         &self,
-        req: Request<B>,
+        parts: &mut http::request::Parts,
+        body: B,
         peer: Option<SocketAddr>,
         tls: bool,
         grpc: bool,
+        trail: &mut Trail,
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let (mut parts, body) = req.into_parts();
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         // An absolute-form request's authority wins over its Host header (RFC 9112 §3.2.2), for
         // matching and for what is forwarded; it is rare, so its header value is made on demand.
@@ -179,6 +242,7 @@ impl Proxy {
         let Some(route) = route else {
             return Err(GatewayError::NoRoute { path: parts.uri.path().to_string() });
         };
+        let route: &Route = trail.route.insert(route);
         let service = route.service.as_str();
         if let Some(redirect) = route.spec.as_ref().and_then(|s| s.redirect.as_ref()) {
             return Ok(redirect_response(redirect, path_and_query));
@@ -195,11 +259,11 @@ impl Proxy {
             return Err(GatewayError::NoRoute { path: parts.uri.path().to_string() });
         };
         let route_h2 = choice.protocol == Protocol::H2c;
-        let (candidates, cookie) = split::choose(&route, choice, &parts.headers, peer);
+        let (candidates, cookie) = split::choose(route, choice, &parts.headers, peer);
         if candidates.is_empty() {
             return Err(no_instance());
         }
-        let (rest, stripped) = rewrite::upstream_path(&route, path_and_query);
+        let (rest, stripped) = rewrite::upstream_path(route, path_and_query);
         let prefix = if stripped { route.forwarded_prefix.as_ref() } else { None };
         let uri = Uri::try_from(rest)
             .map_err(|e| GatewayError::BadRequest { service: service.to_string(), reason: e.to_string() })?;
@@ -213,7 +277,7 @@ impl Proxy {
         };
         let upgrade = client_upgrade.is_some();
         let mut body = self.replayable(service, body).await?;
-        let deadline = tokio::time::Instant::now() + self.response_wait(&parts);
+        let deadline = tokio::time::Instant::now() + self.response_wait(parts);
         let upstream_failed = |reason: String| GatewayError::Upstream { service: service.to_string(), reason };
         let mut tried = [0usize; MAX_ATTEMPTS];
         let mut attempts = 0;
@@ -223,21 +287,31 @@ impl Proxy {
             };
             tried[attempts] = i;
             attempts += 1;
-            let host = rewrite::upstream_host(&route, &endpoint.host, client_host);
+            // Kept for the access log; a failure notes its instance itself (`at`): the clone
+            // touches a reference count every worker shares.
+            if self.access.is_some() {
+                trail.instance = Some(endpoint.authority.clone());
+            }
+            let host = rewrite::upstream_host(route, &endpoint.host, client_host);
             // Fixed when the set was built: the route's `proto=`, or the instance's metadata.
             let h2 = route_h2 || endpoint.protocol == Protocol::H2c;
             // A pooled connection first; after a failure on one, a new connection.
             let mut reuse = true;
             let error = loop {
                 let Some(req_body) = body.next() else {
-                    return Err(upstream_failed("connection failed and the streamed body cannot be resent".into()));
+                    return Err(at(
+                        &mut trail.instance,
+                        endpoint,
+                        upstream_failed("connection failed and the streamed body cannot be resent".into()),
+                    ));
                 };
                 // Built per attempt from the client's headers: one copy each, and none kept for
                 // a retry that rarely comes.
                 let mut upstream = Request::new(req_body);
                 *upstream.method_mut() = parts.method.clone();
                 *upstream.uri_mut() = uri.clone();
-                *upstream.headers_mut() = upstream_headers(&parts.headers, &parts.uri, peer, host, prefix);
+                *upstream.headers_mut() =
+                    upstream_headers(&parts.headers, &parts.uri, peer, host, prefix, &mut trail.request_id);
                 if tls {
                     headers::forwarded_https(upstream.headers_mut());
                 }
@@ -249,7 +323,12 @@ impl Proxy {
                 let sent = if upgrade {
                     headers::add_upgrade(&parts.headers, upstream.headers_mut());
                     let connect = self.timeouts.connect;
-                    Which::Left(Which::Left(Box::pin(upstream::upgrade::send(&endpoint.pool, upstream, connect))))
+                    Which::Left(Which::Left(Box::pin(upstream::upgrade::send(
+                        &endpoint.pool,
+                        upstream,
+                        connect,
+                        &self.metrics,
+                    ))))
                 } else if h2 {
                     upstream::h2::into_h2(&mut upstream, &endpoint.authority, headers::te_trailers(&parts.headers));
                     Which::Left(Which::Right(Box::pin(upstream::h2::send(
@@ -257,16 +336,25 @@ impl Proxy {
                         upstream,
                         self.timeouts,
                         reuse,
+                        &self.metrics,
                     ))))
                 } else {
-                    Which::Right(upstream::send(&endpoint.pool, upstream, self.timeouts, reuse))
+                    Which::Right(upstream::send(&endpoint.pool, upstream, self.timeouts, reuse, &self.metrics))
                 };
                 let Failed { error, unsent, reused } = match tokio::time::timeout_at(deadline, sent).await {
-                    Err(_) => return Err(GatewayError::Timeout { service: service.to_string() }),
+                    Err(_) => {
+                        return Err(at(
+                            &mut trail.instance,
+                            endpoint,
+                            GatewayError::Timeout { service: service.to_string() },
+                        ))
+                    }
                     Ok(Ok(resp)) => match client_upgrade.take() {
                         Some(client) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                             let idle = self.tunnel_idle_timeout;
-                            let mut resp = tunnel::relay(client, resp, idle, service, endpoint.authority.as_str());
+                            let open = self.metrics.open(Open::Tunnel);
+                            let mut resp =
+                                tunnel::relay(client, resp, idle, service, endpoint.authority.as_str(), open);
                             if let Some(c) = cookie {
                                 split::set_cookie(resp.headers_mut(), c);
                             }
@@ -277,7 +365,11 @@ impl Proxy {
                         // with it, so it is the instance's failure. Not sent again: it answered.
                         _ if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                             let why = "answered 101 Switching Protocols to a request that asked for no upgrade";
-                            return Err(upstream_failed(format!("{}: {why}", endpoint.authority)));
+                            return Err(at(
+                                &mut trail.instance,
+                                endpoint,
+                                upstream_failed(format!("{}: {why}", endpoint.authority)),
+                            ));
                         }
                         _ => {
                             let mut resp = resp;
@@ -290,6 +382,9 @@ impl Proxy {
                     },
                     Ok(Err(failed)) => failed,
                 };
+                if error.is_connect() {
+                    self.metrics.connect_failure(service);
+                }
                 // Nothing sent, or an HTTP/2 instance says it did not process it: any request
                 // may go again. Sent but unanswered, or answered with garbage on a reused
                 // connection (bytes a previous response left): only an idempotent one.
@@ -297,28 +392,51 @@ impl Proxy {
                 let unanswered = error.closed_before_response() || leftovers;
                 let may_resend = unsent.is_some() || (idempotent && unanswered) || error.unprocessed();
                 if !may_resend {
-                    return Err(upstream_failed(format!("{}: {}", endpoint.authority, error.detail())));
+                    return Err(at(
+                        &mut trail.instance,
+                        endpoint,
+                        upstream_failed(format!("{}: {}", endpoint.authority, error.detail())),
+                    ));
                 }
+                let reason = if error.unprocessed() {
+                    RetryReason::Unprocessed
+                } else if unsent.is_some() {
+                    RetryReason::ConnectFailed
+                } else {
+                    RetryReason::NoResponse
+                };
                 if let Some(req) = unsent {
                     body.put_back(req.into_body());
                 }
                 if !reused {
-                    break error;
+                    break (error, reason);
                 }
                 if !body.can_resend() {
                     let detail = error.detail();
                     let why = "on a reused connection, and the streamed body cannot be sent again";
-                    return Err(upstream_failed(format!("{}: {detail} ({why})", endpoint.authority)));
+                    return Err(at(
+                        &mut trail.instance,
+                        endpoint,
+                        upstream_failed(format!("{}: {detail} ({why})", endpoint.authority)),
+                    ));
                 }
-                debug!(service, instance = %endpoint.authority, error = error.detail(), "reused connection failed; again on a new one");
+                debug!(service, instance = %endpoint.authority, request_id = %trail.request_id.as_ref().map_or("-", id_text), error = error.detail(), "reused connection failed; again on a new one");
+                self.metrics.retry(service, RetryReason::ReusedConnectionClosed);
+                trail.retries += 1;
                 reuse = false;
             };
+            let (error, reason) = error;
             endpoint.eject();
+            self.metrics.ejection(service);
+            trail.instance = Some(endpoint.authority.clone());
             let (what, detail) = (error.summary(), error.detail());
-            warn!(service, instance = %endpoint.authority, error = detail, "{what}; trying another instance");
+            // The last failure is the request's, logged once with it (`failed`).
             if attempts >= MAX_ATTEMPTS.min(candidates.len()) {
                 return Err(upstream_failed(format!("{what} ({}): {detail}", endpoint.authority)));
             }
+            warn!(service, instance = %endpoint.authority, request_id = %trail.request_id.as_ref().map_or("-", id_text), error = detail, "{what}; trying another instance");
+            self.metrics.retry(service, reason);
+            trail.retries += 1;
         }
     }
 
@@ -353,6 +471,36 @@ impl Proxy {
             _ => Ok(Replay::Stream(Some(UnsyncBoxBody::new(body.map_err(Into::into))))),
         }
     }
+}
+
+/// `e`, noting (in a [`Trail`]'s `instance`) that it happened at `endpoint`.
+fn at(instance: &mut Option<http::uri::Authority>, endpoint: &balancer::Endpoint, e: GatewayError) -> GatewayError {
+    *instance = Some(endpoint.authority.clone());
+    e
+}
+
+/// Logs a request the gateway answered with an error of its own, once: a 5xx at WARN with the
+/// route, service, last instance tried and request ID (the JSON body carries the ID too); a
+/// refusal (no route, bad request) at debug.
+fn failed(e: &GatewayError, trail: &Trail, id: &http::HeaderValue) {
+    let request_id = id_text(id);
+    let route = trail.route.as_ref().map(|r| &*r.labels.route);
+    let instance = trail.instance.as_ref().map(|a| a.as_str());
+    let service = e.service();
+    match e {
+        GatewayError::Upstream { reason, .. } | GatewayError::DiscoveryUnavailable { reason, .. } => {
+            warn!(route, service, instance, %request_id, reason, "{e}")
+        }
+        GatewayError::NoInstance { .. } | GatewayError::Timeout { .. } => {
+            warn!(route, service, instance, %request_id, "{e}")
+        }
+        _ => debug!(route, service, %request_id, error = %e, "request refused"),
+    }
+}
+
+/// A request ID as log text: always visible ASCII ([`request_id::is_sane`]).
+fn id_text(id: &http::HeaderValue) -> &str {
+    id.to_str().unwrap_or("-")
 }
 
 fn into_downstream(resp: Response<PooledBody>, cookie: Option<http::HeaderValue>) -> Response<ResponseBody> {

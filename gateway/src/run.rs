@@ -2,6 +2,9 @@
 //! services and routes ← socket ← supervised watcher; public listener (TLS, certificates reloaded
 //! on change) → proxy; plain redirecting listener; admin listener → admin.
 //!
+//! The access log, if on, starts before the listeners (a file that cannot be opened stops the
+//! start) and is reopened on SIGHUP.
+//!
 //! Shutdown: stop accepting, let in-flight requests finish within the grace period, stop the
 //! watcher, return.
 
@@ -18,6 +21,7 @@ use crate::discovery::direct::ConsulRead;
 use crate::discovery::services::Services;
 use crate::discovery::socket::Socket;
 use crate::discovery::supervisor::{supervise, WatcherCommand};
+use crate::observe::access::{self, AccessLog};
 use crate::observe::metrics::Metrics;
 use crate::proxy::listener::{self, Front};
 use crate::proxy::workers::{self, Workers};
@@ -64,6 +68,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         services.clone(),
     ));
 
+    // A file that cannot be opened stops the start, with its name.
+    let access = match cfg.access_log.clone() {
+        Some((format, to)) => {
+            let log = AccessLog::start(format, to.clone(), access::QUEUE).context("cannot start the access log")?;
+            info!(?format, to = ?to, "access log on");
+            Some(Arc::new(log))
+        }
+        None => None,
+    };
+    if let Some(log) = &access {
+        tokio::spawn(reopen_on_sighup(log.clone()));
+    }
     let metrics = Arc::new(Metrics::new(workers));
     let proxy = Arc::new(Proxy {
         services: services.clone(),
@@ -72,6 +88,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         max_replay_body: cfg.max_replay_body,
         tunnel_idle_timeout: cfg.tunnel_idle_timeout,
         metrics: metrics.clone(),
+        access,
     });
     info!(
         listen = %public_addr,
@@ -122,6 +139,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let _ = supervisor.await;
     info!("gateway stopped");
     Ok(())
+}
+
+/// Asks the access log to reopen its file at each SIGHUP (logrotate's `create` mode moves the
+/// file, then signals). Ends with the process.
+async fn reopen_on_sighup(log: Arc<AccessLog>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => return warn!(error = %e, "cannot listen for SIGHUP; the access log will not be reopened"),
+    };
+    while hup.recv().await.is_some() {
+        info!("SIGHUP received; reopening the access log");
+        log.reopen();
+    }
 }
 
 /// TLS, loaded and ready: the acceptor for the listener, and what the reload task needs.

@@ -26,6 +26,7 @@ use http::HeaderValue;
 
 use super::services::Slot;
 use super::tag::{Host, RouteSpec, UpstreamHost};
+use crate::observe::metrics::Labels;
 
 /// One route: where it matches and what it does.
 #[derive(Debug)]
@@ -48,6 +49,8 @@ pub struct Route {
     pub fixed_host: Option<HeaderValue>,
     /// The service's current instances.
     pub slot: Arc<Slot>,
+    /// What its requests are counted under (`shown()` and the service), made once.
+    pub labels: Labels,
 }
 
 impl Route {
@@ -76,7 +79,20 @@ impl Route {
             Some(UpstreamHost::Name(n)) => HeaderValue::from_str(n).ok(),
             _ => None,
         };
-        Self { host, path, service: slot.service.clone(), tag, spec, strip, forwarded_prefix, fixed_host, slot }
+        let mut route = Self {
+            host,
+            path,
+            service: slot.service.clone(),
+            tag,
+            spec,
+            strip,
+            forwarded_prefix,
+            fixed_host,
+            slot,
+            labels: Labels { route: Arc::from(""), service: Arc::from("") },
+        };
+        route.labels = Labels { route: route.shown().into(), service: route.service.as_str().into() };
+        route
     }
 
     /// `host/path` as users write it (`api.example.com/v1`, `*.example.com/`, `/billing`).

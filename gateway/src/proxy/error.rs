@@ -1,6 +1,7 @@
 //! The gateway's errors, each with its HTTP status and a JSON body that says what failed without
 //! leaking internals: `{"error": "...", "service": "..."}`, or `{"error": "no route", "path": "..."}`
-//! when no route matches.
+//! when no route matches. A 5xx (the gateway's own failure) also carries `"request_id"`: the ID
+//! ([`crate::observe::request_id`]) its WARN line carries.
 //!
 //! A gRPC client gets them as gRPC statuses instead ([`GatewayError::into_grpc_response`]): a
 //! "Trailers-Only" answer (HTTP 200, `content-type: application/grpc`, `grpc-status` and
@@ -79,7 +80,8 @@ impl GatewayError {
         }
     }
 
-    fn service(&self) -> &str {
+    /// The service it concerns (empty when no route matched).
+    pub fn service(&self) -> &str {
         match self {
             Self::NoRoute { .. } | Self::DotSegment { .. } => "",
             Self::NoInstance { service }
@@ -139,17 +141,40 @@ fn percent_encode(text: &str) -> String {
     out
 }
 
-impl IntoResponse for GatewayError {
-    fn into_response(self) -> Response {
-        let body = match &self {
+impl GatewayError {
+    /// The answer to a client: JSON (with `request_id` for a 5xx), or for a gRPC client
+    /// ([`GatewayError::into_grpc_response`]) a gRPC status (the ID goes in `X-Request-Id`, which
+    /// the proxy sets on every response).
+    pub fn respond(self, grpc: bool, request_id: &HeaderValue) -> Response {
+        if grpc {
+            self.into_grpc_response()
+        } else {
+            self.json(Some(request_id))
+        }
+    }
+
+    fn json(self, request_id: Option<&HeaderValue>) -> Response {
+        let mut body = match &self {
             Self::NoRoute { path } | Self::DotSegment { path } => {
                 serde_json::json!({ "error": self.to_string(), "path": path })
             }
             _ => serde_json::json!({ "error": self.to_string(), "service": self.service() }),
         };
+        // The gateway's own failures (5xx) are the ones to correlate with its log; a refusal
+        // (404, 400) keeps its body as it was, the ID being in `X-Request-Id` anyway.
+        if let Some(id) = request_id.filter(|_| self.status().is_server_error()) {
+            body["request_id"] = String::from_utf8_lossy(id.as_bytes()).into();
+        }
         let mut resp = (self.status(), body.to_string()).into_response();
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp
+    }
+}
+
+impl IntoResponse for GatewayError {
+    /// The JSON answer without a request ID.
+    fn into_response(self) -> Response {
+        self.json(None)
     }
 }
 
@@ -202,6 +227,21 @@ mod tests {
         // grpc-message is percent-encoded (gRPC's PROTOCOL-HTTP2): '%' and anything but printable ASCII.
         let resp = GatewayError::NoRoute { path: "/a%b/é".into() }.into_grpc_response();
         assert_eq!(resp.headers()["grpc-message"], "no route: /a%25b/%C3%A9");
+    }
+
+    #[tokio::test]
+    async fn the_json_body_carries_the_request_id() {
+        let id = HeaderValue::from_static("req-7");
+        let resp = GatewayError::Upstream { service: "x".into(), reason: "r".into() }.respond(false, &id);
+        assert_eq!(resp.status().as_u16(), 502);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!((v["request_id"].as_str(), v["service"].as_str()), (Some("req-7"), Some("x")));
+        let grpc = GatewayError::Timeout { service: "g".into() }.respond(true, &id);
+        assert_eq!(grpc.headers()["grpc-status"], "14");
+        let body = GatewayError::NoRoute { path: "/x".into() }.respond(false, &id).into_body();
+        let v: serde_json::Value = serde_json::from_slice(&body.collect().await.unwrap().to_bytes()).unwrap();
+        assert!(v.get("request_id").is_none(), "a refusal's body is unchanged: {v}");
     }
 
     #[tokio::test]

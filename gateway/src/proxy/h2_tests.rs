@@ -25,6 +25,7 @@ fn proxy(addr: &str, tags: &[&str], meta: Option<&str>, timeout: Duration) -> Pr
         max_replay_body: 1024,
         tunnel_idle_timeout: Duration::from_secs(60),
         metrics: Default::default(),
+        access: None,
     }
 }
 
@@ -157,6 +158,7 @@ async fn a_dead_h2_instance_sends_the_request_to_another() {
         max_replay_body: 1024,
         tunnel_idle_timeout: Duration::from_secs(60),
         metrics: Default::default(),
+        access: None,
     };
     for _ in 0..10 {
         let resp = app.serve(grpc_req("/pkg.Svc/Call"), None).await;

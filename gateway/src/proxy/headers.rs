@@ -13,6 +13,8 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Uri, Version};
 
+use crate::observe::request_id::{self, X_REQUEST_ID};
+
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -162,12 +164,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// of an absolute-form request) becomes `X-Forwarded-Host`; the client's IP is appended to any
 /// `X-Forwarded-For` chain it sent. `X-Forwarded-Prefix` is the prefix the route stripped
 /// (`prefix`), never the client's (as Traefik's strip-prefix middleware sets it).
+///
+/// `X-Request-Id` is `request_id` when it is settled (a retry); else the client's first sane one
+/// ([`request_id::is_sane`]), else a new one, which then settles `request_id`.
 pub fn upstream_headers(
     client: &HeaderMap,
     uri: &Uri,
     peer: Option<SocketAddr>,
     host: &HeaderValue,
     prefix: Option<&HeaderValue>,
+    request_id: &mut Option<HeaderValue>,
 ) -> HeaderMap {
     let named = if names_headers(client) { connection_named(client) } else { Vec::new() };
     let mut out = HeaderMap::with_capacity(client.len() + 4);
@@ -184,6 +190,10 @@ pub fn upstream_headers(
         }
         if name == header::HOST {
             client_host.get_or_insert_with(|| value.clone());
+        } else if name == X_REQUEST_ID {
+            if request_id.is_none() {
+                *request_id = Some(request_id::keep_or_replace(value));
+            }
         } else if name == X_FORWARDED_FOR {
             let chain = chain.get_or_insert_with(Vec::new);
             if !chain.is_empty() {
@@ -220,6 +230,7 @@ pub fn upstream_headers(
     if let Some(p) = prefix {
         out.append(X_FORWARDED_PREFIX.clone(), p.clone());
     }
+    out.append(X_REQUEST_ID.clone(), request_id.get_or_insert_with(request_id::generate).clone());
     out
 }
 
@@ -373,7 +384,14 @@ mod tests {
             ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
             ("sec-websocket-version", "13"),
         ]);
-        let mut h = upstream_headers(&client, &Uri::from_static("/ws"), None, &HeaderValue::from_static("i:1"), None);
+        let mut h = upstream_headers(
+            &client,
+            &Uri::from_static("/ws"),
+            None,
+            &HeaderValue::from_static("i:1"),
+            None,
+            &mut None,
+        );
         add_upgrade(&client, &mut h);
         assert_eq!(h.get_all("connection").iter().collect::<Vec<_>>(), ["upgrade"]);
         assert_eq!(h.get_all("upgrade").iter().collect::<Vec<_>>(), ["websocket"]);
@@ -419,6 +437,7 @@ mod tests {
             Some(peer),
             &HeaderValue::from_static("10.1.1.1:80"),
             None,
+            &mut None,
         );
         assert_eq!(h["host"], "10.1.1.1:80");
         assert_eq!(h["x-forwarded-host"], "gw.example");
@@ -429,10 +448,33 @@ mod tests {
     }
 
     #[test]
+    fn the_request_id_is_the_clients_sane_one_or_a_new_one_and_stays_across_attempts() {
+        let host = HeaderValue::from_static("i:1");
+        let uri = Uri::from_static("/x");
+        let client = HeaderMap::from_iter([(X_REQUEST_ID.clone(), HeaderValue::from_static("abc"))]);
+        let mut id = None;
+        let h = upstream_headers(&client, &uri, None, &host, None, &mut id);
+        assert_eq!((h.get_all(&X_REQUEST_ID).iter().count(), &h[&X_REQUEST_ID]), (1, &HeaderValue::from_static("abc")));
+        assert_eq!(id.as_ref().unwrap(), "abc");
+
+        let bad = HeaderMap::from_iter([(X_REQUEST_ID.clone(), HeaderValue::from_static("a b"))]);
+        let mut id = None;
+        let first = upstream_headers(&bad, &uri, None, &host, None, &mut id);
+        let made = id.clone().unwrap();
+        assert_eq!((made.len(), first.get_all(&X_REQUEST_ID).iter().count()), (32, 1), "the bad one is not passed on");
+        let again = upstream_headers(&bad, &uri, None, &host, None, &mut id);
+        assert_eq!((&first[&X_REQUEST_ID], &again[&X_REQUEST_ID]), (&made, &made), "one ID for every attempt");
+
+        let mut id = None;
+        let h = upstream_headers(&HeaderMap::new(), &uri, None, &host, None, &mut id);
+        assert_eq!(Some(&h[&X_REQUEST_ID]), id.as_ref());
+    }
+
+    #[test]
     fn an_absolute_form_authority_wins_over_the_host_header_and_loses_its_user_info() {
         let client = HeaderMap::from_iter([(header::HOST, HeaderValue::from_static("other.com"))]);
         let uri = Uri::from_static("http://user:pw@api.example.com:8080/x");
-        let h = upstream_headers(&client, &uri, None, &HeaderValue::from_static("i:1"), None);
+        let h = upstream_headers(&client, &uri, None, &HeaderValue::from_static("i:1"), None, &mut None);
         assert_eq!(h["x-forwarded-host"], "api.example.com:8080");
     }
 
@@ -444,6 +486,7 @@ mod tests {
             None,
             &HeaderValue::from_static("i:1"),
             None,
+            &mut None,
         );
         assert_eq!(h["x-forwarded-host"], "gw.example:8080");
         assert!(h.get("x-forwarded-for").is_none());
@@ -453,9 +496,17 @@ mod tests {
     fn a_stripped_prefix_replaces_the_clients_forwarded_prefix() {
         let client = HeaderMap::from_iter([(X_FORWARDED_PREFIX.clone(), HeaderValue::from_static("/spoofed"))]);
         let ours = HeaderValue::from_static("/v1");
-        let h = upstream_headers(&client, &Uri::from_static("/x"), None, &HeaderValue::from_static("i:1"), Some(&ours));
+        let h = upstream_headers(
+            &client,
+            &Uri::from_static("/x"),
+            None,
+            &HeaderValue::from_static("i:1"),
+            Some(&ours),
+            &mut None,
+        );
         assert_eq!(h.get_all("x-forwarded-prefix").iter().collect::<Vec<_>>(), ["/v1"]);
-        let h = upstream_headers(&client, &Uri::from_static("/x"), None, &HeaderValue::from_static("i:1"), None);
+        let h =
+            upstream_headers(&client, &Uri::from_static("/x"), None, &HeaderValue::from_static("i:1"), None, &mut None);
         assert!(h.get("x-forwarded-prefix").is_none(), "nothing stripped: the client's is dropped too");
     }
 }

@@ -16,6 +16,9 @@
 //! No router and no tower stack sit in front of the proxy: every path is the proxy's, and the
 //! layers cost instructions on each request (a boxed future, a connect-info extension map).
 //!
+//! Each connection counts as open in the metrics while it lasts, and each request is measured
+//! ([`Proxy::handle`]).
+//!
 //! HTTP/2 streams run as tasks spawned with `tokio::spawn`: every runtime serving this listener is
 //! single-threaded (the main one, or a worker's, [`crate::proxy::workers`]), so a stream stays
 //! on the thread of its connection.
@@ -35,6 +38,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error};
 
+use crate::observe::metrics::{Open, OpenGuard};
 use crate::proxy::drain::{Drain, Watcher};
 use crate::proxy::idle::Activity;
 use crate::proxy::sniff::{self, Version};
@@ -99,7 +103,15 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, front: Front, stop:
         // Responses are written whole; Nagle would only hold them back.
         let _ = stream.set_nodelay(true);
         let watcher = connections.watcher();
-        let conn = Conn { proxy: proxy.clone(), servers: servers.clone(), watcher, peer, tls: front.tls.is_some() };
+        let open = proxy.metrics.open(Open::Client);
+        let conn = Conn {
+            proxy: proxy.clone(),
+            servers: servers.clone(),
+            watcher,
+            peer,
+            tls: front.tls.is_some(),
+            _open: open,
+        };
         match &front.tls {
             None => tokio::spawn(conn.plain(stream, front.client_timeout, stop.clone())),
             Some(tls) => tokio::spawn(conn.handshake(stream, tls.clone(), front.client_timeout, stop.clone())),
@@ -117,6 +129,8 @@ struct Conn {
     peer: SocketAddr,
     /// Whether it came over TLS.
     tls: bool,
+    /// Counts it as open until it closes.
+    _open: OpenGuard,
 }
 
 impl Conn {
@@ -162,10 +176,10 @@ impl Conn {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Conn { proxy, servers, watcher, peer, tls } = self;
+        let Conn { proxy, servers, watcher, peer, tls, _open } = self;
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.serve_from(req, Some(peer), tls).await) }
+            async move { Ok::<_, Infallible>(proxy.handle(req, Some(peer), tls).await) }
         });
         let result = match version {
             Version::Http1 => {
@@ -227,6 +241,7 @@ mod tests {
             max_replay_body: 1024,
             tunnel_idle_timeout: Duration::from_secs(60),
             metrics: Default::default(),
+            access: None,
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

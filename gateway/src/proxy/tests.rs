@@ -85,6 +85,7 @@ async fn app(ports: &[u16], timeout: Duration) -> Proxy {
         max_replay_body: 1024,
         tunnel_idle_timeout: Duration::from_secs(60),
         metrics: Default::default(),
+        access: None,
     }
 }
 
@@ -310,6 +311,7 @@ async fn routed(services: &[Declared<'_>]) -> Proxy {
         max_replay_body: 1024,
         tunnel_idle_timeout: Duration::from_secs(60),
         metrics: Default::default(),
+        access: None,
     }
 }
 
@@ -447,6 +449,7 @@ async fn weights_shape_the_spread() {
         max_replay_body: 1024,
         tunnel_idle_timeout: Duration::from_secs(60),
         metrics: Default::default(),
+        access: None,
     };
     let mut heavy_hits = 0;
     for _ in 0..500 {

@@ -24,21 +24,24 @@ use tracing::debug;
 use super::headers::switching_protocols;
 use super::upstream::PooledBody;
 use super::ResponseBody;
+use crate::observe::metrics::OpenGuard;
 
 /// Answers the client with the instance's `101` (its `Upgrade`, `Connection: upgrade` and other
 /// end-to-end headers) and starts the tunnel, which begins once hyper has written that answer
 /// (`client`) and handed over the instance's connection (from `resp`). `service` and `instance`
-/// name the tunnel in the log.
+/// name the tunnel in the log; `open` counts it as open until it ends.
 pub fn relay(
     client: OnUpgrade,
     mut resp: Response<PooledBody>,
     idle_timeout: Duration,
     service: &str,
     instance: &str,
+    open: OpenGuard,
 ) -> Response<ResponseBody> {
     let upstream = hyper::upgrade::on(&mut resp);
     let (service, instance) = (service.to_string(), instance.to_string());
     tokio::spawn(async move {
+        let _open = open;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
             Err(e) => {

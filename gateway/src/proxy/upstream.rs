@@ -45,6 +45,8 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::observe::metrics::{Metrics, Open};
+
 pub mod h2;
 mod io;
 mod pool;
@@ -211,19 +213,21 @@ impl UpstreamError {
 ///
 /// # Errors
 /// [`Failed`]: no connection, or no response; with the request when none of it was sent, and
-/// whether the connection was a reused one.
+/// whether the connection was a reused one. A new connection counts in `metrics` as open
+/// ([`Open::Upstream`]) until it closes.
 pub async fn send(
     pool: &Arc<Pool>,
     mut req: Request<RequestBody>,
     timeouts: Timeouts,
     reuse: bool,
+    metrics: &Metrics,
 ) -> Result<Response<PooledBody>, Failed> {
     loop {
         let (Conn { mut sender, probe, .. }, reused) = match reuse.then(|| pool.take(timeouts.idle)).flatten() {
             Some(c) => (c, true),
             // Boxed: connecting is rare, and its future would make every request's larger (moved
             // around by value, it costs copies on the hot path).
-            None => match Box::pin(pool.connect(timeouts.connect)).await {
+            None => match Box::pin(pool.connect(timeouts.connect, metrics.open(Open::Upstream))).await {
                 Ok(c) => (c, false),
                 Err(error) => return Err(Failed { error, unsent: Some(req), reused: false }),
             },

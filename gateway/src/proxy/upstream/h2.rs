@@ -27,6 +27,7 @@ use tracing::debug;
 
 use super::pool::thread_slot;
 use super::{Failed, Pool, PooledBody, RequestBody, Timeouts, UpstreamError};
+use crate::observe::metrics::{Metrics, Open};
 
 /// One endpoint's HTTP/2 connections, one per worker thread.
 pub(crate) struct H2Slots {
@@ -113,12 +114,13 @@ pub async fn send(
     mut req: Request<RequestBody>,
     timeouts: Timeouts,
     mut reuse: bool,
+    metrics: &Metrics,
 ) -> Result<Response<PooledBody>, Failed> {
     let slot = pool.h2.mine();
     loop {
         let (mut sender, reused) = match reuse.then(|| slot.current()).flatten() {
             Some(s) => (s, true),
-            None => match Box::pin(connect(pool, slot, timeouts.connect, reuse)).await {
+            None => match Box::pin(connect(pool, slot, timeouts.connect, reuse, metrics)).await {
                 Ok(s) => s,
                 Err(error) => return Err(Failed { error, unsent: Some(req), reused: false }),
             },
@@ -147,6 +149,7 @@ async fn connect(
     slot: &Slot,
     timeout: Duration,
     reuse: bool,
+    metrics: &Metrics,
 ) -> Result<(SendRequest<RequestBody>, bool), UpstreamError> {
     let _connecting = slot.connecting.lock().await;
     if let Some(s) = reuse.then(|| slot.current()).flatten() {
@@ -164,7 +167,9 @@ async fn connect(
         Err(_) => return Err(UpstreamError::Connect(format!("no HTTP/2 connection within {timeout:?}"))),
     };
     let authority = pool.authority().to_string();
+    let open = metrics.open(Open::Upstream);
     tokio::spawn(async move {
+        let _open = open;
         match conn.await {
             Ok(()) => debug!(instance = %authority, "HTTP/2 upstream connection closed"),
             Err(e) => debug!(instance = %authority, error = %e, "HTTP/2 upstream connection ended with an error"),

@@ -16,6 +16,7 @@ use super::h2::H2Slots;
 use super::io::{Io, Look, Probe};
 use super::suspect::Suspect;
 use super::{RequestBody, UpstreamError};
+use crate::observe::metrics::OpenGuard;
 
 /// At most this many idle connections to one instance are kept per worker thread (as nginx's
 /// `keepalive` is per worker process); more are closed when they free up.
@@ -185,7 +186,8 @@ impl Pool {
 
     /// A new connection; it may be reused for as long as the gateway's limit allows until a
     /// response says otherwise.
-    pub(super) async fn connect(&self, timeout: Duration) -> Result<Conn, UpstreamError> {
+    /// `open` counts the connection as open while its task runs.
+    pub(super) async fn connect(&self, timeout: Duration, open: OpenGuard) -> Result<Conn, UpstreamError> {
         let stream = self.tcp(timeout).await?;
         let (io, probe) = Io::new(stream).map_err(|e| UpstreamError::Connect(e.to_string()))?;
         let (sender, conn) = http1::Builder::new()
@@ -195,6 +197,7 @@ impl Pool {
             .map_err(|e| UpstreamError::Connect(e.to_string()))?;
         let authority = self.authority.clone();
         tokio::spawn(async move {
+            let _open = open;
             if let Err(e) = conn.await {
                 debug!(instance = %authority, error = %e, "upstream connection ended with an error");
             }

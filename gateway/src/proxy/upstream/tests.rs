@@ -10,6 +10,9 @@ use tokio::net::TcpListener;
 
 use crate::test_backends::{listen, second_request_hangs_up, stray_backend, Stray};
 
+/// The metrics every test counts its connections in.
+static M: std::sync::LazyLock<crate::observe::metrics::Metrics> = std::sync::LazyLock::new(Default::default);
+
 /// Reuse for up to a minute: the tests that are not about idle limits.
 const T: Timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
 
@@ -46,24 +49,24 @@ async fn a_connection_is_reused_once_its_response_was_read_to_the_end() {
     let pool = Arc::new(Pool::new(&authority));
     let mut ports = std::collections::HashSet::new();
     for _ in 0..10 {
-        let resp = send(&pool, request("GET", &authority, ""), T, true).await.unwrap();
+        let resp = send(&pool, request("GET", &authority, ""), T, true, &M).await.unwrap();
         ports.insert(text(resp).await);
         assert_eq!(pool.idle_count(), 1);
     }
     assert_eq!(ports.len(), 1, "one keep-alive connection for sequential requests");
 
     // A body dropped before its end leaves the rest of the response on the connection: not reused.
-    let resp = send(&pool, request("GET", &authority, ""), T, true).await.unwrap();
+    let resp = send(&pool, request("GET", &authority, ""), T, true, &M).await.unwrap();
     assert_eq!(pool.idle_count(), 0, "in use");
     drop(resp);
     assert_eq!(pool.idle_count(), 0, "dropped early: closed, not returned");
 
     // HEAD: its answer declares a body it does not carry, and a server that sends it anyway
     // cannot be told apart: the connection is not reused.
-    let resp = send(&pool, request("GET", &authority, ""), T, true).await.unwrap();
+    let resp = send(&pool, request("GET", &authority, ""), T, true, &M).await.unwrap();
     text(resp).await;
     assert_eq!(pool.idle_count(), 1);
-    let resp = send(&pool, request("HEAD", &authority, ""), T, true).await.unwrap();
+    let resp = send(&pool, request("HEAD", &authority, ""), T, true, &M).await.unwrap();
     assert_eq!(resp.status(), 200);
     drop(resp);
     assert_eq!(pool.idle_count(), 0);
@@ -74,7 +77,7 @@ async fn concurrent_requests_open_connections_that_all_return() {
     let authority = port_backend().await;
     let pool = Arc::new(Pool::new(&authority));
     let responses: Vec<_> =
-        futures_util::future::join_all((0..4).map(|_| send(&pool, request("GET", &authority, ""), T, true))).await;
+        futures_util::future::join_all((0..4).map(|_| send(&pool, request("GET", &authority, ""), T, true, &M))).await;
     let mut ports = std::collections::HashSet::new();
     for r in responses {
         ports.insert(text(r.unwrap()).await);
@@ -100,7 +103,7 @@ async fn a_connection_the_instance_closed_while_idle_is_not_used_even_for_a_post
     let (authority, accepted) = closing_backend(Duration::from_millis(20)).await;
     let pool = Arc::new(Pool::new(&authority));
     for _ in 0..3 {
-        let resp = send(&pool, request("POST", &authority, "hi"), T, true).await.unwrap();
+        let resp = send(&pool, request("POST", &authority, "hi"), T, true, &M).await.unwrap();
         assert_eq!(text(resp).await, "ok");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -112,13 +115,13 @@ async fn refused_and_unreachable_are_connect_errors() {
     let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
     let authority = format!("127.0.0.1:{port}");
     let pool = Arc::new(Pool::new(&authority));
-    let failed = send(&pool, request("POST", &authority, "x"), T, true).await.unwrap_err();
+    let failed = send(&pool, request("POST", &authority, "x"), T, true, &M).await.unwrap_err();
     assert!(failed.error.is_connect(), "{}", failed.error);
     assert!(!failed.error.closed_before_response());
     let back = failed.unsent.expect("nothing was sent: the request comes back");
     assert_eq!(back.method(), "POST");
     let pool = Arc::new(Pool::new("no-such-host.invalid:80"));
-    let failed = send(&pool, request("GET", "x", ""), T, true).await.unwrap_err();
+    let failed = send(&pool, request("GET", "x", ""), T, true, &M).await.unwrap_err();
     assert!(failed.error.is_connect() && failed.unsent.is_some(), "{}", failed.error);
 }
 
@@ -126,7 +129,7 @@ async fn refused_and_unreachable_are_connect_errors() {
 async fn idle_connections_expire() {
     let authority = port_backend().await;
     let pool = Arc::new(Pool::new(&authority));
-    let resp = send(&pool, request("GET", &authority, ""), T, true).await.unwrap();
+    let resp = send(&pool, request("GET", &authority, ""), T, true, &M).await.unwrap();
     text(resp).await;
     pool.expire(Duration::from_secs(90));
     assert_eq!(pool.idle_count(), 1, "young enough");
@@ -161,11 +164,11 @@ async fn a_connection_still_sending_an_upload_is_not_reused() {
     let upload = RequestBody::Stream(UnsyncBoxBody::new(http_body_util::StreamBody::new(chunks)));
     let req = Request::post("/up").header("host", &authority).body(upload).unwrap();
     tx.send(Ok(Frame::data(Bytes::from_static(b"part")))).await.unwrap();
-    let resp = send(&pool, req, T, true).await.unwrap();
+    let resp = send(&pool, req, T, true, &M).await.unwrap();
     assert_eq!((resp.status().as_u16(), text(resp).await.as_str()), (413, "no"));
     assert_eq!(pool.idle_count(), 0, "the upload still occupies the connection");
 
-    let next = tokio::time::timeout(Duration::from_secs(2), send(&pool, request("GET", &authority, ""), T, true));
+    let next = tokio::time::timeout(Duration::from_secs(2), send(&pool, request("GET", &authority, ""), T, true, &M));
     let resp = next.await.expect("the next request does not wait for the upload").unwrap();
     assert_eq!(text(resp).await, "ok");
     drop(tx);
@@ -182,13 +185,13 @@ async fn bytes_after_a_bodiless_response_never_reach_the_next_request() {
             let (authority, accepted) = stray_backend(b"hello", when).await;
             let pool = Arc::new(Pool::new(&authority));
             for i in 0..3 {
-                let resp = send(&pool, get(&authority, &format!("/odd/{status}")), T, true).await.unwrap();
+                let resp = send(&pool, get(&authority, &format!("/odd/{status}")), T, true, &M).await.unwrap();
                 assert_eq!(resp.status().as_str(), status);
                 assert_eq!(text(resp).await, "", "{when:?} {status}: no body after {status}");
                 assert_eq!(pool.idle_count(), 0, "{when:?} {status}: declared a body: not pooled");
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 let path = format!("/next/{i}");
-                let resp = send(&pool, get(&authority, &path), T, true).await.unwrap();
+                let resp = send(&pool, get(&authority, &path), T, true, &M).await.unwrap();
                 assert_eq!(text(resp).await, path, "{when:?} {status}: the next request gets its own answer");
             }
             // Each bodiless response's connection is closed: the first and each next request's
@@ -208,21 +211,21 @@ async fn bytes_past_the_end_of_a_response_never_reach_the_next_request() {
         let (authority, _) = stray_backend(b"hello", when).await;
         let pool = Arc::new(Pool::new(&authority));
         for i in 0..3 {
-            let resp = send(&pool, get(&authority, "/odd/200"), T, true).await.unwrap();
+            let resp = send(&pool, get(&authority, "/odd/200"), T, true, &M).await.unwrap();
             assert_eq!(text(resp).await, "12345");
             tokio::time::sleep(Duration::from_millis(20)).await;
             let path = format!("/next/{i}");
-            let resp = send(&pool, get(&authority, &path), T, true).await;
+            let resp = send(&pool, get(&authority, &path), T, true, &M).await;
             let resp = resp.unwrap_or_else(|e| panic!("{when:?} {i}: {e:?}"));
             assert_eq!(text(resp).await, path, "{when:?}");
         }
     }
     let (authority, _) = stray_backend(b"junk!", Stray::WithNextAnswer).await;
     let pool = Arc::new(Pool::new(&authority));
-    text(send(&pool, get(&authority, "/odd/200"), T, true).await.unwrap()).await;
-    let failed = send(&pool, get(&authority, "/next"), T, true).await.unwrap_err();
+    text(send(&pool, get(&authority, "/odd/200"), T, true, &M).await.unwrap()).await;
+    let failed = send(&pool, get(&authority, "/next"), T, true, &M).await.unwrap_err();
     assert!(failed.reused && failed.error.is_malformed_response(), "{failed:?}");
-    let resp = send(&pool, get(&authority, "/next"), T, true).await.unwrap();
+    let resp = send(&pool, get(&authority, "/next"), T, true, &M).await.unwrap();
     assert_eq!(text(resp).await, "/next", "a new connection");
 }
 
@@ -246,21 +249,21 @@ async fn a_connection_is_not_reused_past_the_instance_keep_alive_timeout_nor_our
     let pool = Arc::new(Pool::new(&authority));
     let count = || accepted.load(std::sync::atomic::Ordering::SeqCst);
     for pause_ms in [100, 300] {
-        text(send(&pool, get(&authority, "/"), T, true).await.unwrap()).await;
+        text(send(&pool, get(&authority, "/"), T, true, &M).await.unwrap()).await;
         tokio::time::sleep(Duration::from_millis(pause_ms)).await;
     }
-    text(send(&pool, get(&authority, "/"), T, true).await.unwrap()).await;
+    text(send(&pool, get(&authority, "/"), T, true, &M).await.unwrap()).await;
     assert_eq!(count(), 1, "reused well within timeout=1");
     tokio::time::sleep(Duration::from_millis(600)).await;
-    text(send(&pool, get(&authority, "/"), T, true).await.unwrap()).await;
+    text(send(&pool, get(&authority, "/"), T, true, &M).await.unwrap()).await;
     assert_eq!(count(), 2, "idle 600 ms: past what timeout=1 leaves (500 ms), a new connection");
 
     let (authority, accepted) = keep_alive_backend("timeout=60").await;
     let pool = Arc::new(Pool::new(&authority));
     let short = Timeouts { idle: Duration::from_millis(100), ..T };
-    text(send(&pool, get(&authority, "/"), short, true).await.unwrap()).await;
+    text(send(&pool, get(&authority, "/"), short, true, &M).await.unwrap()).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
-    text(send(&pool, get(&authority, "/"), short, true).await.unwrap()).await;
+    text(send(&pool, get(&authority, "/"), short, true, &M).await.unwrap()).await;
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "our own limit is shorter");
     pool.expire(short.idle);
     assert_eq!(pool.idle_count(), 1, "young");
@@ -271,7 +274,7 @@ async fn a_connection_is_not_reused_past_the_instance_keep_alive_timeout_nor_our
     let (authority, accepted) = keep_alive_backend("timeout=0").await;
     let pool = Arc::new(Pool::new(&authority));
     for _ in 0..2 {
-        text(send(&pool, get(&authority, "/"), T, true).await.unwrap()).await;
+        text(send(&pool, get(&authority, "/"), T, true, &M).await.unwrap()).await;
     }
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "timeout=0: no reuse");
 }
@@ -280,11 +283,11 @@ async fn a_connection_is_not_reused_past_the_instance_keep_alive_timeout_nor_our
 async fn a_failure_on_a_reused_connection_says_so() {
     let (authority, _) = second_request_hangs_up().await;
     let pool = Arc::new(Pool::new(&authority));
-    let first = send(&pool, request("POST", &authority, "a"), T, true).await.unwrap();
+    let first = send(&pool, request("POST", &authority, "a"), T, true, &M).await.unwrap();
     assert_eq!(text(first).await, "POST /x");
-    let failed = send(&pool, request("POST", &authority, "b"), T, true).await.unwrap_err();
+    let failed = send(&pool, request("POST", &authority, "b"), T, true, &M).await.unwrap_err();
     assert!(failed.reused && failed.error.closed_before_response() && failed.unsent.is_none(), "{failed:?}");
-    let fresh = send(&pool, request("POST", &authority, "c"), T, false).await.unwrap();
+    let fresh = send(&pool, request("POST", &authority, "c"), T, false, &M).await.unwrap();
     assert_eq!(text(fresh).await, "POST /x");
 }
 
@@ -301,13 +304,13 @@ async fn a_fake_response_written_after_a_response_never_answers_a_request() {
     let mut wrong = Vec::new();
     for i in 0..20 {
         // A first exchange, so that the odd one is on a reused connection (while reuse lasts).
-        text(send(&pool, get(&authority, &format!("/warm/{i}")), T, true).await.unwrap()).await;
-        let resp = send(&pool, get(&authority, "/odd/200"), T, true).await.unwrap();
+        text(send(&pool, get(&authority, &format!("/warm/{i}")), T, true, &M).await.unwrap()).await;
+        let resp = send(&pool, get(&authority, "/odd/200"), T, true, &M).await.unwrap();
         assert_eq!(text(resp).await, "12345");
         let path = format!("/next/{i}");
         let method = if i % 2 == 0 { "GET" } else { "POST" };
         let req = Request::builder().method(method).uri(&path).header("host", &authority);
-        let resp = send(&pool, req.body(RequestBody::Full(Full::default())).unwrap(), T, true).await;
+        let resp = send(&pool, req.body(RequestBody::Full(Full::default())).unwrap(), T, true, &M).await;
         let resp = resp.unwrap_or_else(|e| panic!("#{i} {method}: {e:?}"));
         let got = text(resp).await;
         if got != path {
@@ -319,11 +322,11 @@ async fn a_fake_response_written_after_a_response_never_answers_a_request() {
     assert!(pool.suspect.is_suspect(), "caught");
     let before = accepted.load(std::sync::atomic::Ordering::SeqCst);
     for i in 0..3 {
-        text(send(&pool, get(&authority, &format!("/after/{i}")), T, true).await.unwrap()).await;
+        text(send(&pool, get(&authority, &format!("/after/{i}")), T, true, &M).await.unwrap()).await;
     }
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), before + 3, "no reuse while suspect");
     pool.suspect.forgive();
-    text(send(&pool, get(&authority, "/forgiven/0"), T, true).await.unwrap()).await;
-    text(send(&pool, get(&authority, "/forgiven/1"), T, true).await.unwrap()).await;
+    text(send(&pool, get(&authority, "/forgiven/0"), T, true, &M).await.unwrap()).await;
+    text(send(&pool, get(&authority, "/forgiven/1"), T, true, &M).await.unwrap()).await;
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), before + 4, "reuse again once forgiven");
 }

@@ -18,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use tracing::debug;
 
 use super::{Failed, Pool, PooledBody, RequestBody, UpstreamError};
+use crate::observe::metrics::{Metrics, Open};
 
 /// Sends the upgrade request `req` (origin-form URI, `Host`, `Connection: upgrade` and `Upgrade`
 /// set) to `pool`'s instance over a new connection, opened within `connect_timeout`. The response
@@ -31,6 +32,7 @@ pub async fn send(
     pool: &Pool,
     req: Request<RequestBody>,
     connect_timeout: Duration,
+    metrics: &Metrics,
 ) -> Result<Response<PooledBody>, Failed> {
     let not_sent = |error, req| Failed { error, unsent: Some(req), reused: false };
     let stream = match pool.tcp(connect_timeout).await {
@@ -42,7 +44,9 @@ pub async fn send(
         Err(e) => return Err(not_sent(UpstreamError::Connect(e.to_string()), req)),
     };
     let authority = pool.authority().to_string();
+    let open = metrics.open(Open::Upstream);
     tokio::spawn(async move {
+        let _open = open;
         // Ends when the response is done (any status but 101) or when the socket is handed over.
         if let Err(e) = conn.with_upgrades().await {
             debug!(instance = %authority, error = %e, "upstream upgrade connection ended with an error");

@@ -1,0 +1,123 @@
+//! Request IDs: the `X-Request-Id` a request is known by in the gateway's logs, the instance's and
+//! the client's. A client's own ID is kept when it is sane ([`is_sane`]); otherwise (absent, too
+//! long, or with bytes a log line should not carry) the gateway makes one ([`generate`]).
+//!
+//! Generating costs a few multiplications on a thread-local state (wyrand, seeded once per thread
+//! from the standard library's random hasher keys) and one small allocation: no lock, no system
+//! call.
+
+use std::cell::Cell;
+use std::hash::{BuildHasher, RandomState};
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// The header: the client's, passed to the instance, and returned to the client.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest client ID kept, in bytes (Heroku's router keeps 20 to 200 characters).
+pub const MAX_LEN: usize = 200;
+
+/// Whether a client's ID may be kept: 1 to [`MAX_LEN`] bytes of visible ASCII (`!` to `~`: no
+/// space, no control byte, nothing a log line could be forged with).
+pub fn is_sane(value: &HeaderValue) -> bool {
+    let b = value.as_bytes();
+    !b.is_empty() && b.len() <= MAX_LEN && b.iter().all(|c| (0x21..=0x7e).contains(c))
+}
+
+thread_local! {
+    static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(std::thread::current().id()) | 1);
+}
+
+/// wyrand (Wang Yi's PRNG): 64 random bits per call. Not for secrets; IDs only need to differ.
+fn next_u64() -> u64 {
+    STATE.with(|s| {
+        let x = s.get().wrapping_add(0xa076_1d64_78bd_642f);
+        s.set(x);
+        let t = u128::from(x) * u128::from(x ^ 0xe703_7ed1_a0b4_28db);
+        (t as u64) ^ ((t >> 64) as u64)
+    })
+}
+
+/// Each byte's two lowercase hex digits.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
+/// A new ID: 32 lowercase hex digits (128 random bits).
+pub fn generate() -> HeaderValue {
+    let mut out = [0u8; 32];
+    let bytes = next_u64().to_be_bytes().into_iter().chain(next_u64().to_be_bytes());
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
+    }
+    // One allocation, holding the digits and a reference count: the value is cloned into the
+    // instance's request, the client's response and the log record without copies.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(out)).expect("hex digits are a valid header value")
+}
+
+/// The request's ID from the client's headers: its `X-Request-Id` when that is sane, else a new
+/// one. A client's ID that is refused is logged at debug. (The request path settles the ID while
+/// copying the headers for the instance, [`crate::proxy`]; this is for a request that went to
+/// none.)
+pub fn of_client(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(&X_REQUEST_ID) {
+        Some(v) => keep_or_replace(v),
+        None => generate(),
+    }
+}
+
+/// A client's ID if it is sane, else a new one (and a debug line).
+pub fn keep_or_replace(client: &HeaderValue) -> HeaderValue {
+    if is_sane(client) {
+        return client.clone();
+    }
+    tracing::debug!(len = client.len(), "client's X-Request-Id is not visible ASCII of at most 200 bytes; replaced");
+    generate()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sane_ids_are_visible_ascii_of_bounded_length() {
+        for ok in ["a", "abc-123_XYZ", "7f0c/1:2", &"x".repeat(MAX_LEN)] {
+            assert!(is_sane(&HeaderValue::from_str(ok).unwrap()), "{ok}");
+        }
+        for bad in ["", "a b", "a\tb", &"x".repeat(MAX_LEN + 1)] {
+            assert!(!is_sane(&HeaderValue::from_str(bad).unwrap()), "{bad:?}");
+        }
+        assert!(!is_sane(&HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap()), "not ASCII");
+    }
+
+    #[test]
+    fn generated_ids_are_32_hex_digits_and_differ() {
+        let ids: std::collections::HashSet<_> = (0..1000).map(|_| generate()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in ids.iter().take(10) {
+            let s = id.to_str().unwrap();
+            assert_eq!(s.len(), 32, "{s}");
+            assert!(s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{s}");
+            assert!(is_sane(id));
+        }
+        let other = std::thread::spawn(generate).join().unwrap();
+        assert!(!ids.contains(&other), "another thread starts elsewhere");
+    }
+
+    #[test]
+    fn a_sane_client_id_is_kept_and_a_bad_one_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("client-1"));
+        assert_eq!(of_client(&h), "client-1");
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("two words"));
+        assert_eq!(of_client(&h).len(), 32, "replaced");
+        assert_eq!(of_client(&HeaderMap::new()).len(), 32, "made when absent");
+    }
+}
