@@ -81,6 +81,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tokio::spawn(reopen_on_sighup(log.clone()));
     }
     let metrics = Arc::new(Metrics::new(workers));
+    if let Some(log) = &access {
+        metrics.follow_access_log(log.clone());
+    }
     let proxy = Arc::new(Proxy {
         services: services.clone(),
         timeouts: cfg.timeouts,

@@ -40,11 +40,13 @@ pub mod shard;
 mod tests;
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use hashbrown::HashMap;
 use rustc_hash::FxBuildHasher;
+
+use crate::observe::access::AccessLog;
 
 pub use expose::serve;
 use shard::{Entry, Key, Shard};
@@ -134,6 +136,8 @@ pub struct Metrics {
     /// Requests and errors of routes whose entries were dropped, per service.
     retired: Mutex<HashMap<String, (u64, u64), FxBuildHasher>>,
     open: [Arc<AtomicI64>; 3],
+    /// The access log, when it is on (for its count of dropped lines).
+    access_log: OnceLock<Arc<AccessLog>>,
 }
 
 impl Default for Metrics {
@@ -164,6 +168,7 @@ impl Metrics {
             rare: Mutex::default(),
             retired: Mutex::default(),
             open: Default::default(),
+            access_log: OnceLock::new(),
         }
     }
 
@@ -229,6 +234,16 @@ impl Metrics {
             t.1 += entry.errors();
         }
         totals.into_iter().map(|(service, (requests, errors))| ServiceTotals { service, requests, errors }).collect()
+    }
+
+    /// Follows the access log's count of dropped lines (`gateway_access_log_dropped_total`).
+    pub fn follow_access_log(&self, log: Arc<AccessLog>) {
+        let _ = self.access_log.set(log);
+    }
+
+    /// Access log lines dropped because its queue was full; 0 with the access log off.
+    pub fn access_log_dropped(&self) -> u64 {
+        self.access_log.get().map_or(0, |log| log.dropped())
     }
 
     /// How many of `what` are open now.

@@ -231,6 +231,13 @@ impl Collector for Gather {
             MetricType::Gauge,
             |m| gauge(m, &[], self.metrics.open_now(Open::Tunnel)),
         )?;
+        family(
+            &mut enc,
+            "gateway_access_log_dropped",
+            "Access log lines dropped because the writer's queue was full (0 with the access log off).",
+            MetricType::Counter,
+            |m| counter(m, &[], self.metrics.access_log_dropped()),
+        )?;
         process(&mut enc)
     }
 }

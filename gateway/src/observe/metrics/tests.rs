@@ -162,3 +162,38 @@ fn freshness_age_and_staleness_follow_the_watcher() {
     f.set_readable("web", None);
     assert!(!f.is_stale());
 }
+
+#[test]
+fn access_log_drops_are_exposed() {
+    use crate::observe::access::{Destination, Format, Record};
+    let m = Arc::new(Metrics::new(1));
+    let text = expose::render(m.clone(), services()).unwrap();
+    assert_eq!(sample(&text, "gateway_access_log_dropped_total"), Some(0.0), "0 with the access log off");
+
+    let dir = tempfile::tempdir().unwrap();
+    // A queue of one, and records sent faster than the writer thread takes them.
+    let log = Arc::new(AccessLog::start(Format::Json, Destination::File(dir.path().join("a.log")), 1).unwrap());
+    m.follow_access_log(log.clone());
+    for _ in 0..10_000 {
+        log.log(Record {
+            time: std::time::SystemTime::now(),
+            client: None,
+            method: http::Method::GET,
+            path: None,
+            version: http::Version::HTTP_11,
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration: Duration::ZERO,
+            route: None,
+            service: None,
+            instance: None,
+            retries: 0,
+            request_id: http::HeaderValue::from_static("x"),
+        });
+    }
+    let dropped = log.dropped();
+    assert!(dropped > 0, "some were dropped");
+    let text = expose::render(m, services()).unwrap();
+    assert_eq!(sample(&text, "gateway_access_log_dropped_total"), Some(dropped as f64), "{text}");
+}
