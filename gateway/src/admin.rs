@@ -2,8 +2,9 @@
 //! Consul's catalog, every static service is loaded and fresh, and the watcher has listed the
 //! tagged services, else 503 with the reasons: a 403 from Consul shows here with the permissions
 //! the token needs), `GET /services` (each followed service's instances, Consul index, last change, and
-//! whether the data is stale), `GET /routes` (the route table in match order) and `GET /metrics`
-//! (Prometheus, see [`crate::observe::metrics`]).
+//! whether the data is stale), `GET /routes` (the route table in match order), `GET /metrics`
+//! (Prometheus, see [`crate::observe::metrics`]), and the live status page `GET /` with its
+//! server-sent events `GET /events` ([`crate::status`]).
 
 use std::sync::Arc;
 
