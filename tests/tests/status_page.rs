@@ -176,6 +176,42 @@ fn the_status_page_follows_instances_live_without_reloading() {
 }
 
 /// Refreshes `docs/status-page.png`, the README's screenshot: a few services, some traffic.
+/// Services whose names differ only in characters an HTML id cannot hold (`a.b`, `a_b`) each get a
+/// heading of their own that labels their instance table, and what Consul says (an instance ID
+/// with markup in it) is shown as text, never interpreted.
+#[test]
+fn names_alike_get_their_own_heading_and_markup_stays_text() {
+    let browser_check = e2e::cdp::chromium_bin();
+    assert!(browser_check.is_ok(), "{}", browser_check.unwrap_err());
+
+    let consul = Consul::start();
+    let echo = Echo::start();
+    register(&consul, "a.b", "dot", echo.port, &["gateway"]);
+    register(&consul, "a_b", "<b id=\"injected\">x</b>", echo.port, &["gateway"]);
+    let gw = Gateway::start(&consul, "", &[]);
+    wait_route(&gw, "/a.b", 1);
+    wait_route(&gw, "/a_b", 1);
+
+    let (_browser, mut page) = open_page(&gw);
+    page.wait_eval(Duration::from_secs(5), "document.querySelectorAll('#instances table').length", |v| v == 2).unwrap();
+    let labels = page
+        .eval(
+            "Array.from(document.querySelectorAll('#instances table')).map(t => \
+             [t.dataset.service, document.getElementById(t.getAttribute('aria-labelledby')).textContent])",
+        )
+        .unwrap();
+    assert_eq!(labels, json!([["a.b", "a.b (1 instance)"], ["a_b", "a_b (1 instance)"]]), "each table's heading");
+    let ids = page.eval("Array.from(document.querySelectorAll('[id]')).map(e => e.id)").unwrap();
+    let ids: Vec<String> = serde_json::from_value(ids).unwrap();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "ids are unique: {ids:?}");
+    let shown = page
+        .eval("Array.from(document.querySelectorAll('tr[data-instance] td.mono')).map(td => td.textContent)")
+        .unwrap();
+    assert_eq!(shown, json!(["dot", "<b id=\"injected\">x</b>"]), "instance IDs as text");
+    assert_eq!(page.eval("document.getElementById('injected') === null").unwrap(), true, "markup interpreted");
+}
+
 #[test]
 #[ignore = "writes docs/status-page.png: run to refresh the README's screenshot"]
 fn screenshot_for_the_readme() {
