@@ -7,11 +7,13 @@
 //! server-sent events `GET /events` ([`crate::status`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -38,6 +40,30 @@ impl FromRef<Admin> for Arc<Metrics> {
     fn from_ref(admin: &Admin) -> Self {
         admin.metrics.clone()
     }
+}
+
+/// How long a connection to the admin listener may keep data unacknowledged, or its receive
+/// window shut (a client that stopped reading), before the kernel drops it (`TCP_USER_TIMEOUT`).
+/// A follower of `/events` that never reads would otherwise hold its connection, about 1 MB of
+/// the gateway's buffers and a few MB of socket buffers for good; the page reconnects by itself.
+pub const WRITE_STALL: Duration = Duration::from_secs(30);
+
+/// The admin listener, each of whose connections the kernel drops once what the gateway sent has
+/// waited `after` for the client to take it (see [`WRITE_STALL`]). A failure to set that (not
+/// Linux) is logged at debug and leaves the connection as it is.
+pub fn stall_limited(
+    listener: tokio::net::TcpListener,
+    after: Duration,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    listener.tap_io(move |tcp| {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let set = socket2::SockRef::from(&*tcp).set_tcp_user_timeout(Some(after));
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let set: std::io::Result<()> = Err(std::io::ErrorKind::Unsupported.into());
+        if let Err(e) = set {
+            tracing::debug!(error = %e, ?after, "cannot set TCP_USER_TIMEOUT on an admin connection");
+        }
+    })
 }
 
 /// The admin routes.
@@ -165,6 +191,52 @@ mod tests {
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    /// A follower of `/events` that stops reading is dropped once its window stayed shut for the
+    /// stall limit, instead of holding its connection and buffers for good.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_stops_reading_is_dropped() {
+        use crate::observe::changes::Kind;
+        use std::time::Instant;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let rules = TagRules { route_tag: "gateway".into(), prefix: "urlprefix-".into() };
+        let services = Arc::new(Services::new(["web".to_string()], rules, Arc::new(StaticRead::default())));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(services.clone(), Arc::default());
+        tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
+            stall_limited(listener, Duration::from_secs(1)),
+            app,
+        )));
+
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut client = socket.connect(addr).await.unwrap();
+        client.write_all(b"GET /events HTTP/1.1\r\nhost: admin\r\n\r\n").await.unwrap();
+        // Fill every buffer between the gateway and the client (MBs), which reads nothing.
+        let big = "x".repeat(4096);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(2) {
+            for _ in 0..50 {
+                services.feed().publish(Kind::Source, None, None, big.clone());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The window stays shut past the limit (the kernel probes, then gives up).
+        tokio::time::sleep(Duration::from_secs(4)).await;
+
+        // A connection still served gets a state every second; a dropped one goes quiet, or ends.
+        let mut buf = vec![0u8; 64 * 1024];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            assert!(Instant::now() < deadline, "the gateway still writes to a client that stopped reading for 6 s");
+            match tokio::time::timeout(Duration::from_secs(3), client.read(&mut buf)).await {
+                Err(_) | Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(_)) => {}
+            }
+        }
     }
 
     #[tokio::test]

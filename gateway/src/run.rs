@@ -124,6 +124,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let mut stopping = stop_rx.clone();
     let admin_task = tokio::spawn(async move {
+        // A client that stops reading (a stuck follower of /events) is dropped, not kept.
+        let admin_listener = admin::stall_limited(admin_listener, admin::WRITE_STALL);
         axum::serve(admin_listener, admin::router(services, metrics))
             .with_graceful_shutdown(async move {
                 let _ = stopping.wait_for(|s| *s).await;

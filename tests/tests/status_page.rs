@@ -176,6 +176,106 @@ fn the_status_page_follows_instances_live_without_reloading() {
 }
 
 /// Refreshes `docs/status-page.png`, the README's screenshot: a few services, some traffic.
+/// Services whose names differ only in characters an HTML id cannot hold (`a.b`, `a_b`) each get a
+/// heading of their own that labels their instance table, and what Consul says (an instance ID
+/// with markup in it) is shown as text, never interpreted.
+#[test]
+fn names_alike_get_their_own_heading_and_markup_stays_text() {
+    let browser_check = e2e::cdp::chromium_bin();
+    assert!(browser_check.is_ok(), "{}", browser_check.unwrap_err());
+
+    let consul = Consul::start();
+    let echo = Echo::start();
+    register(&consul, "a.b", "dot", echo.port, &["gateway"]);
+    register(&consul, "a_b", "<b id=\"injected\">x</b>", echo.port, &["gateway"]);
+    let gw = Gateway::start(&consul, "", &[]);
+    wait_route(&gw, "/a.b", 1);
+    wait_route(&gw, "/a_b", 1);
+
+    let (_browser, mut page) = open_page(&gw);
+    page.wait_eval(Duration::from_secs(5), "document.querySelectorAll('#instances table').length", |v| v == 2).unwrap();
+    let labels = page
+        .eval(
+            "Array.from(document.querySelectorAll('#instances table')).map(t => \
+             [t.dataset.service, document.getElementById(t.getAttribute('aria-labelledby')).textContent])",
+        )
+        .unwrap();
+    assert_eq!(labels, json!([["a.b", "a.b (1 instance)"], ["a_b", "a_b (1 instance)"]]), "each table's heading");
+    let ids = page.eval("Array.from(document.querySelectorAll('[id]')).map(e => e.id)").unwrap();
+    let ids: Vec<String> = serde_json::from_value(ids).unwrap();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "ids are unique: {ids:?}");
+    let shown = page
+        .eval("Array.from(document.querySelectorAll('tr[data-instance] td.mono')).map(td => td.textContent)")
+        .unwrap();
+    assert_eq!(shown, json!(["dot", "<b id=\"injected\">x</b>"]), "instance IDs as text");
+    assert_eq!(page.eval("document.getElementById('injected') === null").unwrap(), true, "markup interpreted");
+}
+
+/// The page reconnects after any failure, not only after those the browser retries by itself: a
+/// non-200 answer to `/events` (a reverse proxy's 502 or 503 while the gateway restarts) closes an
+/// `EventSource` for good, and the page must open a new one.
+#[test]
+fn the_page_reconnects_after_an_error_answer() {
+    let browser_check = e2e::cdp::chromium_bin();
+    assert!(browser_check.is_ok(), "{}", browser_check.unwrap_err());
+
+    let consul = Consul::start();
+    let echo = Echo::start();
+    register(&consul, "web", "web-0", echo.port, &["gateway"]);
+    let gw = Gateway::start(&consul, "", &[]);
+    wait_route(&gw, "/web", 1);
+    let (port, admin_port) = (gw.port, gw.admin_port);
+    let (_browser, mut page) = open_page(&gw);
+    let live = "document.getElementById('live').textContent";
+    page.wait_eval(Duration::from_secs(5), live, |v| v == "● Live").unwrap();
+
+    // The gateway goes; what answers on its admin port meanwhile says 503 to everything.
+    drop(gw);
+    let stub = wait_for(Duration::from_secs(5), "the admin port free", || {
+        std::net::TcpListener::bind(("127.0.0.1", admin_port)).ok()
+    });
+    stub.set_nonblocking(true).unwrap();
+    let mut answered = 0;
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        match stub.accept() {
+            Ok((mut conn, _)) => {
+                use std::io::{Read, Write};
+                conn.set_nonblocking(false).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                let mut head = [0u8; 2048];
+                let n = conn.read(&mut head).unwrap_or(0);
+                if String::from_utf8_lossy(&head[..n]).starts_with("GET /events") {
+                    answered += 1;
+                }
+                let _ = conn
+                    .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    drop(stub);
+    assert!(answered >= 1, "the page asked for /events while the gateway was away");
+    let shown = page.eval(live).unwrap();
+    assert!(shown.as_str().unwrap().contains("Disconnected"), "{shown}");
+
+    // A gateway on the same admin port again: the page follows it without a reload.
+    let args: Vec<String> = ["--consul", consul.addr().as_str(), "--listen"]
+        .into_iter()
+        .map(String::from)
+        .chain([format!("127.0.0.1:{port}"), "--admin-listen".into(), format!("127.0.0.1:{admin_port}")])
+        .collect();
+    let _gw = Gateway { proc: e2e::procs::Proc::spawn("gateway", &args, &[]), port, admin_port };
+    page.eval("window.statesAt = window.statusPage.states; true").unwrap();
+    page.wait_eval(
+        Duration::from_secs(15),
+        &format!("{live} === '● Live' && window.statusPage.states > window.statesAt"),
+        |v| v == true,
+    )
+    .unwrap_or_else(|e| panic!("the page did not reconnect: {e}"));
+}
+
 #[test]
 #[ignore = "writes docs/status-page.png: run to refresh the README's screenshot"]
 fn screenshot_for_the_readme() {

@@ -136,15 +136,17 @@ impl ServiceSet {
                 // something else would fail in ways that look like the instance's fault.
                 if let Err(value) = tag::protocol_meta(&i.meta) {
                     if !skipped_before.contains(&i) {
-                        warn!(service, instance = %i.authority(), value = %value, "skipping an instance whose `{}` metadata is not h2c, grpc or http", tag::PROTOCOL_META);
+                        warn!(service, instance = ?i.authority(), value = %value, "skipping an instance whose `{}` metadata is not h2c, grpc or http", tag::PROTOCOL_META);
                     }
                     skipped.push(i);
                     return None;
                 }
+                // Debug-formatted in the log: an address is Consul's text, and a newline in it
+                // must not start a log line of its own.
                 let shown = i.authority();
                 let e = Endpoint::new(i, workers);
                 if e.is_none() {
-                    warn!(service, instance = %shown, "ignoring an instance whose address is not usable in a URL");
+                    warn!(service, instance = ?shown, "ignoring an instance whose address is not usable in a URL");
                 }
                 e.map(Arc::new)
             })

@@ -294,6 +294,14 @@ impl Metrics {
         }
     }
 
+    /// Drops what is kept per service (connect failures, ejections, retries, and the totals of
+    /// routes dropped) for the services `followed` says are no longer followed, so the `service`
+    /// label stays bounded by the services followed now, not by every name ever seen.
+    pub fn forget_services(&self, followed: impl Fn(&str) -> bool) {
+        lock(&self.rare).retain(|service, _| followed(service));
+        lock(&self.retired).retain(|service, _| followed(service));
+    }
+
     /// Each service's connect failures, ejections and retries by reason (in
     /// [`RetryReason::ALL`]'s order), sorted by service.
     fn rare_counts(&self) -> Vec<(String, Rare)> {

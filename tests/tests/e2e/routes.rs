@@ -927,3 +927,21 @@ fn services_the_tests_never_used_are_routed_and_unrouted() {
         );
     }
 }
+
+/// What a registration says (an instance's address, its `gateway-protocol` metadata) is logged
+/// escaped: a newline in it cannot start a log line of its own (a forged one) in the gateway's log.
+#[test]
+fn a_registration_cannot_forge_log_lines() {
+    let consul = Consul::start();
+    let gw = Gateway::start(&consul, "", &[]);
+    let forged = "2026-12-01T00:00:00.000000Z  INFO FORGED";
+    consul.register_json(json!({"ID": "forge-1", "Name": "forge", "Address": format!("x\n{forged} address"),
+        "Port": 1, "Tags": ["gateway"]}));
+    consul.register_json(json!({"ID": "forge-2", "Name": "forge", "Address": "127.0.0.1", "Port": 2,
+        "Tags": ["gateway"], "Meta": {"gateway-protocol": format!("h9\n{forged} metadata")}}));
+    gw.proc.wait_for_log("not usable in a URL", 0, Duration::from_secs(15));
+    gw.proc.wait_for_log("metadata is not h2c, grpc or http", 0, Duration::from_secs(15));
+    let forged_lines: Vec<String> =
+        gw.proc.logs().into_iter().filter(|l| l.contains("FORGED") && !l.contains("WARN")).collect();
+    assert!(forged_lines.is_empty(), "lines of the gateway's log written by a registration: {forged_lines:?}");
+}

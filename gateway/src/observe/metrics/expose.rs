@@ -38,11 +38,15 @@ pub async fn serve(State(metrics): State<Arc<Metrics>>, State(services): State<A
 /// # Errors
 /// Only a formatting error of the encoder (writing to a `String` does not fail).
 pub fn render(metrics: Arc<Metrics>, services: Arc<Services>) -> Result<String, std::fmt::Error> {
-    // Entries of routes that are gone go first, so the keys stay bounded by the route table.
+    // Entries of routes and services that are gone go first, so the keys stay bounded by the
+    // route table and the services followed.
     let table = services.table();
     let live: std::collections::HashSet<(String, &str)> =
         table.routes().iter().map(|r| (r.shown(), r.service.as_str())).collect();
     metrics.forget_routes(|route, service| live.contains(&(route.to_string(), service)));
+    let slots = services.slots();
+    let followed: std::collections::HashSet<&str> = slots.iter().map(|s| s.service.as_str()).collect();
+    metrics.forget_services(|service| followed.contains(service));
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Gather { metrics, services: services.clone() }));
     let mut out = String::with_capacity(16 * 1024);

@@ -140,6 +140,25 @@ fn routes_that_are_gone_are_dropped_and_their_totals_kept() {
 }
 
 #[test]
+fn services_no_longer_followed_are_dropped() {
+    let services = services();
+    let m = Arc::new(Metrics::new(1));
+    m.ejection("web");
+    // Services followed once and gone since (renamed, deregistered, a name per deploy): their
+    // series would otherwise stay, and grow with every name ever seen.
+    for i in 0..50 {
+        m.connect_failure(&format!("gone-{i}"));
+        m.retry(&format!("gone-{i}"), RetryReason::ConnectFailed);
+    }
+    m.request_done(Some(&labels("/old", "gone-0")), &http::Method::GET, 500, Duration::ZERO);
+    let text = expose::render(m.clone(), services).unwrap();
+    assert!(!text.contains("gone-"), "{text}");
+    assert_eq!(sample(&text, r#"gateway_ejections_total{service="web"}"#), Some(1.0));
+    assert_eq!(m.rare_counts().len(), 1);
+    assert_eq!(m.service_totals(), [], "the totals of a service gone are dropped too");
+}
+
+#[test]
 fn freshness_age_and_staleness_follow_the_watcher() {
     let services = services();
     let f = services.freshness();
