@@ -84,6 +84,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some(log) = &access {
         metrics.follow_access_log(log.clone());
     }
+    // Counts of routes and services that are gone are dropped even if nobody scrapes.
+    let period = std::time::Duration::from_secs(60);
+    tokio::spawn(crate::observe::metrics::prune_every(metrics.clone(), services.clone(), period));
     let proxy = Arc::new(Proxy {
         services: services.clone(),
         timeouts: cfg.timeouts,

@@ -48,7 +48,7 @@ use rustc_hash::FxBuildHasher;
 
 use crate::observe::access::AccessLog;
 
-pub use expose::serve;
+pub use expose::{prune_every, serve};
 use shard::{Entry, Key, Shard};
 
 /// The labels a request is counted under, built once per route when the route table is built:

@@ -40,6 +40,19 @@ pub async fn serve(State(metrics): State<Arc<Metrics>>, State(services): State<A
 pub fn render(metrics: Arc<Metrics>, services: Arc<Services>) -> Result<String, std::fmt::Error> {
     // Entries of routes and services that are gone go first, so the keys stay bounded by the
     // route table and the services followed.
+    forget_gone(&metrics, &services);
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Gather { metrics, services: services.clone() }));
+    let mut out = String::with_capacity(16 * 1024);
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    Ok(out)
+}
+
+/// Drops the entries of routes that are no longer in the route table and of services no longer
+/// followed, keeping their request totals ([`Metrics::forget_routes`],
+/// [`Metrics::forget_services`]). Every scrape does it, and the gateway every minute
+/// ([`prune_every`]), so the keys stay bounded by what exists now even when nobody scrapes.
+pub fn forget_gone(metrics: &Metrics, services: &Services) {
     let table = services.table();
     let live: std::collections::HashSet<(String, &str)> =
         table.routes().iter().map(|r| (r.shown(), r.service.as_str())).collect();
@@ -47,11 +60,16 @@ pub fn render(metrics: Arc<Metrics>, services: Arc<Services>) -> Result<String, 
     let slots = services.slots();
     let followed: std::collections::HashSet<&str> = slots.iter().map(|s| s.service.as_str()).collect();
     metrics.forget_services(|service| followed.contains(service));
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(Gather { metrics, services: services.clone() }));
-    let mut out = String::with_capacity(16 * 1024);
-    prometheus_client::encoding::text::encode(&mut out, &registry)?;
-    Ok(out)
+}
+
+/// Runs [`forget_gone`] every `period`, for ever.
+pub async fn prune_every(metrics: Arc<Metrics>, services: Arc<Services>, period: std::time::Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        forget_gone(&metrics, &services);
+    }
 }
 
 /// What a scrape reads.

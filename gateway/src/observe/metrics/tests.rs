@@ -216,3 +216,16 @@ fn access_log_drops_are_exposed() {
     let text = expose::render(m, services()).unwrap();
     assert_eq!(sample(&text, "gateway_access_log_dropped_total"), Some(dropped as f64), "{text}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn routes_that_are_gone_are_dropped_without_a_scrape() {
+    let m = Arc::new(Metrics::new(1));
+    // "/old" is in no route table: its entry goes at the first prune, its totals stay.
+    m.request_done(Some(&labels("/old", "web")), &http::Method::GET, 200, Duration::from_millis(1));
+    assert_eq!(m.summed().len(), 1);
+    tokio::spawn(prune_every(m.clone(), services(), Duration::from_secs(60)));
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert!(m.summed().is_empty(), "dropped with nobody scraping");
+    let web = m.service_totals().into_iter().find(|t| t.service == "web").expect("web's totals kept");
+    assert_eq!(web.requests, 1);
+}
