@@ -27,13 +27,13 @@ const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; script-src 'un
 
 /// `GET /` (the page) and `GET /events` (its live feed), for the admin router.
 pub fn routes() -> Router<Admin> {
-    // One set of rate samples for every follower.
-    let rates = Arc::new(state::Rates::default());
+    // One set of rate samples, and one state per tick, for every follower.
+    let shared = Arc::new(events::Shared::default());
     Router::new().route("/", get(page)).route(
         "/events",
         get(move |State(admin): State<Admin>| {
-            let rates = rates.clone();
-            async move { events::follow(admin, rates) }
+            let shared = shared.clone();
+            async move { events::follow(admin, shared) }
         }),
     )
 }

@@ -236,6 +236,8 @@ impl Services {
             None => return,
         };
         let old = slot.set();
+        // Published once the new set is in place, so a follower that reads on the event sees it.
+        let mut published = None;
         let new = match &old {
             Some(old) if old.same_instances(&instances) && old.tags == tags => old.refreshed(index),
             _ => {
@@ -250,7 +252,7 @@ impl Services {
                 if moved {
                     if let Some(line) = change_line(service, old.as_deref(), &new) {
                         info!(service, index = new.index, "{line}");
-                        self.feed.publish(Kind::Instances, Some(service), None, line);
+                        published = Some(line);
                     }
                 }
                 new
@@ -261,6 +263,9 @@ impl Services {
         // departing route's tag missing from it and answers 404, as the new table will (see
         // `Proxy::route`); the other order would briefly leave a new route without candidates.
         slot.set.store(Some(Arc::new(new)));
+        if let Some(line) = published {
+            self.feed.publish(Kind::Instances, Some(service), None, line);
+        }
         if routes_changed {
             self.routes_changed(&mut w, service, "tags changed");
         }
@@ -378,6 +383,8 @@ impl Services {
         let before: HashSet<_> = old.routes().iter().map(|r| r.key()).collect();
         let after: HashSet<_> = table.routes().iter().map(|r| r.key()).collect();
         let changed = std::mem::take(&mut w.changed);
+        // Published once the new table is in place, so a follower that reads on the event sees it.
+        let mut events = Vec::new();
         for r in old.routes().iter().filter(|r| !after.contains(&r.key())) {
             let shown = r.shown();
             // Another service's route at the same place: it lost a tie, whatever changed.
@@ -389,7 +396,7 @@ impl Services {
             };
             info!(route = %shown, service = %r.service, "route removed: {shown} -> {} ({why})", r.service);
             let line = format!("route removed: {shown} -> {} ({why})", r.service);
-            self.feed.publish(Kind::RouteRemoved, Some(&r.service), Some(&shown), line);
+            events.push((Kind::RouteRemoved, r.service.clone(), shown, line));
         }
         for r in table.routes().iter().filter(|r| !before.contains(&r.key())) {
             let n = r.slot.set().map_or(0, |s| s.candidates(r.tag.as_deref()).map_or(0, |c| c.count()));
@@ -397,9 +404,12 @@ impl Services {
             let shown = r.shown();
             info!(route = %shown, service = %r.service, "route added: {shown} -> {} ({n} {noun})", r.service);
             let line = format!("route added: {shown} -> {} ({n} {noun})", r.service);
-            self.feed.publish(Kind::RouteAdded, Some(&r.service), Some(&shown), line);
+            events.push((Kind::RouteAdded, r.service.clone(), shown, line));
         }
         self.table.store(Arc::new(table));
+        for (kind, service, route, line) in events {
+            self.feed.publish(kind, Some(&service), Some(&route), line);
+        }
     }
 
     /// Why routes from tags may be incomplete: the watcher has not listed what it follows yet,

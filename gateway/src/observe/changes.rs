@@ -17,6 +17,11 @@ use tokio::sync::broadcast;
 /// How many past events are kept for a new follower.
 pub const RECENT: usize = 100;
 
+/// An event's message is cut to this many bytes (a service going from 0 to 5,000 instances
+/// names every address in its log line; the feed keeps the start), so [`RECENT`] events stay
+/// small.
+pub const MAX_MESSAGE: usize = 1000;
+
 /// What changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -56,6 +61,7 @@ pub struct ChangeFeed {
     recent: Mutex<VecDeque<Arc<Event>>>,
     instance_changes: AtomicU64,
     route_changes: AtomicU64,
+    published: AtomicU64,
 }
 
 impl Default for ChangeFeed {
@@ -65,6 +71,7 @@ impl Default for ChangeFeed {
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
             instance_changes: AtomicU64::new(0),
             route_changes: AtomicU64::new(0),
+            published: AtomicU64::new(0),
         }
     }
 }
@@ -77,12 +84,13 @@ impl ChangeFeed {
             Kind::RouteAdded | Kind::RouteRemoved => self.route_changes.fetch_add(1, Ordering::Relaxed),
             Kind::ServiceGone | Kind::Source => 0,
         };
+        self.published.fetch_add(1, Ordering::Relaxed);
         let event = Arc::new(Event {
             at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             kind,
             service: service.map(str::to_string),
             route: route.map(str::to_string),
-            message: message.into(),
+            message: bounded(message.into()),
         });
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
@@ -105,6 +113,11 @@ impl ChangeFeed {
         self.recent.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
     }
 
+    /// How many events were published, of every kind (it grows with each change).
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
+
     /// How many instance changes were published.
     pub fn instance_changes(&self) -> u64 {
         self.instance_changes.load(Ordering::Relaxed)
@@ -114,6 +127,21 @@ impl ChangeFeed {
     pub fn route_changes(&self) -> u64 {
         self.route_changes.load(Ordering::Relaxed)
     }
+}
+
+/// `message`, cut to [`MAX_MESSAGE`] bytes at a character boundary, saying how much was cut.
+fn bounded(mut message: String) -> String {
+    if message.len() <= MAX_MESSAGE {
+        return message;
+    }
+    let mut end = MAX_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = message.len() - end;
+    message.truncate(end);
+    message.push_str(&format!(" … ({cut} more bytes)"));
+    message
 }
 
 #[cfg(test)]
@@ -135,5 +163,15 @@ mod tests {
         let recent = feed.recent();
         assert_eq!(recent.len(), RECENT);
         assert_eq!(recent.last().unwrap().message, format!("{}", RECENT + 4));
+    }
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        let feed = ChangeFeed::default();
+        feed.publish(Kind::Instances, Some("web"), None, "é".repeat(MAX_MESSAGE));
+        let message = &feed.recent()[0].message;
+        assert!(message.starts_with(&"é".repeat(MAX_MESSAGE / 2)), "{message}");
+        assert!(message.ends_with(&format!(" … ({} more bytes)", MAX_MESSAGE)), "{message}");
+        assert_eq!(feed.published(), 1);
     }
 }

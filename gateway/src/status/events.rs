@@ -34,10 +34,40 @@ pub const MIN_GAP: Duration = Duration::from_millis(150);
 /// How often a `state` is sent anyway.
 pub const TICK: Duration = Duration::from_secs(1);
 
+/// How long a built `state` (not a full one) is sent as it is to other followers, as long as no
+/// change was published meanwhile: the followers of one tick share one build.
+pub const SHARE_FOR: Duration = Duration::from_millis(250);
+
+/// What every follower shares: the rate samples, and the last `state` built (when, at which
+/// point of the change feed, and its JSON), so that N followers cost one build per tick.
+#[derive(Default)]
+pub struct Shared {
+    rates: Rates,
+    last: std::sync::Mutex<Option<(Instant, u64, Arc<str>)>>,
+}
+
+impl Shared {
+    /// The JSON of a `state` without the recent changes: the one built less than [`SHARE_FOR`]
+    /// ago if no change was published since, else a new one.
+    fn state_json(&self, admin: &Admin) -> Arc<str> {
+        let seq = admin.services.feed().published();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, built_at_seq, json)) = last.as_ref() {
+            if *built_at_seq == seq && at.elapsed() < SHARE_FOR {
+                return json.clone();
+            }
+        }
+        let state = state::build(&admin.services, &admin.metrics, &self.rates, false);
+        let json: Arc<str> = serde_json::to_string(&state).unwrap_or_default().into();
+        *last = Some((Instant::now(), seq, json.clone()));
+        json
+    }
+}
+
 /// One follower of the page.
 struct Follower {
     admin: Admin,
-    rates: Arc<Rates>,
+    shared: Arc<Shared>,
     rx: broadcast::Receiver<Arc<Event>>,
     /// Whether the feed is gone (only when the gateway is).
     closed: bool,
@@ -50,7 +80,7 @@ struct Follower {
 }
 
 /// The SSE response for one follower.
-pub fn follow(admin: Admin, rates: Arc<Rates>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+pub fn follow(admin: Admin, shared: Arc<Shared>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     // Subscribe before the first state is built: a change in between is sent (maybe twice; the
     // page ignores repeats), never lost.
     let rx = admin.services.feed().subscribe();
@@ -58,7 +88,7 @@ pub fn follow(admin: Admin, rates: Arc<Rates>) -> Sse<impl Stream<Item = Result<
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut follower = Follower {
         admin,
-        rates,
+        shared,
         rx,
         closed: false,
         queue: VecDeque::new(),
@@ -109,8 +139,11 @@ impl Follower {
 
     fn state(&mut self, full: bool) -> SseEvent {
         self.last_state = Instant::now();
-        let state = state::build(&self.admin.services, &self.admin.metrics, &self.rates, full);
-        sse("state", &state)
+        if full {
+            let state = state::build(&self.admin.services, &self.admin.metrics, &self.shared.rates, true);
+            return sse("state", &state);
+        }
+        SseEvent::default().event("state").data(&*self.shared.state_json(&self.admin))
     }
 }
 
@@ -161,6 +194,21 @@ mod tests {
             buf.push_str(std::str::from_utf8(&data).unwrap());
         }
         out
+    }
+
+    #[tokio::test]
+    async fn followers_share_one_state_per_tick_until_a_change() {
+        let admin = admin();
+        let shared = Shared::default();
+        let a = shared.state_json(&admin);
+        let b = shared.state_json(&admin);
+        assert!(Arc::ptr_eq(&a, &b), "built once for both");
+        admin.services.apply_snapshot("web", 3, vec![Instance::new("web-1", "n", "127.0.0.1", 3001)], vec![]);
+        let c = shared.state_json(&admin);
+        assert!(!Arc::ptr_eq(&b, &c), "a change published since: built again");
+        assert!(c.contains("127.0.0.1:3001"), "{c}");
+        tokio::time::sleep(SHARE_FOR + Duration::from_millis(50)).await;
+        assert!(!Arc::ptr_eq(&c, &shared.state_json(&admin)), "too old: built again");
     }
 
     #[tokio::test]
