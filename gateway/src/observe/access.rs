@@ -8,6 +8,9 @@
 //! For logrotate's `create` mode, the file is reopened (by name) at the next record or within a
 //! second after [`AccessLog::reopen`] (SIGHUP, wired in [`crate::run`]).
 //!
+//! At shutdown, [`AccessLog::close`] has the writer write what is queued, flush and end: the
+//! lines of the last requests are not lost with the process.
+//!
 //! What a request's record holds, and when it is made, is the request path's business
 //! ([`crate::proxy::observed`]); this module owns the queue, the writer and the line formats.
 
@@ -17,7 +20,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::uri::{Authority, PathAndQuery};
@@ -94,8 +98,11 @@ pub enum AccessLogError {
 
 /// The request path's handle on the access log. Cheap to share (`Arc`).
 pub struct AccessLog {
-    queue: SyncSender<Record>,
+    /// Records; `None` only wakes the writer (to close).
+    queue: SyncSender<Option<Record>>,
     shared: Arc<Shared>,
+    /// The writer thread, until [`AccessLog::close`] waits for it.
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// What the handle and the writer both see.
@@ -103,6 +110,8 @@ pub struct AccessLog {
 struct Shared {
     dropped: AtomicU64,
     reopen: AtomicBool,
+    /// Set by [`AccessLog::close`]: write what is queued, flush, end.
+    closing: AtomicBool,
 }
 
 impl AccessLog {
@@ -117,17 +126,17 @@ impl AccessLog {
         let (tx, rx) = sync_channel(queue);
         let shared = Arc::new(Shared::default());
         let writer = Writer { format, out, shared: shared.clone(), warned: None, warned_count: 0 };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || writer.run(rx))
             .map_err(AccessLogError::Thread)?;
-        Ok(Self { queue: tx, shared })
+        Ok(Self { queue: tx, shared, writer: Mutex::new(Some(thread)) })
     }
 
     /// Queues `record` for the writer, or counts it as dropped when the queue is full. Never
     /// blocks.
     pub fn log(&self, record: Record) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.queue.try_send(record) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.queue.try_send(Some(record)) {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -142,6 +151,27 @@ impl AccessLog {
     /// stdout.
     pub fn reopen(&self) {
         self.shared.reopen.store(true, Ordering::Relaxed);
+    }
+
+    /// At shutdown: has the writer write every queued record, flush and end, and waits up to
+    /// `within` for it (blocking the calling thread; the writer may be stuck on a stdout nobody
+    /// reads). Records logged after the writer ended are counted as dropped. `true` when the
+    /// writer finished in time (or had already been closed).
+    pub fn close(&self, within: Duration) -> bool {
+        self.shared.closing.store(true, Ordering::Release);
+        // Wakes a writer waiting for records; a full queue means it is busy and sees the flag
+        // once it has written them.
+        let _ = self.queue.try_send(None);
+        let Some(thread) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() else { return true };
+        let deadline = Instant::now() + within;
+        while !thread.is_finished() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = thread.join();
+        true
     }
 }
 
@@ -197,7 +227,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, rx: Receiver<Record>) {
+    fn run(mut self, rx: Receiver<Option<Record>>) {
         let mut line = Vec::with_capacity(512);
         loop {
             let first = rx.recv_timeout(Duration::from_secs(1));
@@ -205,18 +235,25 @@ impl Writer {
                 self.out.reopen();
             }
             match first {
-                Ok(r) => self.write(&r, &mut line),
-                Err(RecvTimeoutError::Timeout) => {}
+                Ok(Some(r)) => self.write(&r, &mut line),
+                Ok(None) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            // Whatever else is queued, then one flush.
+            // Whatever else is queued, then one flush. The flag is read first: when it is set,
+            // every record queued before the close is in the queue by now, and written below.
+            let closing = self.shared.closing.load(Ordering::Acquire);
             while let Ok(r) = rx.try_recv() {
-                self.write(&r, &mut line);
+                if let Some(r) = r {
+                    self.write(&r, &mut line);
+                }
             }
             if let Err(e) = self.out.writer().flush() {
                 tracing::error!(error = %e, "cannot write the access log");
             }
             self.warn_drops();
+            if closing {
+                break;
+            }
         }
         let _ = self.out.writer().flush();
     }

@@ -134,3 +134,47 @@ fn reopen_after_a_rename_writes_to_a_new_file() {
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert!(old.contains("request_id=abc-1"), "{old}");
 }
+
+#[test]
+fn close_writes_every_queued_line_before_returning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let log = AccessLog::start(Format::Json, Destination::File(path.clone()), QUEUE).unwrap();
+    for _ in 0..5_000 {
+        log.log(record());
+    }
+    let dropped = log.dropped();
+    // No waiting for the writer: close is what a shutdown relies on.
+    assert!(log.close(Duration::from_secs(10)), "the writer finished");
+    let n = std::fs::read_to_string(&path).unwrap().lines().count() as u64;
+    assert_eq!(n + dropped, 5_000, "every record not dropped is written");
+    log.log(record());
+    assert_eq!(log.dropped(), dropped + 1, "a record after close is counted as dropped");
+    assert!(log.close(Duration::from_secs(1)), "a second close is harmless");
+}
+
+#[test]
+fn close_gives_up_on_a_writer_that_cannot_write() {
+    // A FIFO nobody reads (as a stdout nobody reads): the writer blocks once its buffer is full.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let reader = {
+        let fifo = fifo.clone();
+        // Opening either end waits for the other; this end is held open and never read.
+        std::thread::spawn(move || {
+            let _held = File::open(fifo).unwrap();
+            let _ = done_rx.recv();
+        })
+    };
+    let log = AccessLog::start(Format::Json, Destination::File(fifo), QUEUE).unwrap();
+    for _ in 0..5_000 {
+        log.log(record());
+    }
+    let started = Instant::now();
+    assert!(!log.close(Duration::from_millis(300)), "reported as unfinished");
+    assert!(started.elapsed() < Duration::from_secs(2), "bounded");
+    done_tx.send(()).unwrap();
+    reader.join().unwrap();
+}
