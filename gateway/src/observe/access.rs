@@ -125,7 +125,7 @@ impl AccessLog {
         let out = Output::open(to)?;
         let (tx, rx) = sync_channel(queue);
         let shared = Arc::new(Shared::default());
-        let writer = Writer { format, out, shared: shared.clone(), warned: None, warned_count: 0 };
+        let writer = Writer { format, out, shared: shared.clone(), warned: None, warned_count: 0, failing: None };
         let thread = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || writer.run(rx))
@@ -224,6 +224,8 @@ struct Writer {
     /// When drops were last warned about, and the count then.
     warned: Option<Instant>,
     warned_count: u64,
+    /// Since when writing fails (a full disk), as last said at ERROR; `None` while it works.
+    failing: Option<Instant>,
 }
 
 impl Writer {
@@ -247,15 +249,32 @@ impl Writer {
                     self.write(&r, &mut line);
                 }
             }
-            if let Err(e) = self.out.writer().flush() {
-                tracing::error!(error = %e, "cannot write the access log");
-            }
+            self.flush();
             self.warn_drops();
             if closing {
                 break;
             }
         }
         let _ = self.out.writer().flush();
+    }
+
+    /// Flushes; a failure is said at ERROR once, then at most once per [`WARN_EVERY`] while it
+    /// lasts (the writer flushes at every batch and every second: a full disk must not flood the
+    /// gateway's own log), and the recovery once at INFO.
+    fn flush(&mut self) {
+        match self.out.writer().flush() {
+            Ok(()) => {
+                if self.failing.take().is_some() {
+                    tracing::info!("writing the access log again");
+                }
+            }
+            Err(e) => {
+                if self.failing.is_none_or(|since| since.elapsed() >= WARN_EVERY) {
+                    tracing::error!(error = %e, "cannot write the access log; its lines are lost until it can (said again every 10 s while it lasts)");
+                    self.failing = Some(Instant::now());
+                }
+            }
+        }
     }
 
     fn write(&mut self, r: &Record, line: &mut Vec<u8>) {

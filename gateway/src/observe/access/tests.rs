@@ -178,3 +178,41 @@ fn close_gives_up_on_a_writer_that_cannot_write() {
     done_tx.send(()).unwrap();
     reader.join().unwrap();
 }
+
+/// The gateway's own log lines, as written on this thread while `f` runs.
+fn logged_during(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let out = buf.clone();
+    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || out.clone()).finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let text = buf.0.lock().unwrap().clone();
+    String::from_utf8(text).unwrap()
+}
+
+#[test]
+fn a_full_disk_is_said_once_not_at_every_flush() {
+    // /dev/full: every write fails with "No space left on device".
+    let out = Output::open(Destination::File("/dev/full".into())).unwrap();
+    let shared = Arc::new(Shared::default());
+    let mut w = Writer { format: Format::Json, out, shared, warned: None, warned_count: 0, failing: None };
+    let mut line = Vec::new();
+    let logged = logged_during(|| {
+        for _ in 0..1_000 {
+            w.write(&record(), &mut line);
+            w.flush();
+        }
+    });
+    assert_eq!(logged.matches("cannot write the access log").count(), 1, "{logged}");
+    assert!(logged.contains("No space left on device"), "{logged}");
+}
