@@ -83,7 +83,7 @@ pub enum Destination {
 #[derive(Debug, thiserror::Error)]
 pub enum AccessLogError {
     /// The file cannot be opened for appending.
-    #[error("cannot open the access log file {path}: {source}")]
+    #[error("cannot open the access log file {}", path.display())]
     Open {
         /// The file.
         path: PathBuf,
@@ -92,7 +92,7 @@ pub enum AccessLogError {
         source: io::Error,
     },
     /// The writer thread cannot be started.
-    #[error("cannot start the access log writer: {0}")]
+    #[error("cannot start the access log writer")]
     Thread(#[source] io::Error),
 }
 

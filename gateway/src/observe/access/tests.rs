@@ -109,6 +109,9 @@ fn a_file_that_cannot_be_opened_is_a_startup_error() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("/nonexistent-dir/access.log"), "{err}");
+    // The cause is the error's source, said once when the chain is printed (`{:#}`).
+    let chain = format!("{:#}", anyhow::Error::new(err));
+    assert_eq!(chain.matches("No such file or directory").count(), 1, "{chain}");
 }
 
 #[test]
