@@ -26,7 +26,8 @@ pub struct Args {
     /// --tls-cert/--tls-dir TLS only, HTTP/2 or HTTP/1.1 by ALPN.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:3000")]
     pub listen: SocketAddr,
-    /// Address of the admin listener (/healthz, /readyz, /services, /routes).
+    /// Address of the admin listener (/healthz, /readyz, /services, /routes, /metrics, and the
+    /// status page at / with its feed /events).
     #[arg(long, env = "GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
     /// Consul HTTP address: host:port, http://host:port, or https://host:port (TLS from
