@@ -2,8 +2,9 @@
 //! file. The request path only hands a [`Record`] to a bounded queue ([`AccessLog::log`], a
 //! `try_send`): it never waits for the disk. One writer thread formats the records and writes
 //! them through a buffer, flushed whenever the queue runs empty. A record that finds the queue
-//! full is dropped and counted ([`AccessLog::dropped`]); the writer warns about drops at most
-//! once per [`WARN_EVERY`].
+//! full is dropped and counted ([`AccessLog::dropped`]); drops are warned about at most once per
+//! [`WARN_EVERY`], by the writer after a batch or by the request that finds the queue full (a
+//! writer stuck on a stdout nobody reads would never say so).
 //!
 //! For logrotate's `create` mode, the file is reopened (by name) at the next record or within a
 //! second after [`AccessLog::reopen`] (SIGHUP, wired in [`crate::run`]).
@@ -106,12 +107,55 @@ pub struct AccessLog {
 }
 
 /// What the handle and the writer both see.
-#[derive(Default)]
 struct Shared {
     dropped: AtomicU64,
     reopen: AtomicBool,
     /// Set by [`AccessLog::close`]: write what is queued, flush, end.
     closing: AtomicBool,
+    /// The clock's origin for `warned_at`.
+    started: Instant,
+    /// Milliseconds after `started` of the last warning about drops ([`NEVER`]: none yet).
+    warned_at: AtomicU64,
+    /// The count of drops the last warning reported.
+    warned_count: AtomicU64,
+}
+
+/// `warned_at` before the first warning.
+const NEVER: u64 = u64::MAX;
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            dropped: AtomicU64::new(0),
+            reopen: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            started: Instant::now(),
+            warned_at: AtomicU64::new(NEVER),
+            warned_count: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Shared {
+    /// Warns about the drops not warned about yet, unless a warning went out less than
+    /// [`WARN_EVERY`] ago. Only one thread wins a given slot: no two warnings within the period.
+    fn warn_drops(&self) {
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if dropped == self.warned_count.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.warned_at.load(Ordering::Relaxed);
+        if last != NEVER && now.saturating_sub(last) < WARN_EVERY.as_millis() as u64 {
+            return;
+        }
+        if self.warned_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            return;
+        }
+        let before = self.warned_count.swap(dropped, Ordering::Relaxed);
+        let new = dropped.saturating_sub(before);
+        tracing::warn!(dropped = new, total = dropped, "access log queue full; lines dropped");
+    }
 }
 
 impl AccessLog {
@@ -125,7 +169,7 @@ impl AccessLog {
         let out = Output::open(to)?;
         let (tx, rx) = sync_channel(queue);
         let shared = Arc::new(Shared::default());
-        let writer = Writer { format, out, shared: shared.clone(), warned: None, warned_count: 0, failing: None };
+        let writer = Writer { format, out, shared: shared.clone(), failing: None };
         let thread = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || writer.run(rx))
@@ -138,6 +182,8 @@ impl AccessLog {
     pub fn log(&self, record: Record) {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.queue.try_send(Some(record)) {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            // Only on a drop: a clock read, and a warning at most every WARN_EVERY.
+            self.shared.warn_drops();
         }
     }
 
@@ -221,9 +267,6 @@ struct Writer {
     format: Format,
     out: Output,
     shared: Arc<Shared>,
-    /// When drops were last warned about, and the count then.
-    warned: Option<Instant>,
-    warned_count: u64,
     /// Since when writing fails (a full disk), as last said at ERROR; `None` while it works.
     failing: Option<Instant>,
 }
@@ -250,7 +293,7 @@ impl Writer {
                 }
             }
             self.flush();
-            self.warn_drops();
+            self.shared.warn_drops();
             if closing {
                 break;
             }
@@ -282,16 +325,6 @@ impl Writer {
         self.format.line(r, line);
         // Errors show at the flush.
         let _ = self.out.writer().write_all(line);
-    }
-
-    fn warn_drops(&mut self) {
-        let dropped = self.shared.dropped.load(Ordering::Relaxed);
-        if dropped == self.warned_count || self.warned.is_some_and(|t| t.elapsed() < WARN_EVERY) {
-            return;
-        }
-        tracing::warn!(dropped = dropped - self.warned_count, total = dropped, "access log queue full; lines dropped");
-        self.warned = Some(Instant::now());
-        self.warned_count = dropped;
     }
 }
 

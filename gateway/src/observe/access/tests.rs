@@ -156,11 +156,10 @@ fn close_writes_every_queued_line_before_returning() {
     assert!(log.close(Duration::from_secs(1)), "a second close is harmless");
 }
 
-#[test]
-fn close_gives_up_on_a_writer_that_cannot_write() {
-    // A FIFO nobody reads (as a stdout nobody reads): the writer blocks once its buffer is full.
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("fifo");
+/// An access log writing to a FIFO nobody reads (as a stdout nobody reads): its writer blocks
+/// once the pipe's buffer is full. Dropping the returned guard lets the reader end.
+fn stuck_log(dir: &Path) -> (AccessLog, impl Drop) {
+    let fifo = dir.join("fifo");
     assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let reader = {
@@ -172,14 +171,42 @@ fn close_gives_up_on_a_writer_that_cannot_write() {
         })
     };
     let log = AccessLog::start(Format::Json, Destination::File(fifo), QUEUE).unwrap();
+    struct Release(Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let (tx, reader) = self.0.take().unwrap();
+            let _ = tx.send(());
+            let _ = reader.join();
+        }
+    }
+    (log, Release(Some((done_tx, reader))))
+}
+
+#[test]
+fn close_gives_up_on_a_writer_that_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _reader) = stuck_log(dir.path());
     for _ in 0..5_000 {
         log.log(record());
     }
     let started = Instant::now();
     assert!(!log.close(Duration::from_millis(300)), "reported as unfinished");
     assert!(started.elapsed() < Duration::from_secs(2), "bounded");
-    done_tx.send(()).unwrap();
-    reader.join().unwrap();
+}
+
+#[test]
+fn drops_are_warned_about_even_when_the_writer_is_stuck() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _reader) = stuck_log(dir.path());
+    let logged = logged_during(|| {
+        // 20,000 records of ~300 bytes: far more than the pipe and the queue hold.
+        for _ in 0..20_000 {
+            log.log(record());
+        }
+    });
+    assert!(log.dropped() > 0, "some were dropped");
+    assert_eq!(logged.matches("access log queue full").count(), 1, "once, by a request that dropped: {logged}");
+    log.close(Duration::ZERO);
 }
 
 /// The gateway's own log lines, as written on this thread while `f` runs.
@@ -208,7 +235,7 @@ fn a_full_disk_is_said_once_not_at_every_flush() {
     // /dev/full: every write fails with "No space left on device".
     let out = Output::open(Destination::File("/dev/full".into())).unwrap();
     let shared = Arc::new(Shared::default());
-    let mut w = Writer { format: Format::Json, out, shared, warned: None, warned_count: 0, failing: None };
+    let mut w = Writer { format: Format::Json, out, shared, failing: None };
     let mut line = Vec::new();
     let logged = logged_during(|| {
         for _ in 0..1_000 {
