@@ -134,8 +134,9 @@ pub struct Args {
     /// counted, never waited for.
     #[arg(long, env = "GATEWAY_ACCESS_LOG", value_enum, default_value_t = AccessLogMode::Off, value_name = "FORMAT")]
     pub access_log: AccessLogMode,
-    /// Write the access log to this file (appended to; reopened by name on SIGHUP, for
-    /// logrotate) instead of stdout.
+    /// Write the access log to this file (appended to, created if missing; reopened by name on
+    /// SIGHUP, for logrotate) instead of stdout. Needs --access-log text or json; a file that
+    /// cannot be opened stops the start.
     #[arg(long, env = "GATEWAY_ACCESS_LOG_FILE", value_name = "PATH")]
     pub access_log_file: Option<PathBuf>,
 }

@@ -6,9 +6,10 @@
 //! start) and is reopened on SIGHUP.
 //!
 //! Shutdown: stop accepting, let in-flight requests finish within the grace period, stop the
-//! watcher, return.
+//! watcher, write the access log's queued lines (within 5 s), return.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -28,6 +29,9 @@ use crate::proxy::workers::{self, Workers};
 use crate::proxy::Proxy;
 use crate::redirect;
 use crate::tls::{self, reload};
+
+/// At shutdown, how long the access log's writer gets to write what is queued.
+const ACCESS_LOG_CLOSE: Duration = Duration::from_secs(5);
 
 /// Runs the gateway until a shutdown signal, then drains.
 ///
@@ -80,6 +84,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Some(log) = &access {
         tokio::spawn(reopen_on_sighup(log.clone()));
     }
+    let access_log = access.clone();
     let metrics = Arc::new(Metrics::new(workers));
     if let Some(log) = &access {
         metrics.follow_access_log(log.clone());
@@ -145,6 +150,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     admin_task.abort();
     let _ = supervisor.await;
+    if let Some(log) = access_log {
+        // The queue may hold the last requests' lines (a slow stdout): written before exiting.
+        let closed = tokio::task::spawn_blocking(move || log.close(ACCESS_LOG_CLOSE)).await;
+        if !matches!(closed, Ok(true)) {
+            warn!(within = ?ACCESS_LOG_CLOSE, "the access log could not be written to the end; its last lines are lost");
+        }
+    }
     info!("gateway stopped");
     Ok(())
 }
@@ -185,8 +197,7 @@ fn start_tls(source: &tls::Source) -> anyhow::Result<Tls> {
 /// Closes connections to instances that sat idle for `idle_timeout`, also when no request comes
 /// to reuse (and so expire) them. A request never reuses an expired connection anyway, so this
 /// sweep only frees sockets, and need not run more than once a second.
-async fn close_idle_connections(services: Arc<Services>, idle_timeout: std::time::Duration) {
-    use std::time::Duration;
+async fn close_idle_connections(services: Arc<Services>, idle_timeout: Duration) {
     let period = idle_timeout.clamp(Duration::from_secs(1), Duration::from_secs(30));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

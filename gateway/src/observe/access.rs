@@ -2,11 +2,15 @@
 //! file. The request path only hands a [`Record`] to a bounded queue ([`AccessLog::log`], a
 //! `try_send`): it never waits for the disk. One writer thread formats the records and writes
 //! them through a buffer, flushed whenever the queue runs empty. A record that finds the queue
-//! full is dropped and counted ([`AccessLog::dropped`]); the writer warns about drops at most
-//! once per [`WARN_EVERY`].
+//! full is dropped and counted ([`AccessLog::dropped`]); drops are warned about at most once per
+//! [`WARN_EVERY`], by the writer after a batch or by the request that finds the queue full (a
+//! writer stuck on a stdout nobody reads would never say so).
 //!
 //! For logrotate's `create` mode, the file is reopened (by name) at the next record or within a
 //! second after [`AccessLog::reopen`] (SIGHUP, wired in [`crate::run`]).
+//!
+//! At shutdown, [`AccessLog::close`] has the writer write what is queued, flush and end: the
+//! lines of the last requests are not lost with the process.
 //!
 //! What a request's record holds, and when it is made, is the request path's business
 //! ([`crate::proxy::observed`]); this module owns the queue, the writer and the line formats.
@@ -17,7 +21,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::uri::{Authority, PathAndQuery};
@@ -79,7 +84,7 @@ pub enum Destination {
 #[derive(Debug, thiserror::Error)]
 pub enum AccessLogError {
     /// The file cannot be opened for appending.
-    #[error("cannot open the access log file {path}: {source}")]
+    #[error("cannot open the access log file {}", path.display())]
     Open {
         /// The file.
         path: PathBuf,
@@ -88,21 +93,69 @@ pub enum AccessLogError {
         source: io::Error,
     },
     /// The writer thread cannot be started.
-    #[error("cannot start the access log writer: {0}")]
+    #[error("cannot start the access log writer")]
     Thread(#[source] io::Error),
 }
 
 /// The request path's handle on the access log. Cheap to share (`Arc`).
 pub struct AccessLog {
-    queue: SyncSender<Record>,
+    /// Records; `None` only wakes the writer (to close).
+    queue: SyncSender<Option<Record>>,
     shared: Arc<Shared>,
+    /// The writer thread, until [`AccessLog::close`] waits for it.
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// What the handle and the writer both see.
-#[derive(Default)]
 struct Shared {
     dropped: AtomicU64,
     reopen: AtomicBool,
+    /// Set by [`AccessLog::close`]: write what is queued, flush, end.
+    closing: AtomicBool,
+    /// The clock's origin for `warned_at`.
+    started: Instant,
+    /// Milliseconds after `started` of the last warning about drops ([`NEVER`]: none yet).
+    warned_at: AtomicU64,
+    /// The count of drops the last warning reported.
+    warned_count: AtomicU64,
+}
+
+/// `warned_at` before the first warning.
+const NEVER: u64 = u64::MAX;
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            dropped: AtomicU64::new(0),
+            reopen: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            started: Instant::now(),
+            warned_at: AtomicU64::new(NEVER),
+            warned_count: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Shared {
+    /// Warns about the drops not warned about yet, unless a warning went out less than
+    /// [`WARN_EVERY`] ago. Only one thread wins a given slot: no two warnings within the period.
+    fn warn_drops(&self) {
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        if dropped == self.warned_count.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.warned_at.load(Ordering::Relaxed);
+        if last != NEVER && now.saturating_sub(last) < WARN_EVERY.as_millis() as u64 {
+            return;
+        }
+        if self.warned_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err() {
+            return;
+        }
+        let before = self.warned_count.swap(dropped, Ordering::Relaxed);
+        let new = dropped.saturating_sub(before);
+        tracing::warn!(dropped = new, total = dropped, "access log queue full; lines dropped");
+    }
 }
 
 impl AccessLog {
@@ -116,19 +169,21 @@ impl AccessLog {
         let out = Output::open(to)?;
         let (tx, rx) = sync_channel(queue);
         let shared = Arc::new(Shared::default());
-        let writer = Writer { format, out, shared: shared.clone(), warned: None, warned_count: 0 };
-        std::thread::Builder::new()
+        let writer = Writer { format, out, shared: shared.clone(), failing: None };
+        let thread = std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || writer.run(rx))
             .map_err(AccessLogError::Thread)?;
-        Ok(Self { queue: tx, shared })
+        Ok(Self { queue: tx, shared, writer: Mutex::new(Some(thread)) })
     }
 
     /// Queues `record` for the writer, or counts it as dropped when the queue is full. Never
     /// blocks.
     pub fn log(&self, record: Record) {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.queue.try_send(record) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.queue.try_send(Some(record)) {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            // Only on a drop: a clock read, and a warning at most every WARN_EVERY.
+            self.shared.warn_drops();
         }
     }
 
@@ -142,6 +197,27 @@ impl AccessLog {
     /// stdout.
     pub fn reopen(&self) {
         self.shared.reopen.store(true, Ordering::Relaxed);
+    }
+
+    /// At shutdown: has the writer write every queued record, flush and end, and waits up to
+    /// `within` for it (blocking the calling thread; the writer may be stuck on a stdout nobody
+    /// reads). Records logged after the writer ended are counted as dropped. `true` when the
+    /// writer finished in time (or had already been closed).
+    pub fn close(&self, within: Duration) -> bool {
+        self.shared.closing.store(true, Ordering::Release);
+        // Wakes a writer waiting for records; a full queue means it is busy and sees the flag
+        // once it has written them.
+        let _ = self.queue.try_send(None);
+        let Some(thread) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take() else { return true };
+        let deadline = Instant::now() + within;
+        while !thread.is_finished() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = thread.join();
+        true
     }
 }
 
@@ -191,13 +267,12 @@ struct Writer {
     format: Format,
     out: Output,
     shared: Arc<Shared>,
-    /// When drops were last warned about, and the count then.
-    warned: Option<Instant>,
-    warned_count: u64,
+    /// Since when writing fails (a full disk), as last said at ERROR; `None` while it works.
+    failing: Option<Instant>,
 }
 
 impl Writer {
-    fn run(mut self, rx: Receiver<Record>) {
+    fn run(mut self, rx: Receiver<Option<Record>>) {
         let mut line = Vec::with_capacity(512);
         loop {
             let first = rx.recv_timeout(Duration::from_secs(1));
@@ -205,20 +280,44 @@ impl Writer {
                 self.out.reopen();
             }
             match first {
-                Ok(r) => self.write(&r, &mut line),
-                Err(RecvTimeoutError::Timeout) => {}
+                Ok(Some(r)) => self.write(&r, &mut line),
+                Ok(None) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            // Whatever else is queued, then one flush.
+            // Whatever else is queued, then one flush. The flag is read first: when it is set,
+            // every record queued before the close is in the queue by now, and written below.
+            let closing = self.shared.closing.load(Ordering::Acquire);
             while let Ok(r) = rx.try_recv() {
-                self.write(&r, &mut line);
+                if let Some(r) = r {
+                    self.write(&r, &mut line);
+                }
             }
-            if let Err(e) = self.out.writer().flush() {
-                tracing::error!(error = %e, "cannot write the access log");
+            self.flush();
+            self.shared.warn_drops();
+            if closing {
+                break;
             }
-            self.warn_drops();
         }
         let _ = self.out.writer().flush();
+    }
+
+    /// Flushes; a failure is said at ERROR once, then at most once per [`WARN_EVERY`] while it
+    /// lasts (the writer flushes at every batch and every second: a full disk must not flood the
+    /// gateway's own log), and the recovery once at INFO.
+    fn flush(&mut self) {
+        match self.out.writer().flush() {
+            Ok(()) => {
+                if self.failing.take().is_some() {
+                    tracing::info!("writing the access log again");
+                }
+            }
+            Err(e) => {
+                if self.failing.is_none_or(|since| since.elapsed() >= WARN_EVERY) {
+                    tracing::error!(error = %e, "cannot write the access log; its lines are lost until it can (said again every 10 s while it lasts)");
+                    self.failing = Some(Instant::now());
+                }
+            }
+        }
     }
 
     fn write(&mut self, r: &Record, line: &mut Vec<u8>) {
@@ -226,16 +325,6 @@ impl Writer {
         self.format.line(r, line);
         // Errors show at the flush.
         let _ = self.out.writer().write_all(line);
-    }
-
-    fn warn_drops(&mut self) {
-        let dropped = self.shared.dropped.load(Ordering::Relaxed);
-        if dropped == self.warned_count || self.warned.is_some_and(|t| t.elapsed() < WARN_EVERY) {
-            return;
-        }
-        tracing::warn!(dropped = dropped - self.warned_count, total = dropped, "access log queue full; lines dropped");
-        self.warned = Some(Instant::now());
-        self.warned_count = dropped;
     }
 }
 

@@ -19,7 +19,7 @@
 //! | `gateway_consul_last_success_age_seconds` | gauge | | 0 while the watcher is connected and reads Consul; else seconds since it last did (since the start if it never did) |
 //! | `gateway_stale` | gauge | | 1 while what the gateway serves may be out of date: watcher disconnected, Consul's catalog or a service unreadable |
 //! | `gateway_service_stale` | gauge | `service` | the same, per followed service |
-//! | `gateway_open_connections` | gauge | `side` = `client`, `upstream` | connections open now |
+//! | `gateway_open_connections` | gauge | `side` = `client`, `upstream` | connections open now (an open tunnel's two included) |
 //! | `gateway_websocket_tunnels` | gauge | | upgraded tunnels (WebSocket and others) open now |
 //! | `process_*` | | | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_start_time_seconds`, `process_threads` (from `/proc`) |
 //!
@@ -146,12 +146,17 @@ impl Default for Metrics {
     }
 }
 
-/// Counts one open connection or tunnel until dropped.
-pub struct OpenGuard(Arc<AtomicI64>);
+/// Counts one open connection or tunnel until dropped. A tunnel's guard also counts the client
+/// and upstream connection it joins: hyper lets go of both (and their own guards end) once it
+/// hands them over for the upgrade, yet they stay open as long as the tunnel.
+pub struct OpenGuard(Arc<AtomicI64>, Option<[Arc<AtomicI64>; 2]>);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        for gauge in self.1.iter().flatten() {
+            gauge.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -209,11 +214,18 @@ impl Metrics {
         self.rare(service, |r| r.ejections += 1);
     }
 
-    /// Counts one open connection or tunnel until the guard is dropped.
+    /// Counts one open connection or tunnel until the guard is dropped; a tunnel also counts as
+    /// one open client and one open upstream connection ([`OpenGuard`]).
     pub fn open(&self, what: Open) -> OpenGuard {
         let gauge = self.open[what as usize].clone();
         gauge.fetch_add(1, Ordering::Relaxed);
-        OpenGuard(gauge)
+        let joined = matches!(what, Open::Tunnel).then(|| {
+            let [client, upstream, _] = &self.open;
+            client.fetch_add(1, Ordering::Relaxed);
+            upstream.fetch_add(1, Ordering::Relaxed);
+            [client.clone(), upstream.clone()]
+        });
+        OpenGuard(gauge, joined)
     }
 
     /// Each service's request totals (summed over the workers), by service name. Requests no

@@ -1,14 +1,15 @@
 //! Upgrades and streaming through the real gateway and a real Consul: a WebSocket echo (text,
 //! binary, the close handshake), an idle tunnel closed after `--tunnel-idle-timeout`, a refused
 //! connect before the `101` retried on another instance, an upgrade answered with a plain `200`,
-//! and a response streamed one byte per 100 ms that reaches the client as it is written.
+//! and a response streamed one byte per 100 ms that reaches the client as it is written; an open
+//! tunnel's connections in `gateway_open_connections`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use e2e::ws::{self, WsClient};
-use e2e::{Consul, Drip, Echo, Echoed, Gateway, WsEcho};
+use e2e::{http, wait_for, Consul, Drip, Echo, Echoed, Gateway, WsEcho};
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -58,6 +59,34 @@ fn a_websocket_echo_goes_through_the_gateway() {
     }
     assert!(client.close(WAIT), "the instance's close reply comes back through the tunnel");
     assert_eq!(echo.handshakes(), 1);
+}
+
+/// `gateway_open_connections{side="client"}`, `{side="upstream"}` and `gateway_websocket_tunnels`.
+fn open_gauges(gw: &Gateway) -> [i64; 3] {
+    let text = http().get(gw.admin("/metrics")).send().unwrap().text().unwrap();
+    let value = |series: &str| {
+        let line = text.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+        line.rsplit_once(' ').unwrap().1.parse::<i64>().unwrap()
+    };
+    [
+        value("gateway_open_connections{side=\"client\"} "),
+        value("gateway_open_connections{side=\"upstream\"} "),
+        value("gateway_websocket_tunnels "),
+    ]
+}
+
+#[test]
+fn an_open_tunnel_counts_as_a_client_and_an_upstream_connection() {
+    let consul = Consul::start();
+    let echo = WsEcho::start();
+    let gw = gateway_for(&consul, &[echo.port], &[]);
+    let mut client = ws::connect(&ws_url(&gw, "/ws/chat")).expect("handshake through the gateway");
+    round_trip(&mut client, Message::text("hello"));
+    // hyper has handed both connections over to the tunnel by now: they are still open.
+    wait_for(WAIT, "the tunnel's connections in the gauges", || (open_gauges(&gw) == [1, 1, 1]).then_some(()));
+    assert!(client.close(WAIT));
+    drop(client);
+    wait_for(WAIT, "every gauge back to 0", || (open_gauges(&gw) == [0, 0, 0]).then_some(()));
 }
 
 #[test]

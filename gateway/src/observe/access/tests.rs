@@ -109,6 +109,9 @@ fn a_file_that_cannot_be_opened_is_a_startup_error() {
         .err()
         .expect("refused");
     assert!(err.to_string().contains("/nonexistent-dir/access.log"), "{err}");
+    // The cause is the error's source, said once when the chain is printed (`{:#}`).
+    let chain = format!("{:#}", anyhow::Error::new(err));
+    assert_eq!(chain.matches("No such file or directory").count(), 1, "{chain}");
 }
 
 #[test]
@@ -133,4 +136,113 @@ fn reopen_after_a_rename_writes_to_a_new_file() {
     });
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert!(old.contains("request_id=abc-1"), "{old}");
+}
+
+#[test]
+fn close_writes_every_queued_line_before_returning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let log = AccessLog::start(Format::Json, Destination::File(path.clone()), QUEUE).unwrap();
+    for _ in 0..5_000 {
+        log.log(record());
+    }
+    let dropped = log.dropped();
+    // No waiting for the writer: close is what a shutdown relies on.
+    assert!(log.close(Duration::from_secs(10)), "the writer finished");
+    let n = std::fs::read_to_string(&path).unwrap().lines().count() as u64;
+    assert_eq!(n + dropped, 5_000, "every record not dropped is written");
+    log.log(record());
+    assert_eq!(log.dropped(), dropped + 1, "a record after close is counted as dropped");
+    assert!(log.close(Duration::from_secs(1)), "a second close is harmless");
+}
+
+/// An access log writing to a FIFO nobody reads (as a stdout nobody reads): its writer blocks
+/// once the pipe's buffer is full. Dropping the returned guard lets the reader end.
+fn stuck_log(dir: &Path) -> (AccessLog, impl Drop) {
+    let fifo = dir.join("fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let reader = {
+        let fifo = fifo.clone();
+        // Opening either end waits for the other; this end is held open and never read.
+        std::thread::spawn(move || {
+            let _held = File::open(fifo).unwrap();
+            let _ = done_rx.recv();
+        })
+    };
+    let log = AccessLog::start(Format::Json, Destination::File(fifo), QUEUE).unwrap();
+    struct Release(Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let (tx, reader) = self.0.take().unwrap();
+            let _ = tx.send(());
+            let _ = reader.join();
+        }
+    }
+    (log, Release(Some((done_tx, reader))))
+}
+
+#[test]
+fn close_gives_up_on_a_writer_that_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _reader) = stuck_log(dir.path());
+    for _ in 0..5_000 {
+        log.log(record());
+    }
+    let started = Instant::now();
+    assert!(!log.close(Duration::from_millis(300)), "reported as unfinished");
+    assert!(started.elapsed() < Duration::from_secs(2), "bounded");
+}
+
+#[test]
+fn drops_are_warned_about_even_when_the_writer_is_stuck() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _reader) = stuck_log(dir.path());
+    let logged = logged_during(|| {
+        // 20,000 records of ~300 bytes: far more than the pipe and the queue hold.
+        for _ in 0..20_000 {
+            log.log(record());
+        }
+    });
+    assert!(log.dropped() > 0, "some were dropped");
+    assert_eq!(logged.matches("access log queue full").count(), 1, "once, by a request that dropped: {logged}");
+    log.close(Duration::ZERO);
+}
+
+/// The gateway's own log lines, as written on this thread while `f` runs.
+fn logged_during(f: impl FnOnce()) -> String {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let out = buf.clone();
+    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || out.clone()).finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let text = buf.0.lock().unwrap().clone();
+    String::from_utf8(text).unwrap()
+}
+
+#[test]
+fn a_full_disk_is_said_once_not_at_every_flush() {
+    // /dev/full: every write fails with "No space left on device".
+    let out = Output::open(Destination::File("/dev/full".into())).unwrap();
+    let shared = Arc::new(Shared::default());
+    let mut w = Writer { format: Format::Json, out, shared, failing: None };
+    let mut line = Vec::new();
+    let logged = logged_during(|| {
+        for _ in 0..1_000 {
+            w.write(&record(), &mut line);
+            w.flush();
+        }
+    });
+    assert_eq!(logged.matches("cannot write the access log").count(), 1, "{logged}");
+    assert!(logged.contains("No space left on device"), "{logged}");
 }

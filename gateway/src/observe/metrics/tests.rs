@@ -110,8 +110,8 @@ fn exposition_has_every_series_and_counts() {
     assert_eq!(get("gateway_stale"), 1.0, "no watcher connected");
     assert_eq!(get(r#"gateway_service_stale{service="api"}"#), 1.0);
     assert!(get("gateway_consul_last_success_age_seconds") >= 0.0);
-    assert_eq!(get(r#"gateway_open_connections{side="client"}"#), 1.0);
-    assert_eq!(get(r#"gateway_open_connections{side="upstream"}"#), 0.0);
+    assert_eq!(get(r#"gateway_open_connections{side="client"}"#), 2.0, "one, and the tunnel's");
+    assert_eq!(get(r#"gateway_open_connections{side="upstream"}"#), 1.0, "the tunnel's");
     assert_eq!(get("gateway_websocket_tunnels"), 1.0);
     assert!(get("process_resident_memory_bytes") > 0.0);
     assert!(get("process_open_fds") > 0.0);
@@ -228,4 +228,18 @@ async fn routes_that_are_gone_are_dropped_without_a_scrape() {
     assert!(m.summed().is_empty(), "dropped with nobody scraping");
     let web = m.service_totals().into_iter().find(|t| t.service == "web").expect("web's totals kept");
     assert_eq!(web.requests, 1);
+}
+
+#[test]
+fn a_tunnel_counts_its_client_and_upstream_connections_while_it_lasts() {
+    let m = Metrics::new(1);
+    let now = |m: &Metrics| [Open::Client, Open::Upstream, Open::Tunnel].map(|w| m.open_now(w));
+    let (client, upstream) = (m.open(Open::Client), m.open(Open::Upstream));
+    assert_eq!(now(&m), [1, 1, 0]);
+    let tunnel = m.open(Open::Tunnel);
+    // hyper hands both connections over to the tunnel: their own guards end.
+    drop((client, upstream));
+    assert_eq!(now(&m), [1, 1, 1], "still open, in the tunnel");
+    drop(tunnel);
+    assert_eq!(now(&m), [0, 0, 0]);
 }
