@@ -85,6 +85,12 @@ pub type ResponseBody = Either<PooledBody, axum::body::Body>;
 const MAX_ATTEMPTS: usize = 5;
 
 /// Everything the request path needs.
+///
+/// A clone shares everything it points to (routes, metrics, access log): each worker thread
+/// serves from its own clone ([`workers::Workers::spawn`]), so the reference count every request
+/// touches (the listener's per-request `Arc<Proxy>` clone, kept until its response body ends)
+/// is that worker's alone, not a cache line all workers write.
+#[derive(Clone)]
 pub struct Proxy {
     /// The routes, services and their instances.
     pub services: Arc<Services>,
