@@ -85,6 +85,12 @@ pub type ResponseBody = Either<PooledBody, axum::body::Body>;
 const MAX_ATTEMPTS: usize = 5;
 
 /// Everything the request path needs.
+///
+/// A clone shares everything it points to (routes, metrics, access log): each worker thread
+/// serves from its own clone ([`workers::Workers::spawn`]), so the reference count every request
+/// touches (the listener's per-request `Arc<Proxy>` clone, kept until its response body ends)
+/// is that worker's alone, not a cache line all workers write.
+#[derive(Clone)]
 pub struct Proxy {
     /// The routes, services and their instances.
     pub services: Arc<Services>,
@@ -152,7 +158,7 @@ impl Proxy {
         B::Error: Into<BoxError>,
     {
         let req = req.map(|b| Counted::new(b, None));
-        self.answer(req, peer, tls, &mut Trail::default()).await.0
+        self.answer(req, peer, tls, Instant::now(), &mut Trail::default()).await.0
     }
 
     /// Answers one client request as [`Proxy::serve_from`] does, and measures it: when the
@@ -175,7 +181,7 @@ impl Proxy {
         });
         let req = req.map(|b| Counted::new(b, log.clone()));
         let mut trail = Trail::default();
-        let (resp, id) = self.answer(req, peer, tls, &mut trail).await;
+        let (resp, id) = self.answer(req, peer, tls, start, &mut trail).await;
         let status = resp.status().as_u16();
         let (parts, body) = resp.into_parts();
         let body = Observed::new(body, self, start, method, status, trail, id, log);
@@ -188,11 +194,15 @@ impl Proxy {
     /// The ID is settled while the instance's request headers are copied
     /// ([`headers::upstream_headers`]): the client's headers are read once, and never grown.
     /// A request that goes to no instance gets it here.
+    ///
+    /// `start` is when the request's head arrived: the response deadline counts from it
+    /// ([`Proxy::route`]), so the request path reads the clock once.
     async fn answer<B>(
         &self,
         req: Request<Counted<B>>,
         peer: Option<SocketAddr>,
         tls: bool,
+        start: Instant,
         trail: &mut Trail,
     ) -> (Response<ResponseBody>, http::HeaderValue)
     where
@@ -202,7 +212,7 @@ impl Proxy {
         let (mut parts, body) = req.into_parts();
         // gRPC runs over HTTP/2 only: an HTTP/1.1 request pays a version compare.
         let grpc = parts.version == http::Version::HTTP_2 && headers::is_grpc(&parts.headers);
-        let result = self.route(&mut parts, body, peer, tls, grpc, trail).await;
+        let result = self.route(&mut parts, body, peer, tls, grpc, start, trail).await;
         let id = trail.request_id.take().unwrap_or_else(|| request_id::of_client(&parts.headers));
         let mut resp = match result {
             Ok(resp) => resp,
@@ -215,6 +225,8 @@ impl Proxy {
         (resp, id)
     }
 
+    /// The response deadline counts from `start` (the head's arrival), or from when a body that
+    /// had to be read first (to be buffered for a resend) was read.
     #[allow(clippy::too_many_arguments)]
     async fn route<B>(
         &self,
@@ -223,6 +235,7 @@ impl Proxy {
         peer: Option<SocketAddr>,
         tls: bool,
         grpc: bool,
+        start: Instant,
         trail: &mut Trail,
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
@@ -276,8 +289,11 @@ impl Proxy {
             None
         };
         let upgrade = client_upgrade.is_some();
-        let mut body = self.replayable(service, body).await?;
-        let deadline = tokio::time::Instant::now() + self.response_wait(parts);
+        let (mut body, read) = self.replayable(service, body).await?;
+        // The clock is read again only when the body was read first (what it was before the
+        // head's arrival was reused): an upload's time is not the instance's.
+        let from = if read { tokio::time::Instant::now() } else { tokio::time::Instant::from_std(start) };
+        let deadline = from + self.response_wait(parts);
         let upstream_failed = |reason: String| GatewayError::Upstream { service: service.to_string(), reason };
         let mut tried = [0usize; MAX_ATTEMPTS];
         let mut attempts = 0;
@@ -452,13 +468,14 @@ impl Proxy {
         client.map_or(self.timeout, |d| d.max(self.timeout))
     }
 
-    async fn replayable<B>(&self, service: &str, body: B) -> Result<Replay, GatewayError>
+    /// The body, ready to be sent (again), and whether it was read (awaited) to get it there.
+    async fn replayable<B>(&self, service: &str, body: B) -> Result<(Replay, bool), GatewayError>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         if body.is_end_stream() {
-            return Ok(Replay::Bytes(Bytes::new()));
+            return Ok((Replay::Bytes(Bytes::new()), false));
         }
         match body.size_hint().exact() {
             Some(n) if n <= self.max_replay_body => {
@@ -466,9 +483,9 @@ impl Proxy {
                     service: service.to_string(),
                     reason: e.into().to_string(),
                 })?;
-                Ok(Replay::Bytes(bytes.to_bytes()))
+                Ok((Replay::Bytes(bytes.to_bytes()), true))
             }
-            _ => Ok(Replay::Stream(Some(UnsyncBoxBody::new(body.map_err(Into::into))))),
+            _ => Ok((Replay::Stream(Some(UnsyncBoxBody::new(body.map_err(Into::into)))), false)),
         }
     }
 }

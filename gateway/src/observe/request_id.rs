@@ -3,12 +3,14 @@
 //! long, or with bytes a log line should not carry) the gateway makes one ([`generate`]).
 //!
 //! Generating costs a few multiplications on a thread-local state (wyrand, seeded once per thread
-//! from the standard library's random hasher keys) and one small allocation: no lock, no system
-//! call.
+//! from the standard library's random hasher keys) and no allocation of its own: the digits are
+//! cut from a thread-local arena ([`ARENA_IDS`] IDs' worth, allocated when the last one is used
+//! up). No lock, no system call.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::hash::{BuildHasher, RandomState};
 
+use bytes::BytesMut;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// The header: the client's, passed to the instance, and returned to the client.
@@ -24,18 +26,38 @@ pub fn is_sane(value: &HeaderValue) -> bool {
     !b.is_empty() && b.len() <= MAX_LEN && b.iter().all(|c| (0x21..=0x7e).contains(c))
 }
 
-thread_local! {
-    static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(std::thread::current().id()) | 1);
+/// The length of a generated ID: 32 hex digits.
+const ID_LEN: usize = 32;
+
+/// How many generated IDs share one allocation. Each ID is a view of its arena, which is freed
+/// when the last ID cut from it is dropped: a request kept open for long (a stream) keeps its
+/// arena's 32 KiB alive, a bounded cost for one allocation every 1024 requests instead of one
+/// each.
+pub const ARENA_IDS: usize = 1024;
+
+/// A thread's generator: its random state and the arena IDs are cut from.
+struct Generator {
+    /// wyrand's state.
+    state: u64,
+    /// Room for the next IDs' digits (empty: none cut yet, or all used).
+    arena: BytesMut,
 }
 
-/// wyrand (Wang Yi's PRNG): 64 random bits per call. Not for secrets; IDs only need to differ.
-fn next_u64() -> u64 {
-    STATE.with(|s| {
-        let x = s.get().wrapping_add(0xa076_1d64_78bd_642f);
-        s.set(x);
+impl Generator {
+    /// wyrand (Wang Yi's PRNG): 64 random bits per call. Not for secrets; IDs only need to differ.
+    fn next_u64(&mut self) -> u64 {
+        let x = self.state.wrapping_add(0xa076_1d64_78bd_642f);
+        self.state = x;
         let t = u128::from(x) * u128::from(x ^ 0xe703_7ed1_a0b4_28db);
         (t as u64) ^ ((t >> 64) as u64)
-    })
+    }
+}
+
+thread_local! {
+    static GENERATOR: RefCell<Generator> = RefCell::new(Generator {
+        state: RandomState::new().hash_one(std::thread::current().id()) | 1,
+        arena: BytesMut::new(),
+    });
 }
 
 /// Each byte's two lowercase hex digits.
@@ -52,14 +74,23 @@ static HEX_PAIRS: [[u8; 2]; 256] = {
 
 /// A new ID: 32 lowercase hex digits (128 random bits).
 pub fn generate() -> HeaderValue {
-    let mut out = [0u8; 32];
-    let bytes = next_u64().to_be_bytes().into_iter().chain(next_u64().to_be_bytes());
-    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
-    }
-    // One allocation, holding the digits and a reference count: the value is cloned into the
-    // instance's request, the client's response and the log record without copies.
-    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(out)).expect("hex digits are a valid header value")
+    let digits = GENERATOR.with(|g| {
+        let mut g = g.borrow_mut();
+        let mut out = [0u8; ID_LEN];
+        let bytes = g.next_u64().to_be_bytes().into_iter().chain(g.next_u64().to_be_bytes());
+        for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+            pair.copy_from_slice(&HEX_PAIRS[usize::from(b)]);
+        }
+        if g.arena.capacity() < ID_LEN {
+            g.arena = BytesMut::with_capacity(ID_LEN * ARENA_IDS);
+        }
+        g.arena.extend_from_slice(&out);
+        // Only these digits leave; the arena keeps the room after them. The value is then
+        // cloned into the instance's request, the client's response and the log record by
+        // reference count, without copies.
+        g.arena.split().freeze()
+    });
+    HeaderValue::from_maybe_shared(digits).expect("hex digits are a valid header value")
 }
 
 /// The request's ID from the client's headers: its `X-Request-Id` when that is sane, else a new
@@ -109,6 +140,9 @@ mod tests {
         }
         let other = std::thread::spawn(generate).join().unwrap();
         assert!(!ids.contains(&other), "another thread starts elsewhere");
+        let more: std::collections::HashSet<_> = (0..2 * ARENA_IDS).map(|_| generate()).collect();
+        assert_eq!(more.len(), 2 * ARENA_IDS, "arenas refilled");
+        assert!(more.iter().all(|id| id.len() == 32 && !ids.contains(id)));
     }
 
     #[test]

@@ -74,7 +74,9 @@ impl Workers {
         let mut done = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.into_iter().enumerate() {
             let (tx, rx) = oneshot::channel();
-            let (proxy, front, stop) = (proxy.clone(), front.clone(), stop.clone());
+            // A clone of its own (sharing routes, metrics and log): see [`Proxy`].
+            let proxy = Arc::new(Proxy::clone(&proxy));
+            let (front, stop) = (front.clone(), stop.clone());
             std::thread::Builder::new().name(format!("gateway-worker-{i}")).spawn(move || {
                 upstream::set_thread_slot(i);
                 let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
