@@ -58,7 +58,7 @@ use crate::discovery::tag::{Protocol, Redirect};
 use crate::observe::access::AccessLog;
 use crate::observe::metrics::{Metrics, Open, RetryReason};
 use crate::observe::request_id::{self, X_REQUEST_ID};
-use observed::{Counted, Observed, Pending, Trail};
+use observed::{Counted, Observed, Pending, Trail, Unanswered};
 use upstream::{BoxError, Failed, PooledBody, RequestBody, Timeouts};
 
 pub mod balancer;
@@ -180,12 +180,12 @@ impl Proxy {
             })
         });
         let req = req.map(|b| Counted::new(b, log.clone()));
-        let mut trail = Trail::default();
-        let (resp, id) = self.answer(req, peer, tls, start, &mut trail).await;
+        // Counted and logged (as 499) even if the client leaves before the answer.
+        let mut waiting = Unanswered::new(self.clone(), start, method, log);
+        let (resp, id) = self.answer(req, peer, tls, start, &mut waiting.trail).await;
         let status = resp.status().as_u16();
         let (parts, body) = resp.into_parts();
-        let body = Observed::new(body, self, start, method, status, trail, id, log);
-        Response::from_parts(parts, body)
+        Response::from_parts(parts, waiting.answered(body, status, id))
     }
 
     /// The answer and the request's ID (also in the answer's `X-Request-Id`). A failure is

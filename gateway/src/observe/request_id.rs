@@ -72,7 +72,8 @@ static HEX_PAIRS: [[u8; 2]; 256] = {
     t
 };
 
-/// A new ID: 32 lowercase hex digits (128 random bits).
+/// A new ID: 32 lowercase hex digits, two outputs of the thread's generator (64 bits of state,
+/// seeded at random per thread): distinct enough to correlate requests, not a secret.
 pub fn generate() -> HeaderValue {
     let digits = GENERATOR.with(|g| {
         let mut g = g.borrow_mut();

@@ -79,3 +79,30 @@ async fn a_request_is_logged_once_with_its_bytes_when_its_body_ends() {
     );
     assert_eq!((l[2]["status"].as_u64(), l[2]["route"].is_null()), (Some(404), true));
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_answer_is_counted_and_logged_as_499() {
+    // An instance that takes the connection and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let authority = silent.local_addr().unwrap().to_string();
+    let held = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            kept.push(s);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let proxy = proxy(&authority, &log).await;
+    let req = http::Request::get("/web/slow").header("x-request-id", "left-early").body(Body::empty()).unwrap();
+    // The client gives up: hyper drops the request's future.
+    let waited = tokio::time::timeout(Duration::from_millis(300), proxy.clone().handle(req, None, false)).await;
+    assert!(waited.is_err(), "the instance never answers");
+
+    let l = lines(&log, 1).await;
+    assert_eq!((l[0]["status"].as_u64(), l[0]["request_id"].as_str()), (Some(499), Some("left-early")));
+    assert_eq!((l[0]["route"].as_str(), l[0]["instance"].as_str()), (Some("/web"), Some(authority.as_str())));
+    let web = proxy.metrics.service_totals().into_iter().find(|t| t.service == "web").expect("counted");
+    assert_eq!((web.requests, web.errors), (1, 0), "a 499 is the client's doing, not a 5xx");
+    held.abort();
+}
