@@ -27,29 +27,8 @@ log() { echo "install-consul: $*" >&2; }
 . "$repo/scripts/lib/apt-mirror.sh"
 mirror=$(debian_mirror) || { log "cannot tell which Debian archive to fetch consul from"; exit 1; }
 mkdir -p "$dest_dir"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-
-mkdir -p "$work/lists/partial" "$work/archives/partial" "$work/sources.list.d"
-cat >"$work/sources.list" <<LIST
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bullseye main
-LIST
-apt_opts=(
-  -o "Dir::Etc::sourcelist=$work/sources.list"
-  -o "Dir::Etc::sourceparts=$work/sources.list.d"
-  -o "Dir::State::Lists=$work/lists"
-  -o "Dir::Cache::archives=$work/archives"
-  -o "Debug::NoLocking=1"
-  -o "APT::Get::List-Cleanup=0"
-  -o "APT::Sandbox::User=root"
-  -o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
-)
-log "fetching the bullseye package index from $mirror (temporary source list)"
-apt-get "${apt_opts[@]}" -q update >&2
-log "downloading consul from bullseye"
-(cd "$work" && apt-get "${apt_opts[@]}" -q download consul >&2)
-deb=$(ls "$work"/consul_*.deb | head -n1)
-dpkg-deb -x "$deb" "$work/root"
-install -m 0755 "$work/root/usr/bin/consul" "$dest"
+# shellcheck source-path=SCRIPTDIR source=lib/deb-binary.sh
+. "$repo/scripts/lib/deb-binary.sh"
+deb_binary consul "$dest" "$mirror" bullseye
 log "installed $("$dest" version | sed -n 1p) at $dest"
 echo "$dest"

@@ -27,30 +27,8 @@ log() { echo "install-prometheus: $*" >&2; }
 . "$repo/scripts/lib/apt-mirror.sh"
 mirror=$(debian_mirror) || { log "cannot tell which Debian archive to fetch prometheus from"; exit 1; }
 mkdir -p "$dest_dir"
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-
-mkdir -p "$work/lists/partial" "$work/archives/partial" "$work/sources.list.d"
-cat >"$work/sources.list" <<LIST
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bookworm main
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bookworm-updates main
-LIST
-apt_opts=(
-  -o "Dir::Etc::sourcelist=$work/sources.list"
-  -o "Dir::Etc::sourceparts=$work/sources.list.d"
-  -o "Dir::State::Lists=$work/lists"
-  -o "Dir::Cache::archives=$work/archives"
-  -o "Debug::NoLocking=1"
-  -o "APT::Get::List-Cleanup=0"
-  -o "APT::Sandbox::User=root"
-  -o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
-)
-log "fetching the bookworm package index from $mirror (temporary source list)"
-apt-get "${apt_opts[@]}" -q update >&2
-log "downloading prometheus from bookworm"
-(cd "$work" && apt-get "${apt_opts[@]}" -q download prometheus >&2)
-deb=$(ls "$work"/prometheus_*.deb | head -n1)
-dpkg-deb -x "$deb" "$work/root"
-install -m 0755 "$work/root/usr/bin/prometheus" "$dest"
+# shellcheck source-path=SCRIPTDIR source=lib/deb-binary.sh
+. "$repo/scripts/lib/deb-binary.sh"
+deb_binary prometheus "$dest" "$mirror" bookworm bookworm-updates
 log "installed $("$dest" --version 2>&1 | sed -n 1p) at $dest"
 echo "$dest"
