@@ -29,11 +29,12 @@
 
 use std::time::Duration;
 
-use http::header::{HeaderMap, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{HeaderMap, HeaderName, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::StatusCode;
 
-/// The `Keep-Alive` header name (not among `http`'s constants).
-const KEEP_ALIVE: &str = "keep-alive";
+/// The `Keep-Alive` header name (not among `http`'s constants). A `HeaderName`, not a `&str`:
+/// looking a header up by `&str` parses the name again on every call.
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// How long a connection whose last response had `status` and `headers` (to a `HEAD` request if
 /// `head`) may sit idle before it is no longer reused: zero (never) after a `HEAD` or a framing
@@ -55,7 +56,7 @@ fn declares_a_body_it_cannot_have(status: StatusCode, headers: &HeaderMap) -> bo
 }
 
 fn keep_alive(headers: &HeaderMap) -> Duration {
-    let Some(value) = headers.get(KEEP_ALIVE) else { return Duration::MAX };
+    let Some(value) = headers.get(&KEEP_ALIVE) else { return Duration::MAX };
     let Some(secs) = value.to_str().ok().and_then(timeout_secs) else { return Duration::MAX };
     let said = Duration::from_secs(secs);
     said.saturating_sub(Duration::from_secs(1)).max(said / 2)
@@ -78,7 +79,7 @@ mod tests {
 
     fn idle(value: &str) -> Duration {
         let mut h = HeaderMap::new();
-        h.insert(KEEP_ALIVE, value.parse().unwrap());
+        h.insert(&KEEP_ALIVE, value.parse().unwrap());
         max_idle(false, StatusCode::OK, &h)
     }
 
