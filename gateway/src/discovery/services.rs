@@ -236,8 +236,9 @@ impl Services {
             None => return,
         };
         let old = slot.set();
-        // Published once the new set is in place, so a follower that reads on the event sees it.
-        let mut published = None;
+        // Logged and published once the new set is in place: whoever reads the line or the event
+        // and then sends a request sees the change (a test, an operator, the status page).
+        let mut changed = None;
         let new = match &old {
             Some(old) if old.same_instances(&instances) && old.tags == tags => old.refreshed(index),
             _ => {
@@ -250,10 +251,7 @@ impl Services {
                     self.workers,
                 );
                 if moved {
-                    if let Some(line) = change_line(service, old.as_deref(), &new) {
-                        info!(service, index = new.index, "{line}");
-                        published = Some(line);
-                    }
+                    changed = change_line(service, old.as_deref(), &new);
                 }
                 new
             }
@@ -263,7 +261,8 @@ impl Services {
         // departing route's tag missing from it and answers 404, as the new table will (see
         // `Proxy::route`); the other order would briefly leave a new route without candidates.
         slot.set.store(Some(Arc::new(new)));
-        if let Some(line) = published {
+        if let Some(line) = changed {
+            info!(service, index, "{line}");
             self.feed.publish(Kind::Instances, Some(service), None, line);
         }
         if routes_changed {
@@ -383,7 +382,7 @@ impl Services {
         let before: HashSet<_> = old.routes().iter().map(|r| r.key()).collect();
         let after: HashSet<_> = table.routes().iter().map(|r| r.key()).collect();
         let changed = std::mem::take(&mut w.changed);
-        // Published once the new table is in place, so a follower that reads on the event sees it.
+        // Logged and published once the new table is in place (see `apply_snapshot`).
         let mut events = Vec::new();
         for r in old.routes().iter().filter(|r| !after.contains(&r.key())) {
             let shown = r.shown();
@@ -394,7 +393,6 @@ impl Services {
                 (None, Some(why)) => (*why).to_string(),
                 (None, None) => "tags changed".to_string(),
             };
-            info!(route = %shown, service = %r.service, "route removed: {shown} -> {} ({why})", r.service);
             let line = format!("route removed: {shown} -> {} ({why})", r.service);
             events.push((Kind::RouteRemoved, r.service.clone(), shown, line));
         }
@@ -402,12 +400,12 @@ impl Services {
             let n = r.slot.set().map_or(0, |s| s.candidates(r.tag.as_deref()).map_or(0, |c| c.count()));
             let noun = if n == 1 { "instance" } else { "instances" };
             let shown = r.shown();
-            info!(route = %shown, service = %r.service, "route added: {shown} -> {} ({n} {noun})", r.service);
             let line = format!("route added: {shown} -> {} ({n} {noun})", r.service);
             events.push((Kind::RouteAdded, r.service.clone(), shown, line));
         }
         self.table.store(Arc::new(table));
         for (kind, service, route, line) in events {
+            info!(route = %route, service = %service, "{line}");
             self.feed.publish(kind, Some(&service), Some(&route), line);
         }
     }
