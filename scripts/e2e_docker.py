@@ -87,6 +87,8 @@ def http_get(url, timeout=5, headers=None):
 class Stack:
     def __init__(self):
         self.compose = compose_cmd()
+        version = subprocess.run(self.compose + ["version"], capture_output=True, text=True).stdout.strip()
+        log(f"compose: {' '.join(self.compose)} ({version.splitlines()[0] if version else 'version unknown'})")
         self.project = f"cgwe2e{os.getpid()}{random.randint(100, 999)}"
         self.env = dict(os.environ)
         self.gateway_port = free_port()

@@ -5,8 +5,9 @@
 #   2. formatting and lints
 #   3. unit and end-to-end tests (real Consul agent, real binaries, loopback only)
 #   4. the demo script in smoke mode
-#   5. the container end-to-end test on the local Docker engine (skipped without an engine
-#      unless REQUIRE_DOCKER=1, which CI sets)
+#   5. the container end-to-end test on the local Docker engine, with Compose v2 (installed as a
+#      CLI plugin by scripts/install-compose-v2.sh) and with docker-compose 1.29 (skipped without
+#      an engine unless REQUIRE_DOCKER=1, which CI sets)
 #   6. the benchmark and the instruction counter in smoke mode (a few seconds each; they report,
 #      they assert no timing)
 set -euo pipefail
@@ -51,8 +52,13 @@ DEMO_SMOKE=1 DEMO_PROFILE=debug DEMO_PORT=13000 DEMO_ADMIN_PORT=18081 DEMO_CONSU
 
 if [ -x scripts/e2e-docker.sh ]; then
   if docker info >/dev/null 2>&1; then
-    step "container end-to-end test (Docker)"
-    bash scripts/e2e-docker.sh 2>&1 | tee -a "$results"
+    # Both Compose implementations: v2 as a Docker CLI plugin (scripts/install-compose-v2.sh),
+    # then Debian's docker-compose 1.29 (the images are built again: cached, quick).
+    bash scripts/install-compose-v2.sh >/dev/null
+    step "container end-to-end test (Docker, docker compose v2)"
+    COMPOSE="docker compose" bash scripts/e2e-docker.sh 2>&1 | tee -a "$results"
+    step "container end-to-end test (Docker, docker-compose 1.29)"
+    COMPOSE=docker-compose bash scripts/e2e-docker.sh 2>&1 | tee -a "$results"
   elif [ -n "${REQUIRE_DOCKER:-}" ]; then
     echo "REQUIRE_DOCKER is set but no Docker engine answers" >&2
     exit 1
