@@ -186,13 +186,13 @@ impl Drop for Observed {
 /// counted and logged when this is dropped, with status 499 (nginx's "client closed request"),
 /// and with what was learned so far (route, last instance, retries, request ID).
 pub struct Unanswered {
-    proxy: Arc<Proxy>,
+    /// `None` once answered: the response body reports the request then.
+    proxy: Option<Arc<Proxy>>,
     start: Instant,
     method: Method,
     /// What the request path learned so far.
     pub trail: Trail,
     log: Option<Arc<Pending>>,
-    armed: bool,
 }
 
 /// The status a request the client gave up on is counted and logged with (nginx's).
@@ -201,30 +201,29 @@ pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 impl Unanswered {
     /// A request whose head arrived at `start`.
     pub(super) fn new(proxy: Arc<Proxy>, start: Instant, method: Method, log: Option<Arc<Pending>>) -> Self {
-        Self { proxy, start, method, trail: Trail::default(), log, armed: true }
+        Self { proxy: Some(proxy), start, method, trail: Trail::default(), log }
     }
 
     /// The answer came: from now on its body reports the request, when it ends.
     pub(super) fn answered(mut self, body: ResponseBody, status: u16, request_id: HeaderValue) -> Observed {
-        self.armed = false;
         let method = std::mem::replace(&mut self.method, Method::GET);
         let trail = std::mem::take(&mut self.trail);
-        Observed::new(body, self.proxy.clone(), self.start, method, status, trail, request_id, self.log.take())
+        // Set by `new`, taken only here (which consumes it) or when it is dropped unanswered.
+        let proxy = self.proxy.take().unwrap_or_else(|| unreachable!("an Unanswered is answered once"));
+        Observed::new(body, proxy, self.start, method, status, trail, request_id, self.log.take())
     }
 }
 
 impl Drop for Unanswered {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
+        let Some(proxy) = self.proxy.take() else { return };
         let id = self.trail.request_id.take().unwrap_or_else(crate::observe::request_id::generate);
         let trail = std::mem::take(&mut self.trail);
         let method = std::mem::replace(&mut self.method, Method::GET);
         let body = http_body_util::Either::Right(axum::body::Body::empty());
         let status = CLIENT_CLOSED_REQUEST;
         // Dropped at once: counted and logged like any response that ended.
-        drop(Observed::new(body, self.proxy.clone(), self.start, method, status, trail, id, self.log.take()));
+        drop(Observed::new(body, proxy, self.start, method, status, trail, id, self.log.take()));
     }
 }
 
