@@ -550,6 +550,21 @@ fn is_idempotent(m: &http::Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
+/// A proxy for unit tests: `services`, a 1 s connect timeout, 60 s idle connections, `timeout`
+/// for the instance's answer, 1 KiB replayable bodies, no access log.
+#[cfg(test)]
+pub(crate) fn test_proxy(services: Arc<Services>, timeout: Duration) -> Proxy {
+    Proxy {
+        services,
+        timeouts: Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) },
+        timeout,
+        max_replay_body: 1024,
+        tunnel_idle_timeout: Duration::from_secs(60),
+        metrics: Default::default(),
+        access: None,
+    }
+}
+
 #[cfg(test)]
 mod h2_tests;
 #[cfg(test)]

@@ -17,16 +17,7 @@ fn proxy(addr: &str, tags: &[&str], meta: Option<&str>, timeout: Duration) -> Pr
         i.meta.insert(PROTOCOL_META.into(), m.into());
     }
     services.apply_snapshot("grpc", 1, vec![i], i_tags(tags));
-    let timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
-    Proxy {
-        services,
-        timeouts,
-        timeout,
-        max_replay_body: 1024,
-        tunnel_idle_timeout: Duration::from_secs(60),
-        metrics: Default::default(),
-        access: None,
-    }
+    crate::proxy::test_proxy(services, timeout)
 }
 
 fn i_tags(tags: &[&str]) -> Vec<String> {
@@ -150,16 +141,7 @@ async fn a_dead_h2_instance_sends_the_request_to_another() {
         })
         .collect();
     services.apply_snapshot("grpc", 1, instances, vec![tag.into()]);
-    let timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
-    let app = Proxy {
-        services,
-        timeouts,
-        timeout: Duration::from_secs(5),
-        max_replay_body: 1024,
-        tunnel_idle_timeout: Duration::from_secs(60),
-        metrics: Default::default(),
-        access: None,
-    };
+    let app = crate::proxy::test_proxy(services, Duration::from_secs(5));
     for _ in 0..10 {
         let resp = app.serve(grpc_req("/pkg.Svc/Call"), None).await;
         assert_eq!(resp.status(), 200);

@@ -231,18 +231,7 @@ mod tests {
     ) -> (std::net::SocketAddr, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let rules = TagRules { route_tag: "gateway".into(), prefix: "urlprefix-".into() };
         let services = Arc::new(Services::new(["web".to_string()], rules, Arc::new(StaticRead::default())));
-        let proxy = Arc::new(Proxy {
-            services,
-            timeouts: crate::proxy::upstream::Timeouts {
-                connect: Duration::from_secs(1),
-                idle: Duration::from_secs(60),
-            },
-            timeout: Duration::from_secs(1),
-            max_replay_body: 1024,
-            tunnel_idle_timeout: Duration::from_secs(60),
-            metrics: Default::default(),
-            access: None,
-        });
+        let proxy = Arc::new(crate::proxy::test_proxy(services, Duration::from_secs(1)));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -77,16 +77,7 @@ async fn app(ports: &[u16], timeout: Duration) -> Proxy {
         Arc::new(Services::new(["web".to_string(), "empty".to_string()], rules, Arc::new(StaticRead::default())));
     services.apply_snapshot("web", 1, ports.iter().map(|p| inst(*p)).collect(), vec![]);
     services.apply_snapshot("empty", 1, vec![], vec![]);
-    let timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
-    Proxy {
-        services,
-        timeouts,
-        timeout,
-        max_replay_body: 1024,
-        tunnel_idle_timeout: Duration::from_secs(60),
-        metrics: Default::default(),
-        access: None,
-    }
+    crate::proxy::test_proxy(services, timeout)
 }
 
 async fn send(app: &Proxy, req: http::Request<Body>) -> (u16, serde_json::Value) {
@@ -303,16 +294,7 @@ async fn routed(services: &[Declared<'_>]) -> Proxy {
             .collect();
         s.apply_snapshot(name, 1, instances, tags.iter().map(|x| x.to_string()).collect());
     }
-    let timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
-    Proxy {
-        services: s,
-        timeouts,
-        timeout: Duration::from_secs(5),
-        max_replay_body: 1024,
-        tunnel_idle_timeout: Duration::from_secs(60),
-        metrics: Default::default(),
-        access: None,
-    }
+    crate::proxy::test_proxy(s, Duration::from_secs(5))
 }
 
 fn host_req(host: &str, uri: &str) -> http::Request<Body> {
@@ -441,16 +423,7 @@ async fn weights_shape_the_spread() {
     let mut h = inst(heavy);
     h.weight = 4;
     s.apply_snapshot("web", 1, vec![l, h], vec![]);
-    let timeouts = Timeouts { connect: Duration::from_secs(1), idle: Duration::from_secs(60) };
-    let app = Proxy {
-        services: s,
-        timeouts,
-        timeout: Duration::from_secs(5),
-        max_replay_body: 1024,
-        tunnel_idle_timeout: Duration::from_secs(60),
-        metrics: Default::default(),
-        access: None,
-    };
+    let app = crate::proxy::test_proxy(s, Duration::from_secs(5));
     let mut heavy_hits = 0;
     for _ in 0..500 {
         let (_, v) = send(&app, get_req("/web/x")).await;
