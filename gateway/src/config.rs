@@ -11,6 +11,9 @@ use consul::{Consistency, ConsulAddr, HealthStatuses, View};
 use crate::discovery::tag::TagRules;
 use crate::observe::access;
 use crate::proxy::upstream::Timeouts;
+use watcher::source::dns::DnsArgs;
+use watcher::source::etcd::EtcdArgs;
+use watcher::source::SourceKind;
 
 /// Routes requests to the live instances of Consul services: by the routes services declare in
 /// their tags (`urlprefix-[host]/path [options]`), and /<service>/* for services tagged `gateway`
@@ -139,6 +142,16 @@ pub struct Args {
     /// cannot be opened stops the start.
     #[arg(long, env = "GATEWAY_ACCESS_LOG_FILE", value_name = "PATH")]
     pub access_log_file: Option<PathBuf>,
+    /// The registry instances come from: `consul` (--consul), `etcd` (--etcd-*) or `dns`
+    /// (--dns-*). The watcher follows it; routes, balancing and the API work the same on each.
+    #[arg(long, env = "GATEWAY_SOURCE", value_enum, default_value_t = SourceKind::Consul)]
+    pub source: SourceKind,
+    /// The etcd flags (with --source etcd).
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
+    /// The DNS flags (with --source dns).
+    #[command(flatten)]
+    pub dns: DnsArgs,
 }
 
 /// `--access-log`: off, or a line format.
@@ -193,6 +206,12 @@ pub struct Config {
     pub redirect_http: Option<SocketAddr>,
     /// The access log's format and destination; `None`: off.
     pub access_log: Option<(access::Format, access::Destination)>,
+    /// The registry the watcher follows.
+    pub source: SourceKind,
+    /// The etcd flags, passed on to the watcher with --source etcd.
+    pub etcd: EtcdArgs,
+    /// The DNS flags, passed on to the watcher with --source dns.
+    pub dns: DnsArgs,
 }
 
 /// Why a configuration is refused.
@@ -339,6 +358,9 @@ impl Config {
             tls,
             redirect_http: args.redirect_http,
             access_log,
+            source: args.source,
+            etcd: args.etcd,
+            dns: args.dns,
         })
     }
 }

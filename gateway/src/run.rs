@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::admin;
 use crate::config::Config;
-use crate::discovery::direct::ConsulRead;
+use crate::discovery::direct::{ConsulRead, DirectRead, NoDirectRead};
 use crate::discovery::services::Services;
 use crate::discovery::socket::Socket;
 use crate::discovery::supervisor::{supervise, WatcherCommand};
@@ -29,6 +29,7 @@ use crate::proxy::workers::{self, Workers};
 use crate::proxy::Proxy;
 use crate::redirect;
 use crate::tls::{self, reload};
+use watcher::source::SourceKind;
 
 /// At shutdown, how long the access log's writer gets to write what is queued.
 const ACCESS_LOG_CLOSE: Duration = Duration::from_secs(5);
@@ -43,7 +44,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let client = consul::Client::from_env(cfg.consul.clone())
         .context("cannot set up the Consul client")?
         .with_consistency(cfg.consistency);
-    let direct = Arc::new(ConsulRead { client, view: cfg.view });
+    // Direct reads (before the watcher's first snapshot) go to Consul only; from another registry
+    // a request waits for the watcher.
+    let direct: Arc<dyn DirectRead> = match cfg.source {
+        SourceKind::Consul => Arc::new(ConsulRead { client, view: cfg.view }),
+        other => Arc::new(NoDirectRead(other)),
+    };
     let services = Arc::new(Services::new(cfg.services.clone(), cfg.rules.clone(), direct).with_workers(cfg.workers));
 
     // Certificates first: a bad file stops the start with its name.
@@ -222,6 +228,12 @@ fn watcher_command(cfg: &Config, socket: &str) -> WatcherCommand {
         consul::View::Health(statuses) => args.extend(["--health-status".to_string(), statuses.to_string()]),
     }
     args.extend(["--consistency".to_string(), cfg.consistency.to_string()]);
+    args.push(format!("--source={}", cfg.source));
+    match cfg.source {
+        SourceKind::Consul => {}
+        SourceKind::Etcd => args.extend(cfg.etcd.to_argv()),
+        SourceKind::Dns => args.extend(cfg.dns.to_argv()),
+    }
     let format = match cfg.log_format {
         common::LogFormat::Text => "text",
         common::LogFormat::Json => "json",

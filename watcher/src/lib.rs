@@ -24,6 +24,8 @@
 //! - [`scan`]: which services changed, from a node-by-node read of the catalog.
 //! - [`nodes`]: one blocking query per catalog node on small clusters, so a change costs one
 //!   node read instead of a scan.
+//! - [`source`]: the seam between a registry and the state: Consul, etcd and DNS each a
+//!   [`source::Source`] in its own module, producing the same messages.
 //! - [`outage`]: whether a read loop is failing, so it logs once per change of state.
 //! - [`output`]: writes the state to stdout or to the socket (reconnecting with backoff).
 //!
@@ -39,6 +41,7 @@ pub mod outage;
 pub mod output;
 pub mod protocol;
 pub mod scan;
+pub mod source;
 pub mod state;
 pub mod streams;
 pub mod watch;

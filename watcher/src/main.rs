@@ -7,15 +7,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use common::backoff::Backoff;
 use common::LogFormat;
 use consul::{Client, Consistency, ConsulAddr, HealthStatuses, View};
 use tokio::io::AsyncReadExt;
-use tracing::{error, info, warn};
-use watcher::followed::{Follower, OptIn};
+use tracing::{error, info};
+use watcher::followed::OptIn;
+use watcher::source::consul::{ConsulSource, Mode};
+use watcher::source::dns::{DnsArgs, DnsSource};
+use watcher::source::etcd::{EtcdArgs, EtcdSource};
+use watcher::source::{Follow, Source, SourceKind};
 use watcher::state::State;
-use watcher::streams::Pool;
-use watcher::watch::{watch_followed, watch_service, WatchConfig};
+use watcher::watch::WatchConfig;
 
 /// Watches services in Consul with blocking queries and prints or forwards every change.
 ///
@@ -99,23 +101,14 @@ struct Args {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// The registry to follow: `consul`, `etcd` (--etcd-*) or `dns` (--dns-*).
+    #[arg(long, env = "GATEWAY_SOURCE", value_enum, default_value_t = SourceKind::Consul)]
+    source: SourceKind,
+    #[command(flatten)]
+    etcd: EtcdArgs,
+    #[command(flatten)]
+    dns: DnsArgs,
 }
-
-/// How services are watched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Mode {
-    /// Per-service up to 12 static services, multiplexed above or when following tags.
-    Auto,
-    /// One blocking query (one connection) per service.
-    PerService,
-    /// Two blocking queries, whatever the number of services.
-    Multiplexed,
-    /// One blocking query per service, as HTTP/2 streams over a few connections (https only).
-    Streams,
-}
-
-/// Above this many services, `auto` multiplexes (keeps connections to Consul few).
-const AUTO_MAX_PER_SERVICE: usize = 12;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -152,26 +145,48 @@ fn main() -> ExitCode {
     rt.block_on(run(args))
 }
 
-async fn run(args: Args) -> ExitCode {
-    let client = match Client::from_env(args.consul.clone()) {
-        Ok(c) => c.with_consistency(args.consistency),
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::from(2);
+/// The source `--source` names, set up from its flags.
+fn source(args: &Args) -> Result<Box<dyn Source>, ExitCode> {
+    Ok(match args.source {
+        SourceKind::Consul => {
+            let client = match Client::from_env(args.consul.clone()) {
+                Ok(c) => c.with_consistency(args.consistency),
+                Err(e) => {
+                    error!("{e}");
+                    return Err(ExitCode::from(2));
+                }
+            };
+            let view = if args.catalog { View::Catalog } else { View::Health(args.health_status) };
+            let cfg = WatchConfig { view, wait: args.wait, rate: args.rate, ..WatchConfig::default() };
+            info!(consul = %args.consul, services = ?args.services, route_tag = %args.route_tag,
+                  route_prefix_tag = %args.route_prefix_tag, ?view, consistency = %args.consistency,
+                  token = client.has_token(), "watching Consul");
+            Box::new(ConsulSource {
+                client,
+                cfg,
+                mode: args.mode,
+                streams_per_connection: args.streams_per_connection,
+                max_connections: args.max_connections,
+                resync: args.resync,
+            })
         }
+        SourceKind::Etcd => Box::new(EtcdSource { args: args.etcd.clone() }),
+        SourceKind::Dns => Box::new(DnsSource { args: args.dns.clone() }),
+    })
+}
+
+async fn run(args: Args) -> ExitCode {
+    let source = match source(&args) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
-    let view = if args.catalog { View::Catalog } else { View::Health(args.health_status) };
-    let cfg = WatchConfig { view, wait: args.wait, rate: args.rate, ..WatchConfig::default() };
     let rule = OptIn::new(&args.route_tag, &args.route_prefix_tag);
-    info!(consul = %args.consul, services = ?args.services, route_tag = %args.route_tag,
-          route_prefix_tag = %args.route_prefix_tag, ?view, consistency = %args.consistency,
-          token = client.has_token(), "watching");
     let mut services = args.services.clone();
     services.sort();
     services.dedup();
     // Without a follower the static list is the whole set: announce it at once.
     let state = State::with_static(&services, rule.is_none());
-    let follower = rule.map(|rule| Follower::new(services.clone(), rule));
+    let what = Follow { services, rule };
     let output = async {
         match &args.socket {
             Some(path) => {
@@ -192,7 +207,7 @@ async fn run(args: Args) -> ExitCode {
     // connects.
     tokio::select! {
         code = output => code,
-        code = watch(&args, client, cfg, state.clone(), services, follower) => code,
+        code = source.run(what, state.clone()) => code,
         sig = common::shutdown_signal() => {
             info!("{sig} received; exiting");
             ExitCode::SUCCESS
@@ -200,113 +215,6 @@ async fn run(args: Args) -> ExitCode {
         () = stdin_closed(), if args.exit_on_stdin_close => {
             info!("stdin closed (the gateway is gone); exiting");
             ExitCode::SUCCESS
-        }
-    }
-}
-
-/// Picks the mode and starts the watch loops; returns only if they cannot start (the loops stop
-/// when this future is dropped).
-async fn watch(
-    args: &Args,
-    client: Client,
-    cfg: WatchConfig,
-    state: State,
-    services: Vec<String>,
-    follower: Option<Follower>,
-) -> ExitCode {
-    let many = follower.is_some() || services.len() > AUTO_MAX_PER_SERVICE;
-    let mode = match args.mode {
-        Mode::Auto if client.is_https() => match speaks_h2(&client, &state).await {
-            true => Mode::Streams,
-            false if many => Mode::Multiplexed,
-            false => Mode::PerService,
-        },
-        Mode::Auto if many => Mode::Multiplexed,
-        Mode::Auto => Mode::PerService,
-        Mode::Streams => {
-            if !speaks_h2(&client, &state).await {
-                error!("--mode streams: Consul answers over HTTP/1.1, not HTTP/2; use --mode multiplexed");
-                return ExitCode::from(2);
-            }
-            Mode::Streams
-        }
-        m => m,
-    };
-    // Dropped with this future: every loop stops.
-    let mut tasks = tokio::task::JoinSet::new();
-    // Keeps the follower's feed open when there is no follower (static services only).
-    let mut _no_follower = None;
-    match mode {
-        Mode::Multiplexed => {
-            let mux =
-                watcher::mux::watch_many(client.clone(), services, cfg.clone(), args.resync, state.clone(), follower);
-            tasks.spawn(mux);
-        }
-        Mode::Streams => {
-            info!(
-                streams_per_connection = args.streams_per_connection,
-                max_connections = args.max_connections,
-                "watching in streams mode (one blocking query per service, as HTTP/2 streams)"
-            );
-            // HTTP/2 from the first byte: one connection per client however many long polls start
-            // at once (Consul was just seen to take h2).
-            let Some(h2) = client.http2_only() else {
-                error!("cannot set up HTTP/2 to Consul");
-                return ExitCode::FAILURE;
-            };
-            let pool = Pool::new(h2, args.streams_per_connection, args.max_connections);
-            let (events, feed) = tokio::sync::mpsc::channel(1);
-            if follower.is_some() {
-                // The catalog query is one more stream, on the first connection.
-                let catalog = pool.assign(CATALOG_STREAM).client;
-                tasks.spawn(watcher::follow::run(catalog, cfg.clone(), follower, state.clone(), events));
-            } else {
-                _no_follower = Some(events);
-            }
-            tasks.spawn(watch_followed(pool, cfg.clone(), state.clone(), services, feed));
-        }
-        _ => {
-            if let Some(follower) = follower {
-                let (events, feed) = tokio::sync::mpsc::channel(1);
-                tasks.spawn(watcher::follow::run(client.clone(), cfg.clone(), Some(follower), state.clone(), events));
-                // One client for every loop: over HTTP/1.1 each long poll opens its own connection.
-                let pool = Pool::new(client.clone(), usize::MAX, 1);
-                tasks.spawn(watch_followed(pool, cfg.clone(), state.clone(), services, feed));
-            } else {
-                for s in services {
-                    tasks.spawn(watch_service(client.clone(), s, cfg.clone(), state.clone()));
-                }
-            }
-        }
-    }
-    std::future::pending().await
-}
-
-/// The key the follower's catalog query takes in the streams pool (not a valid service name).
-const CATALOG_STREAM: &str = " catalog/services";
-
-/// Whether Consul answers over HTTP/2; asks until it answers (nothing can be watched before).
-/// Asks on a connection of its own, closed after: the watch loops use clients of their own.
-/// Failures are Consul's status in `state`, logged once per change.
-async fn speaks_h2(client: &Client, state: &State) -> bool {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    let mut outage = watcher::outage::Outage::default();
-    let probe = client.separate();
-    loop {
-        match probe.protocol().await {
-            Ok(v) => {
-                info!(version = ?v, "Consul's HTTPS API answers");
-                state.set_consul(None);
-                return v == http::Version::HTTP_2;
-            }
-            Err(e) => {
-                let delay = backoff.next_delay();
-                if outage.failed(&e) {
-                    warn!(error = %e, "cannot reach Consul to see whether it speaks HTTP/2; retrying with backoff (logged again when this changes)");
-                }
-                state.set_consul(Some(&e));
-                tokio::time::sleep(delay).await;
-            }
         }
     }
 }

@@ -173,17 +173,21 @@ impl State {
     }
 
     /// Records whether Consul's catalog can be read (`None`: it can; `Some(error)`: why not);
-    /// only a flip or another error makes a message, and nothing is said before the first
-    /// failure.
+    /// see [`State::set_registry`].
     pub fn set_consul(&self, error: Option<&consul::Error>) {
-        let status = ConsulStatus {
-            healthy: error.is_none(),
-            denied: error.is_some_and(consul::Error::is_denied),
-            error: error.map(ToString::to_string),
-        };
+        self.set_registry(error.is_none(), error.is_some_and(consul::Error::is_denied), error.map(ToString::to_string));
+    }
+
+    /// Records whether the registry as a whole can be read (Consul's catalog, etcd's prefix, the
+    /// DNS server): `healthy`, or why not (`error`, never holding a secret; `denied` when the
+    /// registry refused for want of permissions). Only a flip or another error makes a message
+    /// (the wire name stays `consul` for every registry), and nothing is said before the first
+    /// failure.
+    pub fn set_registry(&self, healthy: bool, denied: bool, error: Option<String>) {
+        let status = ConsulStatus { healthy, denied, error };
         let v = {
             let mut inner = self.lock();
-            // Nothing to say until something goes wrong: a reader assumes Consul readable.
+            // Nothing to say until something goes wrong: a reader assumes the registry readable.
             let unchanged = match &inner.consul {
                 Some((_, s)) => *s == status,
                 None => status.healthy,

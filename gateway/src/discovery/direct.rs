@@ -36,6 +36,17 @@ impl DirectRead for ConsulRead {
     }
 }
 
+/// No direct reads: the registry (etcd, DNS) is read by the watcher only, so a request for a
+/// service the watcher has not delivered yet is refused as unknown for now.
+pub struct NoDirectRead(pub watcher::source::SourceKind);
+
+impl DirectRead for NoDirectRead {
+    fn fetch<'a>(&'a self, _service: &'a str) -> FetchFuture<'a> {
+        let source = self.0;
+        Box::pin(async move { Err(format!("no direct reads from {source}: waiting for the watcher")) })
+    }
+}
+
 /// A static [`DirectRead`] for tests.
 #[derive(Default)]
 pub struct StaticRead(pub BTreeMap<String, Vec<Instance>>);
