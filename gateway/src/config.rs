@@ -31,7 +31,8 @@ pub struct Args {
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:3000")]
     pub listen: SocketAddr,
     /// Address of the admin listener: the status page (/, /events), /metrics, /healthz, /readyz,
-    /// /services, /routes. Unauthenticated: keep it on loopback or a private network.
+    /// /services, /routes; the register/discover API under /v1/ with --api-token(-file).
+    /// Unauthenticated (but /v1/): keep it on loopback or a private network.
     #[arg(long, env = "GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
     /// Consul HTTP address: host:port, http://host:port, or https://host:port (TLS from

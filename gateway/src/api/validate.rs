@@ -220,7 +220,7 @@ fn meta(obj: &Map<String, Value>) -> Result<BTreeMap<String, String>, FieldError
 /// # Errors
 /// Why it is refused.
 pub fn ttl(text: &str) -> Result<Duration, String> {
-    let refuse = || format!("a duration such as \"10s\", \"1m30s\" or \"500ms\" (units ms, s, m, h) from 1s to 24h");
+    let refuse = || "a duration such as \"10s\", \"1m30s\" or \"500ms\" (units ms, s, m, h) from 1s to 24h".to_string();
     let mut total = Duration::ZERO;
     let mut rest = text;
     if rest.is_empty() {
