@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
 # Installs the Python packages the tests use (grpcio, for the gRPC end-to-end test: a real gRPC
-# server and client), idempotently, into a project-local virtual environment, and prints the
+# server and client; schemathesis, for the API test that runs it against the gateway with
+# docs/api/openapi.yaml), idempotently, into a project-local virtual environment, and prints the
 # path of its python on stdout.
 #
-# Env: GRPC_PYTHON (use this interpreter if it can import grpc), PYTHON_DEPS_DIR (the venv;
+# Env: GRPC_PYTHON (use this interpreter if it can import grpc and schemathesis), PYTHON_DEPS_DIR (the venv;
 #   default: <repo>/.tools/pyenv), PYTHON (the interpreter that makes the venv; default python3).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv=${PYTHON_DEPS_DIR:-$repo/.tools/pyenv}
-# Pinned: the tests were written against it.
-packages=(grpcio==1.85.1)
+# Pinned: the tests were written against these versions.
+packages=(grpcio==1.85.1 schemathesis==4.32.5)
 
 log() { echo "install-python-deps: $*" >&2; }
-has_grpc() { "$1" -c 'import grpc' >/dev/null 2>&1; }
+has_deps() { "$1" -c 'import grpc, schemathesis' >/dev/null 2>&1; }
+# Both at the pinned versions.
+pinned() {
+  "$1" -c 'import grpc, sys; from importlib.metadata import version as v
+sys.exit(grpc.__version__ != "1.85.1" or v("schemathesis") != "4.32.5")' >/dev/null 2>&1
+}
 
-if [ -n "${GRPC_PYTHON:-}" ] && has_grpc "$GRPC_PYTHON"; then
+if [ -n "${GRPC_PYTHON:-}" ] && has_deps "$GRPC_PYTHON"; then
   echo "$GRPC_PYTHON"; exit 0
 fi
 py=$venv/bin/python
-if [ -x "$py" ] && "$py" -c 'import grpc, sys; sys.exit(grpc.__version__ != "1.85.1")' >/dev/null 2>&1; then
+if [ -x "$py" ] && pinned "$py"; then
   echo "$py"; exit 0
 fi
 if ! "${PYTHON:-python3}" -c 'import venv, ensurepip' >/dev/null 2>&1; then
@@ -32,6 +38,6 @@ if [ ! -x "$py" ]; then
 fi
 log "installing ${packages[*]}"
 "$py" -m pip install -q "${packages[@]}" >&2
-has_grpc "$py" || { log "grpc does not import after the install"; exit 1; }
-log "grpcio $("$py" -c 'import grpc; print(grpc.__version__)') at $py"
+has_deps "$py" || { log "grpc or schemathesis does not import after the install"; exit 1; }
+log "grpcio $("$py" -c 'import grpc; print(grpc.__version__)'), schemathesis $("$py" -m schemathesis --version 2>/dev/null | tr -d '\n') at $py"
 echo "$py"

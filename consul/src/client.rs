@@ -96,6 +96,12 @@ pub fn validate_name(name: &str) -> Result<(), Error> {
     }
 }
 
+/// The ID Consul gives the one check registered with service `service_id` when the registration
+/// names none (`service:<id>`): what `PUT /v1/agent/check/pass/<check>` takes for its TTL.
+pub fn service_check_id(service_id: &str) -> String {
+    format!("service:{service_id}")
+}
+
 impl Client {
     /// A client for the agent at `base`; for `https://`, trusting the built-in roots (see
     /// [`Client::with_tls`] for a CA of your own, as Consul's own certificates need).
@@ -251,14 +257,23 @@ impl Client {
         Ok(resp.version())
     }
 
-    /// Registers (or re-registers) a service with the local agent.
+    /// Registers (or re-registers) a service with the local agent, with its check if `reg` has one
+    /// (one call: the agent stores both or neither).
+    ///
+    /// # Errors
+    /// Consul unreachable, or answering with an error (400 for a registration it refuses, 403
+    /// without `service:write`).
     pub async fn register(&self, reg: &AgentRegistration) -> Result<(), Error> {
         let endpoint = "/v1/agent/service/register";
         let req = self.request(Method::PUT, self.url(endpoint)).json(reg).timeout(CALL_TIMEOUT);
         self.send(endpoint, req).await.map(drop)
     }
 
-    /// Removes a service from the local agent.
+    /// Removes a service (and its checks) from the local agent.
+    ///
+    /// # Errors
+    /// Consul unreachable, or answering with an error; an unknown ID shows as
+    /// [`Error::is_unknown_id`].
     pub async fn deregister(&self, service_id: &str) -> Result<(), Error> {
         let endpoint = format!("/v1/agent/service/deregister/{}", path_segment(service_id));
         let req = self.request(Method::PUT, self.url(&endpoint)).timeout(CALL_TIMEOUT);
@@ -267,6 +282,10 @@ impl Client {
 
     /// Marks a TTL check as passing. Consul answers 404 (or 500 on old versions) for an unknown
     /// check, which is how an owner learns that its registration is gone and must be redone.
+    ///
+    /// # Errors
+    /// Consul unreachable, or answering with an error; an unknown check shows as
+    /// [`Error::is_unknown_id`].
     pub async fn pass_check(&self, check_id: &str) -> Result<(), Error> {
         let endpoint = format!("/v1/agent/check/pass/{}", path_segment(check_id));
         let req = self.request(Method::PUT, self.url(&endpoint)).timeout(CALL_TIMEOUT);

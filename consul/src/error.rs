@@ -109,6 +109,23 @@ impl Error {
         self.status() == Some(403) || matches!(self, Error::Filtered { .. })
     }
 
+    /// Whether Consul said that the service or check ID of an agent call is unknown: a 404, or
+    /// the 500 older agents answer instead (`Unknown check`, `Unknown service`, and 1.8's
+    /// `CheckID "..." does not have associated TTL` for a TTL pass to a check that does not exist
+    /// or is not a TTL check). (1.8 answers a deregistration of an unknown service with 200.)
+    pub fn is_unknown_id(&self) -> bool {
+        match self {
+            Error::Status { status: 404, .. } => true,
+            Error::Status { status: 500, body, .. } => {
+                let body = body.to_ascii_lowercase();
+                body.contains("unknown check")
+                    || body.contains("unknown service")
+                    || body.contains("does not have associated ttl")
+            }
+            _ => false,
+        }
+    }
+
     /// The HTTP status Consul answered with, if it answered.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -152,6 +169,17 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_ids_are_recognised_in_both_forms() {
+        let status = |status, body: &str| Error::Status { endpoint: "/v1/agent/x".into(), status, body: body.into() };
+        assert!(status(404, "").is_unknown_id());
+        assert!(status(500, "CheckID \"service:nope\" does not have associated TTL").is_unknown_id());
+        assert!(status(500, "Unknown service \"x\"").is_unknown_id());
+        assert!(status(500, "Unknown check \"x\"").is_unknown_id());
+        assert!(!status(500, "rpc error").is_unknown_id());
+        assert!(!status(403, "Permission denied").is_unknown_id());
+    }
 
     /// An answer the ACLs emptied for a program that sends no token at all (an empty token file,
     /// a variable not passed on) says so: "check the token" would send the operator to check a

@@ -4,7 +4,8 @@
 //! the token needs), `GET /services` (each followed service's instances, Consul index, last change, and
 //! whether the data is stale), `GET /routes` (the route table in match order), `GET /metrics`
 //! (Prometheus, see [`crate::observe::metrics`]), and the live status page `GET /` with its
-//! server-sent events `GET /events` ([`crate::status`]).
+//! server-sent events `GET /events` ([`crate::status`]). The register/discover API under `/v1/`
+//! is [`crate::api`]'s, merged in by [`crate::run`].
 
 use std::sync::Arc;
 use std::time::Duration;

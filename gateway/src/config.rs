@@ -8,6 +8,7 @@ use clap::Parser;
 use common::LogFormat;
 use consul::{Consistency, ConsulAddr, HealthStatuses, View};
 
+use crate::api::auth::{ApiToken, RawToken, TokenError};
 use crate::discovery::tag::TagRules;
 use crate::observe::access;
 use crate::proxy::upstream::Timeouts;
@@ -30,7 +31,8 @@ pub struct Args {
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:3000")]
     pub listen: SocketAddr,
     /// Address of the admin listener: the status page (/, /events), /metrics, /healthz, /readyz,
-    /// /services, /routes. Unauthenticated: keep it on loopback or a private network.
+    /// /services, /routes; the register/discover API under /v1/ with --api-token(-file).
+    /// Unauthenticated (but /v1/): keep it on loopback or a private network.
     #[arg(long, env = "GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
     pub admin_listen: SocketAddr,
     /// Consul HTTP address: host:port, http://host:port, or https://host:port (TLS from
@@ -152,6 +154,15 @@ pub struct Args {
     /// The DNS flags (with --source dns).
     #[command(flatten)]
     pub dns: DnsArgs,
+    /// Turns on the register/discover API under /v1/ on the admin listener
+    /// (docs/api/openapi.yaml); every /v1/ request must carry `Authorization: Bearer <TOKEN>`.
+    /// Prefer --api-token-file: a flag shows in `ps`. Never logged.
+    #[arg(long, env = "GATEWAY_API_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub api_token: Option<RawToken>,
+    /// The API token from this file (surrounding whitespace dropped); wins over --api-token, as
+    /// CONSUL_HTTP_TOKEN_FILE wins over CONSUL_HTTP_TOKEN.
+    #[arg(long, env = "GATEWAY_API_TOKEN_FILE", value_name = "FILE")]
+    pub api_token_file: Option<PathBuf>,
 }
 
 /// `--access-log`: off, or a line format.
@@ -212,6 +223,9 @@ pub struct Config {
     pub etcd: EtcdArgs,
     /// The DNS flags, passed on to the watcher with --source dns.
     pub dns: DnsArgs,
+    /// The register/discover API's bearer token; `None`: the API is off. (Its `Debug` is
+    /// redacted.)
+    pub api_token: Option<ApiToken>,
 }
 
 /// Why a configuration is refused.
@@ -249,6 +263,15 @@ pub enum ConfigError {
     /// `--access-log-file` with the access log off.
     #[error("--access-log-file needs --access-log text or json")]
     AccessLogFile,
+    /// `--api-token` or `--api-token-file` is unusable (the message never holds the token).
+    #[error("{flag}: {source}")]
+    ApiToken {
+        /// The flag.
+        flag: &'static str,
+        /// Why.
+        #[source]
+        source: TokenError,
+    },
     /// The watcher executable cannot be located.
     #[error("cannot locate the gateway executable (to find the watcher next to it): {0}")]
     WatcherBin(#[source] std::io::Error),
@@ -338,6 +361,17 @@ impl Config {
         if args.catalog && args.health_status != HealthStatuses::PASSING {
             tracing::warn!(health_status = %args.health_status, "--health-status has no effect with --catalog (every registered instance is routed)");
         }
+        // The file wins, as Consul's CONSUL_HTTP_TOKEN_FILE does.
+        let api_token = match (&args.api_token_file, &args.api_token) {
+            (Some(path), _) => Some(
+                ApiToken::from_file(path)
+                    .map_err(|source| ConfigError::ApiToken { flag: "--api-token-file", source })?,
+            ),
+            (None, Some(raw)) => {
+                Some(ApiToken::new(&raw.0).map_err(|source| ConfigError::ApiToken { flag: "--api-token", source })?)
+            }
+            (None, None) => None,
+        };
         Ok(Self {
             listen: args.listen,
             admin_listen: args.admin_listen,
@@ -361,6 +395,7 @@ impl Config {
             source: args.source,
             etcd: args.etcd,
             dns: args.dns,
+            api_token,
         })
     }
 }
@@ -457,6 +492,28 @@ mod tests {
         let e = parse(&["--access-log-file", "a.log", "--watcher-bin", "w"]).unwrap_err();
         assert!(e.contains("--access-log"), "{e}");
         assert!(parse(&["--access-log", "xml", "--watcher-bin", "w"]).is_err());
+    }
+
+    #[test]
+    fn the_api_token_comes_from_its_file_first_and_never_prints() {
+        assert!(parse(&["--watcher-bin", "w"]).unwrap().api_token.is_none(), "off by default");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-the-file\n").unwrap();
+        let path = file.to_str().unwrap();
+        let c = parse(&["--api-token", "from-the-flag", "--api-token-file", path, "--watcher-bin", "w"]).unwrap();
+        assert!(c.api_token.as_ref().unwrap().accepts(b"Bearer from-the-file"));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("from-the-f"), "{shown}");
+        let c = parse(&["--api-token", "from-the-flag", "--watcher-bin", "w"]).unwrap();
+        assert!(c.api_token.as_ref().unwrap().accepts(b"Bearer from-the-flag"));
+        assert!(!format!("{c:?}").contains("from-the-flag"));
+        let args = Args::try_parse_from(["gateway", "--api-token", "from-the-flag"]).unwrap();
+        assert!(!format!("{args:?}").contains("from-the-flag"));
+        let e = parse(&["--api-token", "with space", "--watcher-bin", "w"]).unwrap_err();
+        assert!(e.contains("--api-token") && !e.contains("with space"), "{e}");
+        let e = parse(&["--api-token-file", "/nonexistent/token", "--watcher-bin", "w"]).unwrap_err();
+        assert!(e.contains("--api-token-file"), "{e}");
     }
 
     #[test]

@@ -13,11 +13,13 @@
 //! - [`tls`]: TLS termination on the public listener: certificates by SNI, reloaded on change.
 //! - [`redirect`]: the plain listener of `--redirect-http`, redirecting to https.
 //! - [`admin`]: `/healthz`, `/readyz`, `/services`, `/routes` on the admin listener.
+//! - [`api`]: the register/discover API under `/v1/` on the admin listener (bearer token).
 //! - [`status`]: the live status page on the admin listener (`/`, `/events`).
 //!
 //! Consul's API is spoken only by the `consul` crate; the wire protocol belongs to `watcher`.
 
 pub mod admin;
+pub mod api;
 pub mod config;
 pub mod discovery;
 pub mod observe;

@@ -47,10 +47,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Direct reads (before the watcher's first snapshot) go to Consul only; from another registry
     // a request waits for the watcher.
     let direct: Arc<dyn DirectRead> = match cfg.source {
-        SourceKind::Consul => Arc::new(ConsulRead { client, view: cfg.view }),
+        SourceKind::Consul => Arc::new(ConsulRead { client: client.clone(), view: cfg.view }),
         other => Arc::new(NoDirectRead(other)),
     };
     let services = Arc::new(Services::new(cfg.services.clone(), cfg.rules.clone(), direct).with_workers(cfg.workers));
+    // The register/discover API (with a token): writes go to the registry of --source.
+    let api = cfg.api_token.clone().map(|token| crate::api::Api {
+        token,
+        registry: crate::api::registry::for_source(cfg.source, client),
+        services: services.clone(),
+    });
 
     // Certificates first: a bad file stops the start with its name.
     let tls = cfg.tls.as_ref().map(start_tls).transpose()?;
@@ -117,6 +123,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         route_tag = %cfg.rules.route_tag,
         route_prefix_tag = %cfg.rules.prefix,
         tls = cfg.tls.is_some(),
+        api = api.is_some(),
         "gateway listening"
     );
 
@@ -140,7 +147,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(async move {
         // A client that stops reading (a stuck follower of /events) is dropped, not kept.
         let admin_listener = admin::stall_limited(admin_listener, admin::WRITE_STALL);
-        axum::serve(admin_listener, admin::router(services, metrics))
+        axum::serve(admin_listener, admin::router(services, metrics).merge(crate::api::router(api)))
             .with_graceful_shutdown(async move {
                 let _ = stopping.wait_for(|s| *s).await;
             })
