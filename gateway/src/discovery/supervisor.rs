@@ -95,6 +95,9 @@ fn spawn(cmd: &WatcherCommand) -> std::io::Result<Child> {
     Command::new(&cmd.bin)
         .args(&cmd.args)
         .arg("--exit-on-stdin-close")
+        // The API's token is the gateway's alone: the watcher never needs it.
+        .env_remove("GATEWAY_API_TOKEN")
+        .env_remove("GATEWAY_API_TOKEN_FILE")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
