@@ -14,8 +14,8 @@
 //!   set changed between two answers of `/v1/catalog/services`. Pure.
 //! - [`follow`]: the one blocking query on `/v1/catalog/services`; feeds the follower and the
 //!   multiplexed watch.
-//! - [`query`]: the blocking-query loop, written once (index rules, rate limit, backoff, outage
-//!   logs); every loop below turns through it.
+//! - [`query`]: the blocking-query loop, written once (index rules, rate limit, backoff, logs once
+//!   per change of state); every loop below turns through it.
 //! - [`watch`]: one blocking-query loop per service (change detection), started and stopped as
 //!   services are followed.
 //! - [`mux`]: many services over two blocking queries plus targeted re-reads (for scale).
@@ -29,7 +29,7 @@
 //!   node read instead of a scan.
 //! - [`source`]: the seam between a registry and the state: Consul, etcd and DNS each a
 //!   [`source::Source`] in its own module, producing the same messages.
-//! - [`outage`]: whether a read loop is failing, so it logs once per change of state.
+//! - [`outage`]: whether an answer that empties a service is a denial in disguise.
 //! - [`output`]: writes the state to stdout or to the socket (reconnecting with backoff).
 //!
 //! Consul itself is spoken by the `consul` crate.

@@ -3,7 +3,7 @@
 //! owing ([`Retry`]), take a token of its [`TokenBucket`] (so a server that answers at once, forever,
 //! never makes a busy loop), read at the [`Cursor`]'s index as Consul's documentation asks (block
 //! on the last index, never on 0, reset when it goes backwards, read afresh after a failure), and
-//! log once per change of state ([`Outage`]), the other failures at DEBUG. What an answer means
+//! log once per change of state ([`Retry`]), the other failures at DEBUG. What an answer means
 //! stays with the loop, which ends when its caller stops turning it (a dropped receiver, an
 //! aborted task), as linkerd2-proxy's DNS resolution loop does.
 
@@ -14,7 +14,6 @@ use common::backoff::{Backoff, TokenBucket};
 use consul::index::{self, Next};
 use tracing::{debug, info, warn};
 
-use crate::outage::Outage;
 use crate::watch::WatchConfig;
 
 /// Where a loop stands: the index to block on, and whether everything it knew must be re-read
@@ -59,24 +58,28 @@ impl Cursor {
     }
 }
 
-/// After an error: the backoff, whether the loop is failing ([`Outage`]), the delay still owed.
+/// After an error: the backoff, the delay still owed, and whether the loop is failing, so that it
+/// logs once per change of state, not once per retry (a token without permission fails every
+/// retry alike). Failures of one kind (variant and HTTP status) are one state: a transport error's
+/// text varies between attempts (a refused TLS handshake: a broken pipe, a closed connection...).
 #[derive(Debug)]
 pub(crate) struct Retry {
     backoff: Backoff,
-    outage: Outage,
     owed: Option<Duration>,
+    /// The current failure's kind: the error's variant and HTTP status.
+    failing: Option<(std::mem::Discriminant<consul::Error>, Option<u16>)>,
 }
 
 impl Retry {
     /// Backs off from `min` to `max`.
     pub(crate) fn new(min: Duration, max: Duration) -> Self {
-        Self { backoff: Backoff::new(min, max), outage: Outage::default(), owed: None }
+        Self { backoff: Backoff::new(min, max), owed: None, failing: None }
     }
 
     /// A success; true if it ends a failure (the caller logs that).
     pub(crate) fn succeeded(&mut self) -> bool {
         self.backoff.reset();
-        self.outage.recovered()
+        self.failing.take().is_some()
     }
 
     /// A failure: whether it is news (for a WARN; the rest at DEBUG), and the delay now owed
@@ -84,7 +87,8 @@ impl Retry {
     pub(crate) fn failed(&mut self, error: &consul::Error) -> (bool, Duration) {
         let delay = self.backoff.next_delay();
         self.owed = Some(delay);
-        (self.outage.failed(error), delay)
+        let kind = Some((std::mem::discriminant(error), error.status()));
+        (std::mem::replace(&mut self.failing, kind) != kind, delay)
     }
 
     /// Waits out the delay the last failure left owing, if any.
@@ -257,20 +261,6 @@ mod tests {
         (asked.unwrap_or(u64::MAX), answer.ok().map(|a| (a.moved, a.everything)))
     }
 
-    #[test]
-    fn cursor_rereads_everything_after_reset_or_failure() {
-        let mut c = Cursor::at(0);
-        assert!(c.advance("x", 10), "first answer");
-        assert!(!c.advance("x", 12));
-        c.failed();
-        assert_eq!(c.index, 0);
-        assert!(c.advance("x", 3));
-        assert!(!c.advance("x", 4));
-        assert!(c.advance("x", 2), "an index going backwards");
-        assert_eq!(c.index, 0, "the next read is a fresh one");
-        assert!(!c.advance("x", 2));
-    }
-
     #[tokio::test(start_paused = true)]
     async fn blocks_on_the_last_index_and_resets_when_it_goes_backwards() {
         let mut q = Query::new(CHECKS, &cfg(), 0);
@@ -284,12 +274,9 @@ mod tests {
         let mut q = Query::new(CHECKS, &cfg(), 0);
         assert_eq!(turn(&mut q, Some(0)).await, (0, Some((false, true))));
         assert_eq!(turn(&mut q, Some(1)).await, (1, Some((false, false))), "never blocks on index 0");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_loop_can_go_on_from_an_index_read_earlier() {
+        // Going on from an index read earlier (a node watch from its scan): not a first answer.
         let mut q = Query::new(Subject::Node("n1".into()), &cfg(), 42);
-        assert_eq!(turn(&mut q, Some(43)).await, (42, Some((true, false))), "not a first answer");
+        assert_eq!(turn(&mut q, Some(43)).await, (42, Some((true, false))));
     }
 
     #[tokio::test(start_paused = true)]
@@ -334,12 +321,23 @@ mod tests {
     }
 
     #[test]
-    fn retry_says_news_once_per_change_of_state() {
+    fn retry_says_news_only_on_a_change_of_state() {
+        let denied = |body: &str| consul::Error::Status {
+            endpoint: "/v1/catalog/services".into(),
+            status: 403,
+            body: body.into(),
+        };
         let mut r = Retry::new(Duration::from_millis(100), Duration::from_secs(1));
+        assert!(!r.succeeded(), "healthy from the start: nothing to say");
+        assert!(r.failed(&denied("ACL not found")).0);
+        assert!(!r.failed(&denied("ACL not found")).0, "the same failure again");
+        assert!(!r.failed(&denied("Permission denied")).0, "another 403: the same state");
+        assert!(r.failed(&down()).0, "another status");
+        let filtered =
+            consul::Error::Filtered { endpoint: "/v1/catalog/services".into(), what: "service", token: true };
+        assert!(r.failed(&filtered).0, "another kind of failure");
+        assert!(r.succeeded());
         assert!(!r.succeeded());
-        assert!(r.failed(&down()).0);
-        assert!(!r.failed(&down()).0, "the same failure again");
-        assert!(r.succeeded(), "a recovery");
-        assert!(r.failed(&down()).0, "failing again after a recovery");
+        assert!(r.failed(&denied("Permission denied")).0, "failing again after a recovery");
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use consul::{Client, Instance, View};
+use consul::{Client, View};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tracing::debug;
@@ -52,27 +52,6 @@ impl Default for WatchConfig {
     }
 }
 
-/// The instance set last published by a per-service loop.
-#[derive(Debug, Default)]
-struct Published(Option<Vec<Instance>>);
-
-impl Published {
-    /// Whether it had instances (an empty answer must then be confirmed, [`confirm_empty`]).
-    fn had_instances(&self) -> bool {
-        self.0.as_ref().is_some_and(|l| !l.is_empty())
-    }
-
-    /// Takes an answer; returns the set to publish if it differs from the last one published (a
-    /// blocking query may return without a change).
-    fn changed(&mut self, instances: Vec<Instance>) -> Option<Vec<Instance>> {
-        if self.0.as_ref() == Some(&instances) {
-            return None;
-        }
-        self.0 = Some(instances.clone());
-        Some(instances)
-    }
-}
-
 /// Watches one service until the task is dropped, writing every change into `state`.
 pub async fn watch_service(client: Client, service: String, cfg: WatchConfig, state: State) {
     watch_service_on(Lane { client, permits: None }, service, cfg, state).await;
@@ -82,10 +61,10 @@ pub async fn watch_service(client: Client, service: String, cfg: WatchConfig, st
 /// has any) while it is in flight.
 pub async fn watch_service_on(lane: Lane, service: String, cfg: WatchConfig, state: State) {
     let mut query = Query::new(Subject::Service(service.clone()), &cfg, 0);
-    let mut published = Published::default();
     let (client, permits, cfg, service) = (&lane.client, &lane.permits, &cfg, service.as_str());
     loop {
-        let had = published.had_instances();
+        // Compared with the published set, as in multiplexed mode.
+        let had = state.has_instances(service);
         let read = query.next(|index| async move {
             let _permit = match permits {
                 Some(p) => p.acquire().await.ok(),
@@ -97,11 +76,11 @@ pub async fn watch_service_on(lane: Lane, service: String, cfg: WatchConfig, sta
         match read.await {
             Ok(Answer { value: r, .. }) => {
                 state.set_status(service, true, None);
-                if let Some(set) = published.changed(r.instances) {
-                    debug!(service, index = r.index, instances = set.len(), "instance set changed");
-                    state.set_snapshot(service, r.index, set);
+                let (index, instances) = (r.index, r.instances.len());
+                if state.set_snapshot_if_changed(service, index, r.instances) {
+                    debug!(service, index, instances, "instance set changed");
                 } else {
-                    debug!(service, index = r.index, "blocking query returned without a change");
+                    debug!(service, index, "blocking query returned without a change");
                 }
             }
             Err(e) => state.set_status(service, false, Some(e.to_string())),
@@ -144,29 +123,5 @@ pub async fn watch_followed(
         }
         // Reap the loops just aborted, so a churning catalog does not grow the set.
         while set.try_join_next().is_some() {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn inst(port: u16) -> Instance {
-        Instance::new(format!("web-{port}"), "n", "127.0.0.1", port)
-    }
-
-    #[test]
-    fn publishes_the_first_read_and_real_changes_only() {
-        let mut p = Published::default();
-        assert!(!p.had_instances());
-        assert_eq!(p.changed(vec![inst(1)]), Some(vec![inst(1)]));
-        assert!(p.had_instances());
-        // Index moved (another service changed) but our set did not: nothing to publish.
-        assert_eq!(p.changed(vec![inst(1)]), None);
-        assert_eq!(p.changed(vec![inst(1), inst(2)]), Some(vec![inst(1), inst(2)]));
-        // Consul restarted with an empty state (a confirmed empty answer): the new truth.
-        assert_eq!(p.changed(vec![]), Some(vec![]));
-        assert!(!p.had_instances());
-        assert_eq!(p.changed(vec![]), None);
     }
 }
