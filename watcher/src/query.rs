@@ -1,7 +1,7 @@
 //! The blocking-query loop, written once. Every loop that long-polls Consul (per service, per
 //! node, the checks, the catalog) turns through a [`Query`]: wait out the backoff a failure left
 //! owing ([`Retry`]), take a token of its [`TokenBucket`] (so a server that answers at once, forever,
-//! never makes a busy loop), read at the [`Cursor`]'s index as Consul's documentation asks (block
+//! never makes a busy loop), read at its cursor's index as Consul's documentation asks (block
 //! on the last index, never on 0, reset when it goes backwards, read afresh after a failure), and
 //! log once per change of state ([`Retry`]), the other failures at DEBUG. What an answer means
 //! stays with the loop, which ends when its caller stops turning it (a dropped receiver, an
@@ -63,7 +63,7 @@ impl Cursor {
 /// retry alike). Failures of one kind (variant and HTTP status) are one state: a transport error's
 /// text varies between attempts (a refused TLS handshake: a broken pipe, a closed connection...).
 #[derive(Debug)]
-pub(crate) struct Retry {
+pub struct Retry {
     backoff: Backoff,
     owed: Option<Duration>,
     /// The current failure's kind: the error's variant and HTTP status.
@@ -72,19 +72,19 @@ pub(crate) struct Retry {
 
 impl Retry {
     /// Backs off from `min` to `max`.
-    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+    pub fn new(min: Duration, max: Duration) -> Self {
         Self { backoff: Backoff::new(min, max), owed: None, failing: None }
     }
 
     /// A success; true if it ends a failure (the caller logs that).
-    pub(crate) fn succeeded(&mut self) -> bool {
+    pub fn succeeded(&mut self) -> bool {
         self.backoff.reset();
         self.failing.take().is_some()
     }
 
     /// A failure: whether it is news (for a WARN; the rest at DEBUG), and the delay now owed
     /// before the next attempt ([`Retry::pause`]).
-    pub(crate) fn failed(&mut self, error: &consul::Error) -> (bool, Duration) {
+    pub fn failed(&mut self, error: &consul::Error) -> (bool, Duration) {
         let delay = self.backoff.next_delay();
         self.owed = Some(delay);
         let kind = Some((std::mem::discriminant(error), error.status()));
@@ -92,7 +92,7 @@ impl Retry {
     }
 
     /// Waits out the delay the last failure left owing, if any.
-    pub(crate) async fn pause(&mut self) {
+    pub async fn pause(&mut self) {
         if let Some(delay) = self.owed.take() {
             tokio::time::sleep(delay).await;
         }
@@ -100,7 +100,7 @@ impl Retry {
 }
 
 /// An answer that carries its `X-Consul-Index`.
-pub(crate) trait HasIndex {
+pub trait HasIndex {
     /// The answer's `X-Consul-Index`.
     fn index(&self) -> u64;
 }
@@ -119,7 +119,7 @@ impl<T> HasIndex for consul::cluster::Indexed<T> {
 
 /// What a loop reads, which its logs name.
 #[derive(Debug)]
-pub(crate) enum Subject {
+pub enum Subject {
     /// One service's instances (the `service` field).
     Service(String),
     /// A cluster-wide query: its endpoint, and what its messages call it.
@@ -129,9 +129,9 @@ pub(crate) enum Subject {
 }
 
 /// `/v1/health/state/any`.
-pub(crate) const CHECKS: Subject = Subject::Cluster("health/state/any", "Consul's checks");
+pub const CHECKS: Subject = Subject::Cluster("health/state/any", "Consul's checks");
 /// `/v1/catalog/services`.
-pub(crate) const CATALOG: Subject = Subject::Cluster("catalog/services", "the catalog's services");
+pub const CATALOG: Subject = Subject::Cluster("catalog/services", "the catalog's services");
 
 impl Subject {
     /// The name an index reset is logged under.
@@ -170,18 +170,18 @@ impl Subject {
 
 /// One answer of a [`Query`].
 #[derive(Debug)]
-pub(crate) struct Answer<T> {
+pub struct Answer<T> {
     /// The answer itself.
-    pub(crate) value: T,
+    pub value: T,
     /// Whether its index moved since the one the read blocked on (else the query timed out).
-    pub(crate) moved: bool,
+    pub moved: bool,
     /// Whether everything must be re-read: the first answer, or one after a reset or a failure.
-    pub(crate) everything: bool,
+    pub everything: bool,
 }
 
 /// One blocking-query loop: its cursor, rate limit and backoff. See the module docs.
 #[derive(Debug)]
-pub(crate) struct Query {
+pub struct Query {
     subject: Subject,
     cursor: Cursor,
     bucket: TokenBucket,
@@ -191,7 +191,7 @@ pub(crate) struct Query {
 impl Query {
     /// A loop paced and backed off as `cfg` says, going on from `index` (0: a fresh start; else,
     /// say, the index a scan read a node at).
-    pub(crate) fn new(subject: Subject, cfg: &WatchConfig, index: u64) -> Self {
+    pub fn new(subject: Subject, cfg: &WatchConfig, index: u64) -> Self {
         let (bucket, retry) = (TokenBucket::new(cfg.burst, cfg.rate), Retry::new(cfg.backoff_min, cfg.backoff_max));
         Self { subject, cursor: Cursor::at(index), bucket, retry }
     }
@@ -201,7 +201,7 @@ impl Query {
     ///
     /// # Errors
     /// `read`'s error, already logged; the next turn reads afresh, after a backoff.
-    pub(crate) async fn next<T, F, Fut>(&mut self, read: F) -> Result<Answer<T>, consul::Error>
+    pub async fn next<T, F, Fut>(&mut self, read: F) -> Result<Answer<T>, consul::Error>
     where
         T: HasIndex,
         F: FnOnce(u64) -> Fut,
