@@ -1,8 +1,7 @@
 //! The one blocking query on `/v1/catalog/services`, and the catalog follower that rides on it.
 //!
-//! [`run`] owns that query in every mode that needs it: it blocks on the last index, resets when
-//! the index goes backwards, reads afresh after a failure, paces itself with a token bucket and
-//! backs off with jitter on errors (the same `Cursor` rules as every other loop). With a
+//! [`run`] owns that query in every mode that needs it, turning it with the same driver as every
+//! other loop ([`crate::query`]: index rules, rate limit, backoff, outage logs). With a
 //! [`Follower`] (a route tag or prefix is configured), each answer is turned into a change of the
 //! followed set ([`crate::followed`]), applied to the [`State`] (the `services` list, tags,
 //! `gone`), and then handed on as an [`Event`] to whoever watches the instances:
@@ -22,14 +21,12 @@ use std::collections::BTreeMap;
 
 use consul::Client;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
-
-use crate::outage::Outage;
+use tracing::{debug, info};
 
 use crate::followed::{Change, Follower};
+use crate::query::{self, Answer, Query};
 use crate::state::State;
-use crate::watch::{Cursor, WatchConfig};
-use common::backoff::{Backoff, TokenBucket};
+use crate::watch::WatchConfig;
 
 /// One outcome of the catalog query, in order.
 #[derive(Debug)]
@@ -61,51 +58,36 @@ pub async fn run(
     state: State,
     events: mpsc::Sender<Event>,
 ) {
-    let mut cursor = Cursor::default();
-    let mut bucket = TokenBucket::new(cfg.burst, cfg.rate);
-    let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
-    let mut outage = Outage::default();
+    let mut query = Query::new(query::CATALOG, &cfg, 0);
+    let (client, wait) = (&client, cfg.wait);
     loop {
-        bucket.take().await;
-        let before = cursor.index;
-        let fresh = cursor.index == 0;
-        let read = match client.catalog_services(cursor.index, cfg.wait).await {
+        let read = query.next(|index| async move {
+            let r = client.catalog_services(index, wait).await?;
             // A fresh start (first read, after a failure or a reset): can the token read nodes?
-            Ok(r) if fresh => client.check_node_read().await.map(|()| r),
-            other => other,
-        };
-        match read {
-            Ok(r) => {
-                backoff.reset();
-                if outage.recovered() {
-                    info!("the catalog's services can be read again");
-                }
+            if index == 0 {
+                client.check_node_read().await?;
+            }
+            Ok(r)
+        });
+        match read.await {
+            Ok(Answer { value: r, moved, everything }) => {
                 state.set_consul(None);
-                let everything = cursor.advance("catalog/services", r.index);
                 let change = follower.as_mut().map(|f| f.answer(&r.value)).unwrap_or_default();
                 if !change.is_empty() {
                     log_change(&change);
                     state.apply(&change);
                 }
-                let moved = r.index != before;
                 let event = Event::Answer { index: r.index, moved, everything, services: r.value, change };
                 if events.send(event).await.is_err() {
                     return;
                 }
             }
             Err(e) => {
-                cursor.failed();
-                let delay = backoff.next_delay();
-                if outage.failed(&e) {
-                    warn!(error = %e, "cannot read the catalog's services; retrying with backoff (logged again when this changes)");
-                } else {
-                    debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot read the catalog's services");
-                }
                 state.set_consul(Some(&e));
+                // The query backs off before the next read.
                 if events.send(Event::Failed(e)).await.is_err() {
                     return;
                 }
-                tokio::time::sleep(delay).await;
             }
         }
     }

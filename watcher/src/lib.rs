@@ -14,23 +14,27 @@
 //!   set changed between two answers of `/v1/catalog/services`. Pure.
 //! - [`follow`]: the one blocking query on `/v1/catalog/services`; feeds the follower and the
 //!   multiplexed watch.
-//! - [`watch`]: one blocking-query loop per service (index rules, rate limit, backoff, change
-//!   detection), started and stopped as services are followed.
+//! - [`query`]: the blocking-query loop, written once (index rules, rate limit, backoff, logs once
+//!   per change of state); every loop below turns through it.
+//! - [`watch`]: one blocking-query loop per service (change detection), started and stopped as
+//!   services are followed.
 //! - [`mux`]: many services over two blocking queries plus targeted re-reads (for scale).
 //! - [`streams`]: one blocking query per service as HTTP/2 streams over a few connections (for
 //!   scale against an HTTPS Consul): which connection carries which service.
 //! - [`names`]: the followed services, found by the names Consul reports (case-insensitively).
 //! - [`checks`]: which services' checks changed, from two answers of `/v1/health/state/any`.
 //! - [`scan`]: which services changed, from a node-by-node read of the catalog.
+//! - [`budget`]: the bound on non-blocking reads in flight, shared by re-reads and scans.
 //! - [`nodes`]: one blocking query per catalog node on small clusters, so a change costs one
 //!   node read instead of a scan.
 //! - [`source`]: the seam between a registry and the state: Consul, etcd and DNS each a
 //!   [`source::Source`] in its own module, producing the same messages.
-//! - [`outage`]: whether a read loop is failing, so it logs once per change of state.
+//! - [`outage`]: whether an answer that empties a service is a denial in disguise.
 //! - [`output`]: writes the state to stdout or to the socket (reconnecting with backoff).
 //!
 //! Consul itself is spoken by the `consul` crate.
 
+pub mod budget;
 pub mod checks;
 pub mod follow;
 pub mod followed;
@@ -40,6 +44,7 @@ pub mod nodes;
 pub mod outage;
 pub mod output;
 pub mod protocol;
+pub mod query;
 pub mod scan;
 pub mod source;
 pub mod state;

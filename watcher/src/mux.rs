@@ -35,31 +35,22 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tracing::{debug, info, warn};
 
+use crate::budget::budgeted;
 use crate::checks::CheckPrints;
 use crate::follow::Event;
 use crate::followed::{Change, Follower};
 use crate::names::{Names, Watched};
 use crate::nodes::{Mark, NodeWatches};
+use crate::query::{self, Answer, Query, Retry};
 use crate::scan::CatalogScan;
 use crate::state::State;
-use crate::watch::{Cursor, WatchConfig};
-use common::backoff::{Backoff, TokenBucket};
+use crate::watch::WatchConfig;
 
 /// Non-blocking reads (service re-reads and catalog-scan node reads together) in flight at once.
 /// With the two blocking queries, the node watches ([`crate::nodes::MAX_NODE_WATCHES`]) and the
 /// client's idle connections ([`consul::client::MAX_IDLE_CONNECTIONS`]) this bounds the
 /// connections to Consul.
 pub const READ_CONCURRENCY: usize = 6;
-
-/// Runs one read under the shared budget. Before giving the permit back it lets the runtime run
-/// once more: the HTTP client returns a finished connection to its pool from a task of its own,
-/// and a read started before that task ran would open a new connection instead of reusing it.
-pub(crate) async fn budgeted<T>(budget: &Semaphore, read: impl std::future::Future<Output = T>) -> T {
-    let _permit = budget.acquire().await;
-    let out = read.await;
-    tokio::task::yield_now().await;
-    out
-}
 
 /// Which services need a re-read; shared by the two watch loops and the reader.
 #[derive(Default)]
@@ -191,21 +182,12 @@ async fn resync_loop(every: Duration, shared: &Shared) {
 }
 
 async fn checks_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &State) {
-    let mut cursor = Cursor::default();
+    let mut query = Query::new(query::CHECKS, cfg, 0);
     let mut first = true;
     let mut prints: Option<CheckPrints> = None;
-    let mut bucket = TokenBucket::new(cfg.burst, cfg.rate);
-    let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
-    let mut outage = crate::outage::Outage::default();
     loop {
-        bucket.take().await;
-        match client.health_state_any(cursor.index, cfg.wait).await {
-            Ok(r) => {
-                backoff.reset();
-                if outage.recovered() {
-                    info!("Consul's checks can be read again");
-                }
-                let everything = cursor.advance("health/state/any", r.index);
+        match query.next(|index| client.health_state_any(index, cfg.wait)).await {
+            Ok(Answer { value: r, everything, .. }) => {
                 let now = CheckPrints::of(&r.value, &shared.watched());
                 match prints.as_ref().map(|p| p.changed(&now)) {
                     Some(Some(changed)) if !everything => shared.dirty.mark(&changed),
@@ -213,17 +195,7 @@ async fn checks_loop(client: &Client, cfg: &WatchConfig, shared: &Shared, state:
                 }
                 prints = Some(now);
             }
-            Err(e) => {
-                cursor.failed();
-                let delay = backoff.next_delay();
-                if outage.failed(&e) {
-                    warn!(error = %e, "cannot read Consul's checks; retrying with backoff (logged again when this changes)");
-                } else {
-                    debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot read Consul's checks");
-                }
-                fail_all(shared, state, &e);
-                tokio::time::sleep(delay).await;
-            }
+            Err(e) => fail_all(shared, state, &e),
         }
     }
 }
@@ -360,8 +332,7 @@ fn fail_all(shared: &Shared, state: &State, e: &consul::Error) {
 
 /// Re-reads dirty services, publishing real changes.
 async fn reader(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &State) {
-    let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
-    let mut outage = crate::outage::Outage::default();
+    let mut retry = Retry::new(cfg.backoff_min, cfg.backoff_max);
     loop {
         let watched = shared.watched();
         // A service that went since it was marked is not read.
@@ -413,25 +384,22 @@ async fn reader(client: &Client, cfg: &WatchConfig, shared: &Shared, state: &Sta
                 }
             }
         }
-        if failed.is_empty() {
-            backoff.reset();
-            if outage.recovered() {
-                info!("every service can be read again");
-            }
-        } else {
-            let delay = backoff.next_delay();
-            match first_error {
-                Some(e) if outage.failed(&e) => {
-                    warn!(services = failed.len(), error = %e, "some services could not be read; retrying with backoff (logged again when this changes)")
+        match first_error {
+            None if retry.succeeded() => info!("every service can be read again"),
+            None => {}
+            Some(e) => {
+                let services = failed.len();
+                match retry.failed(&e) {
+                    (true, _) => {
+                        warn!(services, error = %e, "some services could not be read; retrying with backoff (logged again when this changes)")
+                    }
+                    (false, delay) => {
+                        debug!(services, retry_in_ms = delay.as_millis() as u64, "some services could not be read")
+                    }
                 }
-                _ => debug!(
-                    services = failed.len(),
-                    retry_in_ms = delay.as_millis() as u64,
-                    "some services could not be read"
-                ),
+                shared.dirty.mark(&failed);
+                retry.pause().await;
             }
-            shared.dirty.mark(&failed);
-            tokio::time::sleep(delay).await;
         }
     }
 }

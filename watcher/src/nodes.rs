@@ -18,8 +18,8 @@ use tokio::task::{AbortHandle, JoinSet};
 use tracing::{debug, info};
 
 use crate::names::{Names, Watched};
-use crate::watch::{Cursor, WatchConfig};
-use common::backoff::{Backoff, TokenBucket};
+use crate::query::{Answer, Query, Subject};
+use crate::watch::WatchConfig;
 
 /// Most nodes watched one by one; each holds one connection to Consul.
 pub const MAX_NODE_WATCHES: usize = 6;
@@ -158,33 +158,24 @@ async fn watch_node(
     node: String,
     mut view: NodeView,
 ) {
-    let mut cursor = Cursor::at(view.index);
-    let mut bucket = TokenBucket::new(cfg.burst, cfg.rate);
-    let mut backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max);
+    let mut query = Query::new(Subject::Node(node.clone()), &cfg, view.index);
     loop {
-        bucket.take().await;
-        match client.catalog_node_prints(&node, cursor.index, cfg.wait).await {
-            Ok(r) => {
-                backoff.reset();
-                cursor.advance(&node, r.index);
-                // Compared by content, so the answer after a failure or an index reset is as
-                // exact as any other.
-                let now = NodeView::new(r.index, r.value, &names.get());
-                let changed = view.changed(&now);
-                if !changed.is_empty() {
-                    debug!(node, services = changed.len(), "registrations changed on node");
-                    mark(&changed);
-                }
-                views.lock().unwrap_or_else(|e| e.into_inner()).insert(node.clone(), now.clone());
-                view = now;
-            }
-            Err(e) => {
-                // The cluster-wide loops report Consul being unreachable; this one only retries.
-                debug!(node, error = %e, "node watch failed");
-                cursor.failed();
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
+        // A failure is logged (at DEBUG: the cluster-wide loops report Consul being unreachable)
+        // and backed off by the driver; this loop only retries.
+        let Ok(Answer { value: r, .. }) = query.next(|index| client.catalog_node_prints(&node, index, cfg.wait)).await
+        else {
+            continue;
+        };
+        // Compared by content, so the answer after a failure or an index reset is as exact as any
+        // other.
+        let now = NodeView::new(r.index, r.value, &names.get());
+        let changed = view.changed(&now);
+        if !changed.is_empty() {
+            debug!(node, services = changed.len(), "registrations changed on node");
+            mark(&changed);
         }
+        views.lock().unwrap_or_else(|e| e.into_inner()).insert(node.clone(), now.clone());
+        view = now;
     }
 }
 

@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 use tracing::debug;
 
-use crate::mux::budgeted;
+use crate::budget::budgeted;
 use crate::names::Watched;
 use crate::nodes::NodeView;
 

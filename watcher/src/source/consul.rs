@@ -5,12 +5,12 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use common::backoff::Backoff;
 use consul::Client;
 use tracing::{error, info, warn};
 
 use super::{Follow, RunFuture, Source};
 use crate::followed::Follower;
+use crate::query::Retry;
 use crate::state::State;
 use crate::streams::Pool;
 use crate::watch::{watch_followed, watch_service, WatchConfig};
@@ -136,8 +136,7 @@ const CATALOG_STREAM: &str = " catalog/services";
 /// Asks on a connection of its own, closed after: the watch loops use clients of their own.
 /// Failures are Consul's status in `state`, logged once per change.
 async fn speaks_h2(client: &Client, state: &State) -> bool {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    let mut outage = crate::outage::Outage::default();
+    let mut retry = Retry::new(Duration::from_millis(100), Duration::from_secs(5));
     let probe = client.separate();
     loop {
         match probe.protocol().await {
@@ -147,12 +146,11 @@ async fn speaks_h2(client: &Client, state: &State) -> bool {
                 return v == http::Version::HTTP_2;
             }
             Err(e) => {
-                let delay = backoff.next_delay();
-                if outage.failed(&e) {
+                if retry.failed(&e).0 {
                     warn!(error = %e, "cannot reach Consul to see whether it speaks HTTP/2; retrying with backoff (logged again when this changes)");
                 }
                 state.set_consul(Some(&e));
-                tokio::time::sleep(delay).await;
+                retry.pause().await;
             }
         }
     }
