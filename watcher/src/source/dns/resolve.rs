@@ -2,6 +2,9 @@
 //! (turned into instances by [`super::answer`]), no instance (NXDOMAIN, or NOERROR without
 //! records), or a failure, told apart by whether the server answered at all.
 //!
+//! hickory's resolver keeps the additional section's addresses of one SRV target only (the last
+//! one); the other targets are asked for (A and AAAA), which costs a query each, not correctness.
+//!
 //! The resolver keeps no cache (every lookup asks the server: the loop itself waits out the
 //! TTLs), gives up on a server after 2 s, asks once more, falls back to TCP when a UDP answer is
 //! truncated (a service with many instances), and with `--dns-server` asks only that server, with
@@ -183,4 +186,135 @@ fn classify(e: &ResolveError) -> Asked {
         };
     }
     Asked::Failed { answered: false, error: e.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use hickory_resolver::proto::op::{Message, MessageType};
+    use hickory_resolver::proto::rr::rdata::{A, SRV};
+    use hickory_resolver::proto::rr::Name;
+    use hickory_resolver::proto::serialize::binary::{BinDecodable, BinEncodable};
+
+    use super::*;
+
+    type Answers = fn(&Name, RecordType) -> (Vec<Record>, Vec<Record>);
+
+    fn name(s: &str) -> Name {
+        Name::from_ascii(s).unwrap()
+    }
+
+    /// A DNS server on a loopback UDP port: every query gets `rcode`, with the answer and
+    /// additional records `answers` gives.
+    async fn fake(rcode: ResponseCode, answers: Answers) -> SocketAddr {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let Ok(q) = Message::from_bytes(&buf[..n]) else { continue };
+                let mut m = Message::new();
+                m.set_id(q.id())
+                    .set_message_type(MessageType::Response)
+                    .set_op_code(q.op_code())
+                    .set_response_code(rcode)
+                    .set_recursion_desired(q.recursion_desired())
+                    .set_recursion_available(true)
+                    .set_authoritative(true);
+                m.add_queries(q.queries().to_vec());
+                if let Some(query) = q.queries().first() {
+                    let (answer, additional) = answers(query.name(), query.query_type());
+                    m.add_answers(answer);
+                    m.add_additionals(additional);
+                }
+                let _ = sock.send_to(&m.to_bytes().unwrap(), from).await;
+            }
+        });
+        addr
+    }
+
+    fn resolver(server: SocketAddr) -> Resolver {
+        let args = DnsArgs {
+            dns_server: Some(server),
+            dns_name: None,
+            dns_domain: "service.consul".into(),
+            dns_port: None,
+            dns_min_ttl: Duration::from_secs(1),
+            dns_max_ttl: Duration::from_secs(60),
+        };
+        Resolver::new(&args).unwrap()
+    }
+
+    async fn lookup(server: SocketAddr, port: Option<u16>) -> Lookup {
+        let r = resolver(server);
+        tokio::time::timeout(Duration::from_secs(20), r.lookup("_web._tcp.service.consul.", port)).await.unwrap()
+    }
+
+    fn no_records(_: &Name, _: RecordType) -> (Vec<Record>, Vec<Record>) {
+        (vec![], vec![])
+    }
+
+    /// Two SRV targets: `b.` with its address in the additional section only, `a.` without (its
+    /// A record is asked for); the shortest TTL is a's A record's.
+    fn two_targets(n: &Name, t: RecordType) -> (Vec<Record>, Vec<Record>) {
+        let a = |host: &str, ip: [u8; 4], ttl| Record::from_rdata(name(host), ttl, RData::A(A(Ipv4Addr::from(ip))));
+        match t {
+            RecordType::SRV => (
+                vec![
+                    Record::from_rdata(n.clone(), 30, RData::SRV(SRV::new(1, 5, 8081, name("a.example.")))),
+                    Record::from_rdata(n.clone(), 30, RData::SRV(SRV::new(1, 0, 8082, name("b.example.")))),
+                ],
+                vec![a("b.example.", [10, 0, 0, 2], 30)],
+            ),
+            RecordType::A if *n == name("a.example.") => (vec![a("a.example.", [10, 0, 0, 1], 4)], vec![]),
+            _ => (vec![], vec![]),
+        }
+    }
+
+    #[tokio::test]
+    async fn srv_targets_come_from_the_additional_section_or_are_asked_for() {
+        let server = fake(ResponseCode::NoError, two_targets).await;
+        let Lookup::Found(found) = lookup(server, None).await else { panic!("expected an answer") };
+        let got: Vec<_> =
+            found.instances.iter().map(|i| (i.id.as_str(), i.address.as_str(), i.port, i.weight)).collect();
+        assert_eq!(got, [("a.example:8081", "10.0.0.1", 8081, 5), ("b.example:8082", "10.0.0.2", 8082, 1)]);
+        assert_eq!(found.ttl, Some(4));
+    }
+
+    #[tokio::test]
+    async fn nxdomain_and_an_empty_answer_are_no_instance() {
+        for rcode in [ResponseCode::NXDomain, ResponseCode::NoError] {
+            let server = fake(rcode, no_records).await;
+            match lookup(server, None).await {
+                Lookup::Found(f) => assert!(f.instances.is_empty(), "{rcode:?}"),
+                other => panic!("{rcode:?}: {other:?}"),
+            }
+            match lookup(server, Some(80)).await {
+                Lookup::Found(f) => assert!(f.instances.is_empty(), "{rcode:?}"),
+                other => panic!("{rcode:?} (A/AAAA): {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn servfail_and_refused_are_failures_of_a_server_that_answers() {
+        for rcode in [ResponseCode::ServFail, ResponseCode::Refused] {
+            let server = fake(rcode, no_records).await;
+            match lookup(server, None).await {
+                Lookup::Failed { answered: true, error } => assert!(error.contains(&format!("{rcode:?}")), "{error}"),
+                other => panic!("{rcode:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_does_not_answer_is_a_failure_of_the_registry() {
+        // Bound and silent: every query times out.
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        match lookup(silent.local_addr().unwrap(), None).await {
+            Lookup::Failed { answered: false, .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
 }
