@@ -11,9 +11,10 @@
 //!   ([`State::set_status`]); the next lookup when the shortest TTL among the records used runs
 //!   out, bounded by `--dns-min-ttl` and `--dns-max-ttl`;
 //! - NXDOMAIN, or NOERROR with no record: no instance (an empty set), not a failure. Consul's DNS
-//!   answers NXDOMAIN both for a service it does not know and for one without a healthy instance;
-//!   other servers answer NOERROR with an empty answer for a name that exists without records of
-//!   the type asked. The next lookup after the SOA's negative TTL, within the same bounds;
+//!   answers NXDOMAIN (with its SOA) both for a service it does not know and for one without a
+//!   healthy instance (checked with Consul 1.8.7, the version the tests run); other servers
+//!   answer NOERROR with an empty answer for a name that exists without records of the type
+//!   asked. The next lookup after the SOA's negative TTL, within the same bounds;
 //! - a failure (timeout, SERVFAIL, REFUSED, an unreachable server): the last good set stays, the
 //!   service is marked stale (`set_status(service, false, error)`), and while the server does not
 //!   answer at all the registry too ([`State::set_registry`]). Dropping the set instead would
