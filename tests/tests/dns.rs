@@ -126,3 +126,22 @@ fn nxdomain_is_no_instance_not_a_failure() {
     consul.set_check("service:web-1", "pass");
     wait_for_ports(&gw, &BTreeSet::from([web.port]), Duration::from_secs(10), "the instance, once healthy");
 }
+
+#[test]
+fn with_a_port_address_records_are_asked_and_routed_to_that_port() {
+    let consul = Consul::start_dns("1s");
+    let web = ServiceWeb::start(None);
+    consul.register_ttl("web", "web-1", web.port, "passing");
+    // `web.service.consul` A records: the instance's address; the port is the flag's.
+    let port = web.port.to_string();
+    let dns = consul.dns_addr();
+    let gw = Gateway::start(&consul, "web", &["--source", "dns", "--dns-server", &dns, "--dns-port", &port]);
+    wait_for_ports(&gw, &BTreeSet::from([web.port]), Duration::from_secs(10), "requests to reach the instance");
+    let (_, services) = get_json(&http(), &gw.admin("/services")).expect("/services");
+    assert!(services.to_string().contains(&format!("127.0.0.1:{port}")), "{services}");
+    consul.set_check("service:web-1", "fail");
+    let client = http();
+    wait_for(DROP_WITHIN, "no instance once its check fails", || {
+        matches!(get_json(&client, &gw.url("/web/getRemoteIp")), Ok((503, _))).then_some(())
+    });
+}
