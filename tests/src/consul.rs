@@ -5,6 +5,7 @@
 //! `consul tls ca create` / `consul tls cert create -server` in the agent's temp dir. The tests'
 //! own calls always go to the plain HTTP listener. [`Consul::start_mtls`] (HTTPS only, client
 //! certificates required) and [`Consul::start_acl`] (ACLs, default deny) are in [`secure`].
+//! [`Consul::start_dns`] turns Consul's DNS interface on (off otherwise), with a short TTL.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -27,6 +28,9 @@ pub struct Consul {
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
+
+/// The file in the agent's directory that turns DNS on: `<port> <service TTL>`.
+const DNS_FILE: &str = "dns-settings";
 
 /// The Consul binary: `CONSUL_BIN`, `<repo>/.tools/consul`, or `consul` on `PATH`.
 pub fn consul_bin() -> PathBuf {
@@ -62,6 +66,44 @@ impl Consul {
         };
         c.spawn();
         c
+    }
+
+    /// Like [`Consul::start`], with Consul's DNS interface on a free loopback port
+    /// ([`Consul::dns_port`], UDP and TCP), service records served with TTL `service_ttl` (Consul's
+    /// `dns_config.service_ttl` for every service, e.g. `"1s"`; Consul's default is 0).
+    pub fn start_dns(service_ttl: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Kept in the agent's directory, so every (re)start of this agent serves DNS the same way.
+        std::fs::write(dir.path().join(DNS_FILE), format!("{} {service_ttl}", free_port())).expect("dns settings");
+        let log = dir.path().join("consul.log");
+        let mut c = Self {
+            child: None,
+            ports: [free_port(), free_port(), free_port(), free_port()],
+            tls: None,
+            mtls: false,
+            acl_master: None,
+            log,
+            _dir: dir,
+        };
+        c.spawn();
+        c
+    }
+
+    /// The DNS port and service TTL, with [`Consul::start_dns`].
+    fn dns(&self) -> Option<(u16, String)> {
+        let s = std::fs::read_to_string(self._dir.path().join(DNS_FILE)).ok()?;
+        let (port, ttl) = s.split_once(' ')?;
+        Some((port.parse().ok()?, ttl.to_string()))
+    }
+
+    /// The DNS port (with [`Consul::start_dns`]).
+    pub fn dns_port(&self) -> u16 {
+        self.dns().expect("started with start_dns").0
+    }
+
+    /// `127.0.0.1:<dns port>` (with [`Consul::start_dns`]).
+    pub fn dns_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.dns_port())
     }
 
     /// Like [`Consul::start`], with an HTTPS listener too (TLS 1.2+, HTTP/2 by ALPN), its
@@ -120,8 +162,9 @@ impl Consul {
         let [http_port, serf_lan, serf_wan, server] = self.ports;
         let https = self.tls.as_ref().map_or(-1, |(port, _)| i32::from(*port));
         let http_listener = if self.mtls { -1 } else { i32::from(http_port) };
+        let (dns, service_ttl) = self.dns().map_or((-1, None), |(port, ttl)| (i32::from(port), Some(ttl)));
         let mut hcl = format!(
-            "ports {{ http = {http_listener}, https = {https}, dns = -1, grpc = -1, serf_lan = {serf_lan}, serf_wan = {serf_wan}, server = {server} }}"
+            "ports {{ http = {http_listener}, https = {https}, dns = {dns}, grpc = -1, serf_lan = {serf_lan}, serf_wan = {serf_wan}, server = {server} }}"
         );
         if self.tls.is_some() {
             let dir = self._dir.path();
@@ -131,6 +174,9 @@ impl Consul {
                 dir.join("dc1-server-consul-0.pem"),
                 dir.join("dc1-server-consul-0-key.pem"),
             ));
+        }
+        if let Some(ttl) = service_ttl {
+            hcl.push_str(&format!(r#" dns_config {{ service_ttl {{ "*" = "{ttl}" }} }}"#));
         }
         hcl.push_str(&self.security_hcl());
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("consul log");
