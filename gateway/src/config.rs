@@ -272,6 +272,9 @@ pub enum ConfigError {
         #[source]
         source: TokenError,
     },
+    /// A DNS flag is unusable (with --source dns).
+    #[error(transparent)]
+    Dns(#[from] watcher::source::dns::DnsArgsError),
     /// The watcher executable cannot be located.
     #[error("cannot locate the gateway executable (to find the watcher next to it): {0}")]
     WatcherBin(#[source] std::io::Error),
@@ -357,6 +360,10 @@ impl Config {
             AccessLogMode::Text => Some((access::Format::Text, to)),
             AccessLogMode::Json => Some((access::Format::Json, to)),
         };
+        if args.source == SourceKind::Dns {
+            // Checked here too, or the watcher would refuse them and be restarted forever.
+            args.dns.validate()?;
+        }
         let view = if args.catalog { View::Catalog } else { View::Health(args.health_status) };
         if args.catalog && args.health_status != HealthStatuses::PASSING {
             tracing::warn!(health_status = %args.health_status, "--health-status has no effect with --catalog (every registered instance is routed)");
@@ -514,6 +521,16 @@ mod tests {
         assert!(e.contains("--api-token") && !e.contains("with space"), "{e}");
         let e = parse(&["--api-token-file", "/nonexistent/token", "--watcher-bin", "w"]).unwrap_err();
         assert!(e.contains("--api-token-file"), "{e}");
+    }
+
+    #[test]
+    fn dns_flags_are_checked_at_start_with_the_dns_source_only() {
+        let bad = ["--watcher-bin", "w", "--dns-min-ttl", "10s", "--dns-max-ttl", "1s"];
+        assert!(parse(&bad).is_ok(), "not checked unless --source dns");
+        let with_source: Vec<&str> = bad.iter().copied().chain(["--source", "dns"]).collect();
+        let e = parse(&with_source).unwrap_err();
+        assert!(e.contains("--dns-min-ttl"), "{e}");
+        assert!(parse(&["--watcher-bin", "w", "--source", "dns", "--services", "web"]).is_ok());
     }
 
     #[test]
