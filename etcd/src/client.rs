@@ -274,6 +274,12 @@ impl Client {
         bounded("lease revoke", c.lease_revoke(lease.id)).await.map(drop)
     }
 
+    /// Every lease etcd holds now (their IDs).
+    pub async fn leases(&self) -> Result<Vec<i64>, Error> {
+        let mut c = self.inner.clone();
+        Ok(bounded("lease list", c.leases()).await?.leases().iter().map(|l| l.id()).collect())
+    }
+
     /// Removes the instance's key; returns whether it existed. (Its lease, if any, stays until it
     /// runs out or is revoked.)
     pub async fn deregister(&self, prefix: &str, service: &str, id: &str) -> Result<bool, Error> {

@@ -137,6 +137,17 @@ impl Etcd {
         self.with(|c| async move { c.compact(revision).await })
     }
 
+    /// Revokes every lease (their keys go at once); returns how many there were.
+    pub fn revoke_all_leases(&self) -> usize {
+        self.with(|c| async move {
+            let ids = c.leases().await?;
+            for id in &ids {
+                c.revoke(etcd::Lease { id: *id, ttl: Duration::from_secs(1) }).await?;
+            }
+            Ok(ids.len())
+        })
+    }
+
     /// The store's revision now.
     pub fn revision(&self) -> i64 {
         self.with(|c| async move { Ok(c.range("/\u{10ffff}-none/").await?.revision) })

@@ -2,7 +2,8 @@
 //! reads and watches the prefix) and real serviceweb instances on loopback.
 //!
 //! - an instance registered by `serviceweb --register-etcd` is routable; SIGKILLed, it leaves
-//!   routing when its lease runs out (TTL + a margin); SIGTERMed, at once (lease revoked);
+//!   routing when its lease runs out (TTL + a margin); its lease revoked behind its back, it
+//!   registers again; SIGTERMed, it leaves at once (lease revoked);
 //! - the watch survives an etcd restart: requests keep succeeding from the last good set while
 //!   etcd is down (readyz says stale), and changes made after the restart arrive;
 //! - a watch resumed past a compaction reads the prefix afresh and ends up right;
@@ -78,6 +79,18 @@ fn a_self_registered_instance_is_routed_until_its_lease_goes() {
     let took = t0.elapsed();
     assert!(took >= Duration::from_secs(1), "gone after {took:?}: before the lease could run out?");
     assert_eq!(answer(&gw, "service-web"), None);
+
+    // The lease lost (revoked behind the instance's back): it is granted and put again.
+    let (lost, port) = serviceweb_registered(&etcd, "3s");
+    wait_for(Duration::from_secs(15), "the instance to be routed", || {
+        (answer(&gw, "service-web") == Some(port)).then_some(())
+    });
+    assert_eq!(etcd.revoke_all_leases(), 1);
+    let lost_at = lost.wait_for_log("registering again", 0, Duration::from_secs(10));
+    lost.wait_for_log("registered in etcd", lost_at + 1, Duration::from_secs(10));
+    wait_held(&gw, "service-web", &[port], Duration::from_secs(10));
+    drop(lost);
+    wait_held(&gw, "service-web", &[], Duration::from_secs(3 + 7));
 
     // SIGTERM: the lease is revoked on the way out, long before its 10 s TTL.
     let (mut termed, port) = serviceweb_registered(&etcd, "10s");
