@@ -20,16 +20,20 @@ ARG BINARIES=builder
 
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
+# protoc and the well-known .proto files, for the etcd client crate's build script.
+COPY scripts/install-protoc.sh scripts/
+RUN bash scripts/install-protoc.sh
 # Dependency layer: manifests plus empty targets, so editing sources does not rebuild dependencies.
 COPY Cargo.toml Cargo.lock ./
 COPY common/Cargo.toml common/
 COPY consul/Cargo.toml consul/
+COPY etcd/Cargo.toml etcd/
 COPY watcher/Cargo.toml watcher/
 COPY gateway/Cargo.toml gateway/
 COPY serviceweb/Cargo.toml serviceweb/
 COPY registrator/Cargo.toml registrator/
 COPY tests/Cargo.toml tests/
-RUN for c in common consul watcher gateway registrator tests; do \
+RUN for c in common consul etcd watcher gateway registrator tests; do \
       mkdir -p $c/src && echo '//! placeholder' > $c/src/lib.rs; done \
  && for c in watcher gateway serviceweb registrator; do \
       mkdir -p $c/src && echo 'fn main() {}' > $c/src/main.rs; done \
@@ -38,7 +42,7 @@ RUN for c in common consul watcher gateway registrator tests; do \
 COPY . .
 # COPY keeps the context's mtimes, which may be older than the placeholder build: touch so cargo
 # rebuilds the workspace crates for real.
-RUN find common consul watcher gateway serviceweb registrator tests -name '*.rs' -exec touch {} + \
+RUN find common consul etcd watcher gateway serviceweb registrator tests -name '*.rs' -exec touch {} + \
  && cargo build --release --locked -p gateway -p watcher -p registrator -p serviceweb \
  && mkdir -p /out \
  && cp target/release/gateway target/release/watcher target/release/registrator target/release/serviceweb /out/

@@ -22,6 +22,8 @@ mkdir -p "$logs"
 rm -f "$logs"/*.log
 
 consul=$(bash scripts/install-consul.sh)
+# The etcd client crate's build script needs protoc (installed from Debian when missing).
+bash scripts/install-protoc.sh >/dev/null
 flag=$([ "$profile" = release ] && echo --release || true)
 echo "building the binaries ($profile)..." >&2
 cargo build -q $flag --bins

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README), also what CI runs:
 #   1. the scripts' own checks (the Debian archive lookup install-consul.sh relies on), then
-#      installs what the tests need (Consul 1.8.7, Prometheus 2.42, and grpcio in a venv; project-local, idempotent)
+#      installs what the tests need (Consul 1.8.7, etcd 3.4, Prometheus 2.42, and grpcio in a venv;
+#      project-local, idempotent; protoc from Debian when missing)
 #   2. formatting and lints
 #   3. unit and end-to-end tests (real Consul agent, real binaries, loopback only)
 #   4. the demo script in smoke mode
@@ -25,6 +26,12 @@ bash scripts/test-apt-mirror.sh 2>&1 | tee -a "$results"
 step "installing test dependencies"
 CONSUL_BIN=$(bash scripts/install-consul.sh)
 export CONSUL_BIN
+# protoc and the well-known .proto files, for the etcd client crate's build script (Debian's
+# protobuf-compiler and libprotobuf-dev through apt-get, only when missing).
+bash scripts/install-protoc.sh >/dev/null
+# Debian's etcd server, for the etcd registry end-to-end tests (tests/tests/etcd.rs).
+ETCD_BIN=$(bash scripts/install-etcd.sh)
+export ETCD_BIN
 # Debian's prometheus server, which the metrics end-to-end test has scrape the gateway.
 PROMETHEUS_BIN=$(bash scripts/install-prometheus.sh)
 export PROMETHEUS_BIN

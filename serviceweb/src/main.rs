@@ -1,5 +1,6 @@
 //! `serviceweb`: the demo backend. `GET /getRemoteIp` answers with the address of the instance
-//! that served the request; `--register` makes it register itself in Consul with a TTL check.
+//! that served the request; `--register` makes it register itself in Consul with a TTL check,
+//! `--register-etcd` in etcd under a lease.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use consul::{Client, ConsulAddr};
 use tracing::info;
 
 mod app;
+mod etcd_registration;
 mod identity;
 mod registration;
 
@@ -42,6 +44,17 @@ struct Args {
     /// CONSUL_CLIENT_CERT/KEY, CONSUL_TLS_SERVER_NAME and CONSUL_HTTP_SSL_VERIFY.
     #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = consul::addr::DEFAULT_ADDR)]
     consul: ConsulAddr,
+    /// Register this instance in etcd at these endpoints (`http://host:port`, comma list): the
+    /// key `<--etcd-prefix><name>/<name>-<hostname>-<port>` under a lease of --etcd-ttl, kept
+    /// alive, granted again if etcd loses it, revoked on shutdown.
+    #[arg(long, value_delimiter = ',', value_name = "URLS")]
+    register_etcd: Vec<String>,
+    /// With --register-etcd: the key prefix.
+    #[arg(long, env = "GATEWAY_ETCD_PREFIX", default_value = "/services/", value_name = "PREFIX")]
+    etcd_prefix: String,
+    /// With --register-etcd: the lease TTL (whole seconds); renewed every third of it.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    etcd_ttl: Duration,
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -72,6 +85,20 @@ async fn main() -> anyhow::Result<()> {
         None
     };
 
+    let tags: Vec<String> = args.tags.iter().filter(|t| !t.is_empty()).cloned().collect();
+    let etcd = if args.register_etcd.is_empty() {
+        None
+    } else {
+        let instance = etcd_registration::Instance {
+            name: &args.name,
+            hostname: &me.hostname,
+            address: args.advertise.clone().unwrap_or_else(|| me.ip.to_string()),
+            port: local.port(),
+            tags,
+        };
+        Some(etcd_registration::start(&args.register_etcd, &args.etcd_prefix, instance, args.etcd_ttl).await?)
+    };
+
     let app = app::router(me);
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
@@ -82,6 +109,9 @@ async fn main() -> anyhow::Result<()> {
 
     if let Some(reg) = registration {
         reg.deregister().await;
+    }
+    if let Some(reg) = etcd {
+        reg.shutdown().await;
     }
     Ok(())
 }

@@ -9,7 +9,9 @@
 //! through `CONSUL_BIN`, then `<repo>/.tools/consul` (`scripts/install-consul.sh`), then `PATH`;
 //! the gRPC tests' Python with grpcio through `GRPC_PYTHON`, then `<repo>/.tools/pyenv`
 //! (`scripts/install-python-deps.sh`; see [`grpc`]); Chromium, for the status page's browser test,
-//! through `CHROMIUM_BIN`, then `PATH` (`scripts/install-chromium.sh`; see [`cdp`]).
+//! through `CHROMIUM_BIN`, then `PATH` (`scripts/install-chromium.sh`; see [`cdp`]); etcd, for the
+//! etcd registry tests, through `ETCD_BIN`, then `<repo>/.tools/etcd` (`scripts/install-etcd.sh`;
+//! see [`etcd`]).
 
 pub mod backend;
 pub mod cdp;
@@ -17,6 +19,7 @@ pub mod certs;
 pub mod consul;
 pub mod drip;
 pub mod echo;
+pub mod etcd;
 pub mod grpc;
 pub mod http1;
 pub mod procs;
@@ -31,6 +34,7 @@ pub use backend::Backend;
 pub use consul::Consul;
 pub use drip::Drip;
 pub use echo::{Echo, Echoed};
+pub use etcd::Etcd;
 pub use procs::{Gateway, Proc, ServiceWeb};
 pub use traffic::{assert_all_ok, Hammer, Sample};
 pub use ws::WsEcho;
