@@ -50,7 +50,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         SourceKind::Consul => Arc::new(ConsulRead { client, view: cfg.view }),
         other => Arc::new(NoDirectRead(other)),
     };
-    let services = Arc::new(Services::new(cfg.services.clone(), cfg.rules.clone(), direct).with_workers(cfg.workers));
+    let services = Arc::new(
+        Services::new(cfg.services.clone(), cfg.rules.clone(), direct)
+            .with_workers(cfg.workers)
+            .with_balance(cfg.balance),
+    );
 
     // Certificates first: a bad file stops the start with its name.
     let tls = cfg.tls.as_ref().map(start_tls).transpose()?;
@@ -110,6 +114,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     info!(
         listen = %public_addr,
         workers,
+        balance = %cfg.balance,
         admin = %admin_listener.local_addr()?,
         consul = %cfg.consul,
         consistency = %cfg.consistency,
