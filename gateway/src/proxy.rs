@@ -578,6 +578,8 @@ pub(crate) fn test_proxy(services: Arc<Services>, timeout: Duration) -> Proxy {
 }
 
 #[cfg(test)]
+mod balance_tests;
+#[cfg(test)]
 mod h2_tests;
 #[cfg(test)]
 mod tests;
