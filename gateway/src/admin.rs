@@ -133,8 +133,9 @@ async fn list_services(State(services): State<Arc<Services>>) -> Json<Value> {
     Json(json!({ "services": out }))
 }
 
-/// The route table in match order: each route's host, path, service, declaring tag and options,
-/// and the instances it sends to with their weights.
+/// The route table in match order: each route's host, path, service, declaring tag, options,
+/// balancing policy (its own `balance=` or `--balance`), and the instances it sends to with their
+/// weights.
 async fn routes(State(services): State<Arc<Services>>) -> Json<Value> {
     let table = services.table();
     let out: Vec<Value> = table
@@ -164,6 +165,7 @@ async fn routes(State(services): State<Arc<Services>>) -> Json<Value> {
                 "tag": r.tag,
                 "options": r.spec.as_ref().map(|s| s.to_string()),
                 "strip": r.strip,
+                "balance": r.spec.as_ref().and_then(|s| s.balance).unwrap_or_else(|| services.balance()).as_str(),
                 "instances": choice.map_or(0, |c| c.count()),
                 "weights": choice.map(|c| weights(&c.main)).unwrap_or_default(),
                 "split": choice.and_then(|c| c.split.as_ref()).map(|s| json!({

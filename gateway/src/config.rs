@@ -11,6 +11,7 @@ use consul::{Consistency, ConsulAddr, HealthStatuses, View};
 use crate::api::auth::{ApiToken, RawToken, TokenError};
 use crate::discovery::tag::TagRules;
 use crate::observe::access;
+use crate::proxy::balancer::Balance;
 use crate::proxy::upstream::Timeouts;
 use watcher::source::dns::DnsArgs;
 use watcher::source::etcd::EtcdArgs;
@@ -114,6 +115,11 @@ pub struct Args {
     /// (SO_REUSEPORT), like nginx's workers (default: one per CPU this process may use).
     #[arg(long, env = "GATEWAY_WORKERS")]
     pub workers: Option<usize>,
+    /// How a route's instances share its requests, unless the route's `balance=` option says:
+    /// `random` (weighted), `round-robin` (in turn; smooth weighted) or `least-request` (the
+    /// power of two choices over requests in flight).
+    #[arg(long, env = "GATEWAY_BALANCE", value_enum, default_value_t = Balance::Random)]
+    pub balance: Balance,
     /// Terminate TLS on the public listener with this PEM certificate chain (leaf first),
     /// served to every client; with --tls-key. Reloaded when the file changes.
     #[arg(long, env = "GATEWAY_TLS_CERT", value_name = "FILE")]
@@ -197,6 +203,8 @@ pub struct Config {
     pub watcher_bin: PathBuf,
     /// Worker threads serving the public listener.
     pub workers: usize,
+    /// The balancing policy of routes that name none.
+    pub balance: Balance,
     /// Upstream connect timeout and idle-connection lifetime.
     pub timeouts: Timeouts,
     /// How long an instance may take to answer (response headers).
@@ -389,6 +397,7 @@ impl Config {
             view,
             watcher_bin,
             workers,
+            balance: args.balance,
             timeouts: Timeouts { connect: args.connect_timeout, idle: args.upstream_idle_timeout },
             upstream_timeout: args.upstream_timeout,
             client_timeout: args.client_timeout,
@@ -444,6 +453,10 @@ mod tests {
         assert!(parse(&["--workers", "0", "--watcher-bin", "w"]).is_err());
         assert!(parse(&["--workers", "100000", "--watcher-bin", "w"]).is_err());
         assert_eq!(parse(&["--workers", "3", "--watcher-bin", "w"]).unwrap().workers, 3);
+        assert_eq!(parse(&["--watcher-bin", "w"]).unwrap().balance, Balance::Random);
+        let rr = parse(&["--balance", "round-robin", "--watcher-bin", "w"]).unwrap();
+        assert_eq!(rr.balance, Balance::RoundRobin);
+        assert!(parse(&["--balance", "fastest", "--watcher-bin", "w"]).is_err());
     }
 
     #[test]

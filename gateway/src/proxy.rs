@@ -58,6 +58,7 @@ use crate::discovery::tag::{Protocol, Redirect};
 use crate::observe::access::AccessLog;
 use crate::observe::metrics::{Metrics, Open, RetryReason};
 use crate::observe::request_id::{self, X_REQUEST_ID};
+use balancer::Balance;
 use observed::{Counted, Observed, Pending, Trail, Unanswered};
 use upstream::{BoxError, Failed, PooledBody, RequestBody, Timeouts};
 
@@ -297,12 +298,15 @@ impl Proxy {
         let upstream_failed = |reason: String| GatewayError::Upstream { service: service.to_string(), reason };
         let mut tried = [0usize; MAX_ATTEMPTS];
         let mut attempts = 0;
+        let policy = candidates.policy().unwrap_or_else(|| self.services.balance());
         loop {
-            let Some((i, endpoint)) = candidates.pick(&tried[..attempts]) else {
+            let Some((i, endpoint)) = candidates.pick(&tried[..attempts], policy) else {
                 return Err(upstream_failed("every instance refused the connection".into()));
             };
             tried[attempts] = i;
             attempts += 1;
+            // Counted until the response ends (the body holds it) or this attempt fails.
+            let mut in_flight = (policy == Balance::LeastRequest).then(|| balancer::InFlight::start(endpoint));
             // Kept for the access log; a failure notes its instance itself (`at`): the clone
             // touches a reference count every worker shares.
             if self.access.is_some() {
@@ -365,8 +369,8 @@ impl Proxy {
                             GatewayError::Timeout { service: service.to_string() },
                         ))
                     }
-                    Ok(Ok(resp)) => match client_upgrade.take() {
-                        Some(client) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    Ok(Ok(resp)) => match (client_upgrade.take(), held(resp, in_flight.take())) {
+                        (Some(client), resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                             let idle = self.tunnel_idle_timeout;
                             let open = self.metrics.open(Open::Tunnel);
                             let mut resp =
@@ -379,7 +383,7 @@ impl Proxy {
                         // A protocol switch nobody asked for (RFC 9110 §15.2.2: a server switches
                         // only to what the request's Upgrade names): the client could do nothing
                         // with it, so it is the instance's failure. Not sent again: it answered.
-                        _ if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                        (_, resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                             let why = "answered 101 Switching Protocols to a request that asked for no upgrade";
                             return Err(at(
                                 &mut trail.instance,
@@ -387,8 +391,7 @@ impl Proxy {
                                 upstream_failed(format!("{}: {why}", endpoint.authority)),
                             ));
                         }
-                        _ => {
-                            let mut resp = resp;
+                        (_, mut resp) => {
                             // An instance that dies mid-call: the gRPC client gets UNAVAILABLE.
                             if h2 && !upgrade && grpc {
                                 resp.body_mut().grpc_unavailable_on_error();
@@ -490,6 +493,15 @@ impl Proxy {
     }
 }
 
+/// `resp`, its body holding `in_flight` (a `least-request` count) until it ends.
+#[inline(always)]
+fn held(mut resp: Response<PooledBody>, in_flight: Option<balancer::InFlight>) -> Response<PooledBody> {
+    if in_flight.is_some() {
+        resp.body_mut().hold(in_flight);
+    }
+    resp
+}
+
 /// `e`, noting (in a [`Trail`]'s `instance`) that it happened at `endpoint`.
 fn at(instance: &mut Option<http::uri::Authority>, endpoint: &balancer::Endpoint, e: GatewayError) -> GatewayError {
     *instance = Some(endpoint.authority.clone());
@@ -565,6 +577,8 @@ pub(crate) fn test_proxy(services: Arc<Services>, timeout: Duration) -> Proxy {
     }
 }
 
+#[cfg(test)]
+mod balance_tests;
 #[cfg(test)]
 mod h2_tests;
 #[cfg(test)]

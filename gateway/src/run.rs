@@ -50,7 +50,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         SourceKind::Consul => Arc::new(ConsulRead { client: client.clone(), view: cfg.view }),
         other => Arc::new(NoDirectRead(other)),
     };
-    let services = Arc::new(Services::new(cfg.services.clone(), cfg.rules.clone(), direct).with_workers(cfg.workers));
+    let services = Arc::new(
+        Services::new(cfg.services.clone(), cfg.rules.clone(), direct)
+            .with_workers(cfg.workers)
+            .with_balance(cfg.balance),
+    );
     // The register/discover API (with a token): writes go to the registry of --source.
     let api = cfg.api_token.clone().map(|token| crate::api::Api {
         token,
@@ -116,6 +120,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     info!(
         listen = %public_addr,
         workers,
+        balance = %cfg.balance,
         admin = %admin_listener.local_addr()?,
         consul = %cfg.consul,
         consistency = %cfg.consistency,

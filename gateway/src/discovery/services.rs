@@ -31,6 +31,7 @@ use super::routes::{Route, RouteTable};
 use super::set::{change_line, Origin, Read, ServiceSet};
 use super::tag::{Tag, TagRules};
 use crate::observe::changes::{ChangeFeed, Kind};
+use crate::proxy::balancer::Balance;
 
 /// One followed service: its name and its current set (none before the first read).
 #[derive(Debug)]
@@ -83,6 +84,8 @@ pub struct Services {
     last_fetch_error: Mutex<HashMap<String, (Instant, String)>>,
     /// Worker threads: each endpoint keeps its idle connections apart per thread.
     workers: usize,
+    /// The balancing policy of routes that name none (`--balance`).
+    balance: Balance,
 }
 
 /// How long a failed direct read is remembered, so a burst of requests during an outage does
@@ -111,6 +114,7 @@ impl Services {
             feed: Arc::default(),
             last_fetch_error: Mutex::default(),
             workers: 1,
+            balance: Balance::default(),
         };
         this.rebuild(&mut writer);
         *lock(&this.writer) = writer;
@@ -122,6 +126,17 @@ impl Services {
     pub fn with_workers(mut self, workers: usize) -> Self {
         self.workers = workers.max(1);
         self
+    }
+
+    /// The same, balancing routes that name no policy of their own by `balance` (`--balance`).
+    pub fn with_balance(mut self, balance: Balance) -> Self {
+        self.balance = balance;
+        self
+    }
+
+    /// The balancing policy of routes that name none.
+    pub fn balance(&self) -> Balance {
+        self.balance
     }
 
     /// Whether what it knows is fresh: the watcher's connection and Consul's reachability.

@@ -266,14 +266,18 @@ fn choices(
         let carrying: Vec<Arc<Endpoint>> =
             endpoints.iter().filter(|e| e.instance.tags.iter().any(|it| it == t)).cloned().collect();
         let choice = match &spec.split {
-            None => Choice { main: Candidates::new(carrying), split: None, protocol: spec.protocol },
+            None => Choice {
+                main: Candidates::new(carrying).with_policy(spec.balance),
+                split: None,
+                protocol: spec.protocol,
+            },
             Some(split) => {
                 let (canary, main): (Vec<_>, Vec<_>) =
                     carrying.into_iter().partition(|e| e.instance.tags.contains(&split.tag));
                 Choice {
-                    main: Candidates::new(main),
+                    main: Candidates::new(main).with_policy(spec.balance),
                     split: Some(SplitChoice {
-                        canary: Candidates::new(canary),
+                        canary: Candidates::new(canary).with_policy(spec.balance),
                         percent: split.percent,
                         sticky: split.sticky,
                     }),

@@ -20,6 +20,7 @@
 //! | `split=<tag>:<percent>`, `sticky=cookie\|addr` | canary split (ours, not fabio's): `<percent>` % of clients go to the instances tagged `<tag>`, kept on their side by a cookie (default) or by their address |
 //! | `proto=http` | fabio's default: HTTP/1.1 to the instances |
 //! | `proto=grpc`, `proto=h2c` | HTTP/2 cleartext (prior knowledge) to the instances; `grpc` is fabio's name for gRPC routes, `h2c` ours for any HTTP/2 service |
+//! | `balance=random\|round-robin\|least-request` | the route's balancing policy (ours, not fabio's), instead of the gateway's `--balance` ([`crate::proxy::balancer`]) |
 //!
 //! A bad tag is rejected whole, with a reason, never half-applied. Against fabio
 //! (<https://github.com/fabiolb/fabio>, `master`):
@@ -46,7 +47,7 @@
 //!   `/$path`) for the request path and `$host` for its host (`route/target.go`,
 //!   `feature/http-redirects.md`). We take 301, 302, 303, 307, 308, an `http(s)://` URL or a path,
 //!   one `$path` in its path, no `$host`; `/$path` is read as `$path`. A redirect forwards nothing,
-//!   so `strip=`, `prepend=`, `host=`, `split=` beside it are errors.
+//!   so `strip=`, `prepend=`, `host=`, `split=`, `proto=`, `balance=` beside it are errors.
 //! - fabio matches path prefixes as strings (`route/matcher.go`: `/api` matches `/apix`); the
 //!   gateway matches on segment boundaries (not this module's business).
 //!
@@ -55,7 +56,9 @@
 
 use std::fmt;
 
-use values::{parse_redirect, parse_split, path_value, prefix_value, route_host, upstream_name};
+use values::{parse_balance, parse_redirect, parse_split, path_value, prefix_value, route_host, upstream_name};
+
+use crate::proxy::balancer::Balance;
 
 mod values;
 
@@ -126,6 +129,8 @@ pub struct RouteSpec {
     pub split: Option<Split>,
     /// How the instances are spoken to (`proto=`).
     pub protocol: Protocol,
+    /// The route's balancing policy (`balance=`; `None`: the gateway's `--balance`).
+    pub balance: Option<Balance>,
 }
 
 /// The protocol spoken to an instance: a route's `proto=` option, or an instance's
@@ -263,7 +268,7 @@ pub enum TagError {
 }
 
 /// The options we accept, in canonical order.
-const OPTIONS: [&str; 7] = ["strip", "prepend", "host", "redirect", "split", "sticky", "proto"];
+const OPTIONS: [&str; 8] = ["strip", "prepend", "host", "redirect", "split", "sticky", "proto", "balance"];
 
 /// Parses a tag body (the tag without its prefix) into the route it declares.
 ///
@@ -275,7 +280,7 @@ pub fn parse(body: &str) -> Result<RouteSpec, TagError> {
     }
     let mut words = body.split_whitespace();
     let route = words.next().ok_or(TagError::Empty)?;
-    let mut values: [Option<&str>; 7] = [None; 7];
+    let mut values: [Option<&str>; 8] = [None; 8];
     for word in words {
         let (key, value) = word.split_once('=').unwrap_or((word, ""));
         let Some(i) = OPTIONS.iter().position(|k| *k == key) else { return Err(rejected(key, word)) };
@@ -287,7 +292,7 @@ pub fn parse(body: &str) -> Result<RouteSpec, TagError> {
         }
         values[i] = Some(value);
     }
-    let [strip, prepend, upstream, redirect, split, sticky, proto] = values;
+    let [strip, prepend, upstream, redirect, split, sticky, proto, balance] = values;
     let protocol = match proto {
         None | Some("http") => Protocol::Http1,
         Some("grpc" | "h2c") => Protocol::H2c,
@@ -329,7 +334,7 @@ pub fn parse(body: &str) -> Result<RouteSpec, TagError> {
     let redirect = redirect.map(parse_redirect).transpose()?;
     if redirect.is_some() {
         let others = [("strip", strip.is_some()), ("prepend", prepend.is_some()), ("host", upstream.is_some())];
-        let more = [("split", split.is_some()), ("proto", protocol != Protocol::Http1)];
+        let more = [("split", split.is_some()), ("proto", protocol != Protocol::Http1), ("balance", balance.is_some())];
         if let Some((name, _)) = others.into_iter().chain(more).find(|(_, set)| *set) {
             return Err(TagError::RedirectWith(name));
         }
@@ -342,7 +347,8 @@ pub fn parse(body: &str) -> Result<RouteSpec, TagError> {
         Some(v) => return Err(TagError::Syntax("sticky", shown(v), "sticky=cookie or sticky=addr")),
     };
     let split = split.map(|s| parse_split(s, sticky)).transpose()?;
-    Ok(RouteSpec { host, path, strip, prepend, upstream_host, redirect, split, protocol })
+    let balance = balance.map(parse_balance).transpose()?;
+    Ok(RouteSpec { host, path, strip, prepend, upstream_host, redirect, split, protocol, balance })
 }
 
 impl fmt::Display for RouteSpec {
@@ -365,7 +371,7 @@ impl fmt::Display for RouteSpec {
         for (key, value) in [("strip", self.strip.as_deref()), ("prepend", self.prepend.as_deref()), ("host", host)]
             .into_iter()
             .chain([("redirect", redirect.as_deref()), ("split", split.as_deref()), ("sticky", sticky)])
-            .chain([("proto", proto)])
+            .chain([("proto", proto), ("balance", self.balance.map(Balance::as_str))])
         {
             if let Some(value) = value {
                 write!(f, " {key}={value}")?;

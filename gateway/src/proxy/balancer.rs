@@ -1,14 +1,24 @@
-//! Endpoint selection: weighted random over the live endpoints of a route.
+//! Endpoint selection: which of a route's live endpoints gets a request, by the route's
+//! balancing policy ([`Balance`]: `--balance`, or the route's `balance=` option).
 //!
-//! - Each endpoint weighs what Consul's `Weights` field on its registration says for its current
-//!   health (`Passing`, or `Warning` when a check warns; Consul's default is 1 each). With equal
-//!   weights the pick is uniform and costs one random number.
-//! - An endpoint that refused a connection is skipped for a short while (passive ejection), so a
-//!   dead instance Consul has not noticed yet costs at most one failed connect per ejection
-//!   period, and that one is retried on another instance by the proxy. If every endpoint is
-//!   ejected (or weighs 0), all are tried anyway: a guess beats a certain error.
+//! - `random` (the default): weighted random. With equal weights the pick is uniform and costs
+//!   one random number.
+//! - `round-robin` ([`round_robin`]): in turn, shared by every worker thread; with weights,
+//!   nginx's smooth weighted round-robin.
+//! - `least-request` ([`least_request`]): the power of two choices over in-flight requests, as
+//!   Envoy's and Linkerd's balancers do: two distinct endpoints drawn by weight, the one with
+//!   fewer requests in flight (per unit of weight) wins.
+//!
+//! Weights: each endpoint weighs what Consul's `Weights` field on its registration says for its
+//! current health (`Passing`, or `Warning` when a check warns; Consul's default is 1 each).
+//!
+//! An endpoint that refused a connection is skipped for a short while (passive ejection), so a
+//! dead instance Consul has not noticed yet costs at most one failed connect per ejection
+//! period, and that one is retried on another instance by the proxy. Retries never pick an
+//! endpoint the request already tried. If every endpoint is ejected (or weighs 0), all are tried
+//! anyway: a guess beats a certain error.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -19,6 +29,49 @@ use rand::Rng;
 
 use crate::discovery::tag::{protocol_meta, Protocol};
 use crate::proxy::upstream::Pool;
+
+pub mod least_request;
+pub mod round_robin;
+
+pub use least_request::InFlight;
+
+/// A balancing policy: `--balance` (env `GATEWAY_BALANCE`) for every route, or a route's
+/// `balance=` option for its own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Balance {
+    /// Weighted random (the default).
+    #[default]
+    Random,
+    /// In turn; with weights, smooth weighted round-robin.
+    RoundRobin,
+    /// The power of two choices over in-flight requests.
+    LeastRequest,
+}
+
+impl Balance {
+    /// Every policy, by name.
+    pub const ALL: [Balance; 3] = [Balance::Random, Balance::RoundRobin, Balance::LeastRequest];
+
+    /// Its name, as flags and tags spell it: `random`, `round-robin`, `least-request`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::Random => "random",
+            Balance::RoundRobin => "round-robin",
+            Balance::LeastRequest => "least-request",
+        }
+    }
+
+    /// The policy of that name (exactly as [`Balance::as_str`] spells it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Balance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// How long an endpoint that refused a connection is skipped.
 pub const EJECTION: Duration = Duration::from_secs(5);
@@ -44,6 +97,9 @@ pub struct Endpoint {
     /// the service set skips instances with a bad value before they get here).
     pub protocol: Protocol,
     ejected_until_ms: AtomicU64,
+    /// Requests sent to it whose response has not ended, counted for `least-request` routes
+    /// only ([`InFlight`]).
+    in_flight: AtomicUsize,
 }
 
 impl Endpoint {
@@ -54,7 +110,8 @@ impl Endpoint {
         let host = HeaderValue::from_str(authority.as_str()).ok()?;
         let pool = Arc::new(Pool::for_workers(authority.as_str(), workers));
         let protocol = protocol_meta(&instance.meta).unwrap_or_default();
-        Some(Self { instance, authority, host, pool, protocol, ejected_until_ms: AtomicU64::new(0) })
+        let (ejected_until_ms, in_flight) = (AtomicU64::new(0), AtomicUsize::new(0));
+        Some(Self { instance, authority, host, pool, protocol, ejected_until_ms, in_flight })
     }
 
     /// The endpoint's weight: Consul's effective weight for its health.
@@ -70,14 +127,24 @@ impl Endpoint {
     fn is_ejected(&self, now: u64) -> bool {
         self.ejected_until_ms.load(Ordering::Relaxed) > now
     }
+
+    /// Requests to it in flight, as counted for `least-request` routes (0 on others).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
 }
 
-/// The endpoints one route may send to, with their weights, fixed when the set is built.
+/// The endpoints one route may send to, with their weights and the route's own policy, fixed
+/// when the set is built. Clones share the round-robin position.
 #[derive(Debug, Default, Clone)]
 pub struct Candidates {
     endpoints: Vec<Arc<Endpoint>>,
     /// Running totals of the weights, when they differ (`None`: uniform).
     cumulative: Option<Vec<u64>>,
+    /// The route's `balance=` (`None`: the gateway's `--balance`).
+    policy: Option<Balance>,
+    /// Where round-robin is in its turn (allocated with the set, touched only by round-robin).
+    turn: Arc<round_robin::Turn>,
 }
 
 impl Candidates {
@@ -95,7 +162,18 @@ impl Candidates {
                 })
                 .collect()
         });
-        Self { endpoints, cumulative }
+        Self { endpoints, cumulative, policy: None, turn: Arc::default() }
+    }
+
+    /// The same, balanced by `policy` whatever `--balance` says (`None`: as it says).
+    pub fn with_policy(mut self, policy: Option<Balance>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The route's own policy, if it names one.
+    pub fn policy(&self) -> Option<Balance> {
+        self.policy
     }
 
     /// The endpoints.
@@ -113,9 +191,57 @@ impl Candidates {
         self.endpoints.len()
     }
 
-    /// Picks an endpoint not in `tried` (indices of earlier picks), by weight, preferring ones
-    /// not ejected. `None` once every endpoint was tried.
-    pub fn pick(&self, tried: &[usize]) -> Option<(usize, &Arc<Endpoint>)> {
+    /// Picks an endpoint not in `tried` (indices of earlier picks) by `policy` (the route's own
+    /// or the gateway's), following the weights and preferring endpoints not ejected. `None`
+    /// once every endpoint was tried.
+    #[inline]
+    pub fn pick(&self, tried: &[usize], policy: Balance) -> Option<(usize, &Arc<Endpoint>)> {
+        match policy {
+            Balance::Random => self.random(tried),
+            Balance::RoundRobin => round_robin::pick(self, tried).map(|i| (i, &self.endpoints[i])),
+            Balance::LeastRequest => least_request::pick(self, tried).map(|i| (i, &self.endpoints[i])),
+        }
+    }
+
+    /// Whether nothing is excluded: a first attempt, nothing ejected (no clock read).
+    fn all_usable(&self, tried: &[usize]) -> bool {
+        tried.is_empty() && self.endpoints.iter().all(|e| e.ejected_until_ms.load(Ordering::Relaxed) == 0)
+    }
+
+    /// Which endpoints may be picked: those not in `tried` and not ejected. Ejections that ran
+    /// out are cleared on the way, so that [`Candidates::all_usable`] holds again.
+    fn usable<'a>(&self, tried: &'a [usize]) -> Usable<'a> {
+        if self.all_usable(tried) {
+            return Usable { tried, now: None };
+        }
+        Usable { tried, now: Some(self.clear_expired()) }
+    }
+
+    /// Clears the ejections that ran out; the time now, in [`now_ms`]'s milliseconds.
+    fn clear_expired(&self) -> u64 {
+        let now = now_ms();
+        for e in &self.endpoints {
+            let until = e.ejected_until_ms.load(Ordering::Relaxed);
+            if until != 0 && until <= now {
+                let _ = e.ejected_until_ms.compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
+            }
+        }
+        now
+    }
+
+    /// An endpoint's weight for the draw: 1 each when the weights are equal.
+    fn weight_of(&self, e: &Endpoint) -> u64 {
+        if self.cumulative.is_none() {
+            1
+        } else {
+            u64::from(e.weight())
+        }
+    }
+
+    /// Weighted random ([`Balance::Random`]); also what the other policies fall back to when
+    /// nothing usable is left (every endpoint ejected or of weight 0).
+    #[inline(always)]
+    fn random(&self, tried: &[usize]) -> Option<(usize, &Arc<Endpoint>)> {
         let endpoints = &self.endpoints;
         let mut rng = rand::rng();
         // The common case, a first attempt with nothing ejected, reads no clock.
@@ -134,14 +260,8 @@ impl Candidates {
             };
             return endpoints.get(i).map(|e| (i, e));
         }
-        let now = now_ms();
-        for e in endpoints {
-            // An ejection that ran out is cleared, so the fast path above applies again.
-            let until = e.ejected_until_ms.load(Ordering::Relaxed);
-            if until != 0 && until <= now {
-                let _ = e.ejected_until_ms.compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
-            }
-        }
+        // An ejection that ran out is cleared, so the fast path above applies again.
+        let now = self.clear_expired();
         let weight = |i: usize, e: &Arc<Endpoint>| -> u64 {
             if tried.contains(&i) || e.is_ejected(now) {
                 0
@@ -171,82 +291,18 @@ impl Candidates {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashSet;
+/// Which endpoints a pick may choose (see [`Candidates::usable`]).
+struct Usable<'a> {
+    tried: &'a [usize],
+    /// `None`: every endpoint (a first attempt, nothing ejected).
+    now: Option<u64>,
+}
 
-    fn eps(weights: &[u32]) -> Vec<Arc<Endpoint>> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(p, &w)| {
-                let mut i = Instance::new(format!("i{p}"), "n", "127.0.0.1", 1000 + p as u16);
-                i.weight = w;
-                Arc::new(Endpoint::new(i, 1).unwrap())
-            })
-            .collect()
-    }
-
-    #[test]
-    fn spreads_over_all_endpoints() {
-        let c = Candidates::new(eps(&[1, 1, 1]));
-        let seen: HashSet<usize> = (0..200).map(|_| c.pick(&[]).unwrap().0).collect();
-        assert_eq!(seen.len(), 3);
-    }
-
-    #[test]
-    fn follows_the_weights() {
-        let c = Candidates::new(eps(&[1, 3, 0]));
-        let mut counts = [0u32; 3];
-        for _ in 0..8000 {
-            counts[c.pick(&[]).unwrap().0] += 1;
-        }
-        assert_eq!(counts[2], 0, "weight 0 is never picked while others are there");
-        let share = f64::from(counts[1]) / 8000.0;
-        assert!((0.72..0.78).contains(&share), "{counts:?}");
-        // Also after an ejection (the slow path).
-        c.endpoints[2].eject();
-        let mut counts = [0u32; 3];
-        for _ in 0..8000 {
-            counts[c.pick(&[]).unwrap().0] += 1;
-        }
-        assert!((0.72..0.78).contains(&(f64::from(counts[1]) / 8000.0)), "{counts:?}");
-        let zero = Candidates::new(eps(&[0, 0]));
-        assert!(zero.pick(&[]).is_some(), "all weigh 0: still try one");
-    }
-
-    #[test]
-    fn never_repeats_a_tried_endpoint_and_ends() {
-        for weights in [&[1, 1, 1][..], &[5, 1, 0][..]] {
-            let c = Candidates::new(eps(weights));
-            let mut tried = vec![];
-            while let Some((i, _)) = c.pick(&tried) {
-                assert!(!tried.contains(&i));
-                tried.push(i);
-            }
-            assert_eq!(tried.len(), 3);
-        }
-        assert!(Candidates::default().pick(&[]).is_none());
-    }
-
-    #[test]
-    fn ejected_endpoints_are_skipped_unless_nothing_else_is_left() {
-        let c = Candidates::new(eps(&[1, 1]));
-        c.endpoints[0].eject();
-        assert!((0..50).all(|_| c.pick(&[]).unwrap().0 == 1));
-        c.endpoints[1].eject();
-        assert!(c.pick(&[]).is_some(), "all ejected: still try one");
-    }
-
-    #[test]
-    fn an_ejection_ends() {
-        let c = Candidates::new(eps(&[1, 1]));
-        let _ = now_ms();
-        std::thread::sleep(Duration::from_millis(2));
-        c.endpoints[0].ejected_until_ms.store(1, Ordering::Relaxed); // ran out a millisecond after the epoch
-        let seen: HashSet<usize> = (0..200).map(|_| c.pick(&[]).unwrap().0).collect();
-        assert_eq!(seen.len(), 2);
-        assert_eq!(c.endpoints[0].ejected_until_ms.load(Ordering::Relaxed), 0, "cleared");
+impl Usable<'_> {
+    fn ok(&self, i: usize, e: &Endpoint) -> bool {
+        self.now.is_none_or(|now| !self.tried.contains(&i) && !e.is_ejected(now))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -46,6 +46,7 @@ use http_body_util::Full;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::observe::metrics::{Metrics, Open};
+use crate::proxy::balancer::InFlight;
 
 pub mod h2;
 mod io;
@@ -267,6 +268,9 @@ pub struct PooledBody {
     /// What a read error becomes: the error itself (the client's stream or connection is reset),
     /// or, for a gRPC call, trailers saying `UNAVAILABLE` ([`PooledBody::grpc_unavailable_on_error`]).
     on_error: OnError,
+    /// A `least-request` route's count of requests in flight to the instance, released when the
+    /// body ends or is dropped.
+    in_flight: Option<InFlight>,
 }
 
 /// See [`PooledBody::grpc_unavailable_on_error`].
@@ -287,12 +291,12 @@ impl std::fmt::Debug for PooledBody {
 impl PooledBody {
     /// A body that holds no pooled connection (an HTTP/2 stream's: its connection is shared).
     pub(crate) fn unpooled(inner: Incoming) -> Self {
-        Self { inner, conn: None, on_error: OnError::Fail }
+        Self { inner, conn: None, on_error: OnError::Fail, in_flight: None }
     }
 
     /// A body on a pooled connection (given back once read to its end).
     fn pooled(inner: Incoming, conn: Option<(Conn, Arc<Pool>)>) -> Self {
-        Self { inner, conn, on_error: OnError::Fail }
+        Self { inner, conn, on_error: OnError::Fail, in_flight: None }
     }
 
     /// Makes a read error (the instance died or reset the stream mid-response) end the body with
@@ -304,7 +308,13 @@ impl PooledBody {
         self.on_error = OnError::GrpcUnavailable;
     }
 
+    /// Keeps `in_flight` until the body ends or is dropped.
+    pub(crate) fn hold(&mut self, in_flight: Option<InFlight>) {
+        self.in_flight = in_flight;
+    }
+
     fn release(&mut self) {
+        self.in_flight = None;
         if let Some((conn, pool)) = self.conn.take() {
             if !conn.max_idle.is_zero() {
                 conn.probe.ack_now();

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod acl;
+mod balance;
 mod consistency;
 mod failures;
 mod follow;

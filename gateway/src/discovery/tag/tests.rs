@@ -24,6 +24,7 @@ fn spec(path: &str) -> RouteSpec {
         redirect: None,
         split: None,
         protocol: Protocol::Http1,
+        balance: None,
     }
 }
 
@@ -243,7 +244,7 @@ prop_compose! {
                    prepend in prop::option::of(segments(3)),
                    upstream_host in prop_oneof![Just(UpstreamHost::Client), Just(UpstreamHost::Dst), authority().prop_map(UpstreamHost::Name)],
                    split in prop::option::of(("[a-zA-Z0-9:=._/-]{1,10}", 0..=100u8, prop_oneof![Just(Sticky::Cookie), Just(Sticky::Addr)])),
-                   h2c in any::<bool>())
+                   h2c in any::<bool>(), balance in prop::option::of(prop::sample::select(Balance::ALL.to_vec())))
                    -> RouteSpec {
         let path = format!("/{}{}", segs.join("/"), if slash { "/" } else { "" });
         let n = strip_len.index(segs.len() + 1);
@@ -254,6 +255,7 @@ prop_compose! {
             redirect: None,
             split: split.map(|(tag, percent, sticky)| Split { tag, percent, sticky }),
             protocol: if h2c { Protocol::H2c } else { Protocol::Http1 },
+            balance,
         }
     }
 }
@@ -317,4 +319,24 @@ fn the_protocol_meta_key() {
     }
     assert_eq!(protocol_meta(&meta("grpcs")), Err("grpcs".into()));
     assert_eq!(protocol_meta(&meta("h2\n")), Err("h2\\n".into()));
+}
+
+#[test]
+fn balance_option() {
+    assert_eq!(ok("/api balance=round-robin").balance, Some(Balance::RoundRobin));
+    assert_eq!(ok("/api balance=least-request").balance, Some(Balance::LeastRequest));
+    assert_eq!(ok("/api balance=random").balance, Some(Balance::Random));
+    assert_eq!(ok("/api").balance, None);
+    assert_eq!(ok("/api strip=/api balance=least-request").to_string(), "/api strip=/api balance=least-request");
+    assert_eq!(
+        err("/api balance=roundrobin"),
+        "balance=`roundrobin`: expected balance=random, round-robin or least-request"
+    );
+    assert_eq!(err("/api balance=Random"), "balance=`Random`: expected balance=random, round-robin or least-request");
+    assert_eq!(err("/api balance="), "option `balance=` needs a value");
+    assert_eq!(err("/api balance=random balance=random"), "option `balance=` is given twice");
+    assert_eq!(
+        err("/old redirect=301,/new balance=random"),
+        "option `redirect=` cannot be combined with `balance=` (a redirected request is never forwarded)"
+    );
 }

@@ -1,7 +1,8 @@
-//! The values in a tag: paths, hosts, redirect URLs, splits. Each checker returns the value in
+//! The values in a tag: paths, hosts, redirect URLs, splits, balancing policies. Each checker returns the value in
 //! canonical form or a [`TagError`] saying what is wrong with it.
 
 use super::{shown, Host, Redirect, Split, Sticky, TagError};
+use crate::proxy::balancer::Balance;
 
 /// A route path or a `strip=`/`prepend=` value, with `%` escapes in uppercase hex.
 pub(super) fn path_value(field: &'static str, raw: &str) -> Result<String, TagError> {
@@ -180,4 +181,10 @@ pub(super) fn parse_split(value: &str, sticky: Sticky) -> Result<Split, TagError
         }
         _ => Err(TagError::SplitPercent(shown(percent))),
     }
+}
+
+/// A `balance=` value: `random`, `round-robin` or `least-request`, exactly.
+pub(super) fn parse_balance(value: &str) -> Result<Balance, TagError> {
+    Balance::from_name(value)
+        .ok_or_else(|| TagError::Syntax("balance", shown(value), "balance=random, round-robin or least-request"))
 }
