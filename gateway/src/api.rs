@@ -63,7 +63,7 @@ pub enum ApiError {
     TooLarge,
     /// 415: not `application/json`.
     UnsupportedMediaType,
-    /// From the registry: 404, 501, 503 or 502.
+    /// From the registry: 404, 409, 501, 503 or 502.
     Registry(RegistryError),
 }
 
@@ -91,6 +91,7 @@ impl IntoResponse for ApiError {
                     RegistryError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
                     RegistryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                     RegistryError::Failed(_) => StatusCode::BAD_GATEWAY,
+                    RegistryError::Conflict(_) => StatusCode::CONFLICT,
                 };
                 (status, json!({"error": e.to_string()}))
             }

@@ -15,7 +15,8 @@
 //! - `tags` (optional): up to [`MAX_TAGS`] strings of 1 to [`MAX_TAG_LEN`] bytes without control
 //!   characters (a route tag holds spaces: `urlprefix-/api strip=/api`).
 //! - `meta` (optional): Consul's limits: up to 64 pairs, keys of 1 to 128 bytes of letters, digits,
-//!   `-`, `_` not starting with `consul-`, values up to 512 bytes.
+//!   `-`, `_` not starting with `consul-`, values up to 512 bytes; not the key `gateway-api`
+//!   ([`OWNER_META`], the API's own mark).
 //! - No other field: a misspelt `ttl` must not register an instance without the TTL meant.
 
 use std::collections::BTreeMap;
@@ -23,6 +24,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+
+use super::registry::OWNER_META;
 
 /// The longest instance ID, in bytes.
 pub const MAX_ID_LEN: usize = 128;
@@ -199,11 +202,12 @@ fn meta(obj: &Map<String, Value>) -> Result<BTreeMap<String, String>, FieldError
         let key_ok = !k.is_empty()
             && k.len() <= MAX_META_KEY
             && k.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
-            && !k.starts_with("consul-");
+            && !k.starts_with("consul-")
+            && k != OWNER_META;
         if !key_ok {
             return Err(bad(
                 "meta",
-                format!("keys: 1 to {MAX_META_KEY} letters, digits, '-' or '_', not starting with consul-"),
+                format!("keys: 1 to {MAX_META_KEY} letters, digits, '-' or '_', not starting with consul-, not {OWNER_META}"),
             ));
         }
         match v {
@@ -342,6 +346,7 @@ mod tests {
             ("meta", json!([])),
             ("meta", json!({"k": 1})),
             ("meta", json!({"consul-x": "v"})),
+            ("meta", json!({OWNER_META: "true"})),
             ("meta", json!({"a b": "v"})),
             ("meta", json!({"k": "v".repeat(513)})),
         ];
