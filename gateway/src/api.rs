@@ -115,7 +115,7 @@ impl From<RegistryError> for ApiError {
 /// The `/v1` routes: the API with `api`, or (`None`) a 404 saying how to turn it on.
 pub fn router(api: Option<Api>) -> Router {
     let Some(api) = api else {
-        return Router::new().route("/v1", any(off)).route("/v1/{*rest}", any(off));
+        return Router::new().route("/v1", any(off)).route("/v1/", any(off)).route("/v1/{*rest}", any(off));
     };
     let token = api.token.clone();
     let v1 = Router::new()
@@ -126,9 +126,11 @@ pub fn router(api: Option<Api>) -> Router {
         .route("/services/{name}", get(discover::one))
         .fallback(unknown)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(token, authorize))
+        .layer(middleware::from_fn_with_state(token.clone(), authorize))
         .with_state(Arc::new(api));
-    Router::new().nest("/v1", v1)
+    // `/v1/` is not in the nested router: answered here, in JSON, behind the token too.
+    let root = any(unknown).layer(middleware::from_fn_with_state(token, authorize));
+    Router::new().nest("/v1", v1).route("/v1/", root)
 }
 
 async fn off() -> Response {
@@ -144,10 +146,13 @@ async fn method_not_allowed() -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"error": "method not allowed on this endpoint"}))).into_response()
 }
 
-/// Lets a request through only with `Authorization: Bearer <token>`.
+/// Lets a request through only with one `Authorization: Bearer <token>` header: a request with
+/// two is refused whatever they say (the header is not a list, RFC 9110 section 11.6.2, and a
+/// proxy in front that adds its own must not have the first one win or lose by accident).
 async fn authorize(State(token): State<ApiToken>, req: Request, next: Next) -> Response {
-    match req.headers().get(header::AUTHORIZATION) {
-        Some(v) if token.accepts(v.as_bytes()) => next.run(req).await,
+    let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) if token.accepts(v.as_bytes()) => next.run(req).await,
         _ => ApiError::Unauthorized.into_response(),
     }
 }
