@@ -40,6 +40,11 @@ use validate::FieldError;
 /// 512 bytes and 64 metadata pairs); larger gets 413.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// How long a client may take to send a request body: one that stops short of its
+/// `Content-Length` (or never ends its chunks) gets 408, instead of holding its connection and
+/// handler for good.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the API handlers share.
 pub struct Api {
     /// The bearer token every request must carry.
@@ -63,6 +68,8 @@ pub enum ApiError {
     TooLarge,
     /// 415: not `application/json`.
     UnsupportedMediaType,
+    /// 408: the body did not arrive within [`BODY_TIMEOUT`].
+    BodyTimeout,
     /// From the registry: 404, 409, 501, 503 or 502.
     Registry(RegistryError),
 }
@@ -81,6 +88,10 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, json!({"error": format!("the body is over {MAX_BODY} bytes")}))
             }
+            ApiError::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                json!({"error": format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs())}),
+            ),
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 json!({"error": "the body must be JSON (Content-Type: application/json)"}),
@@ -157,7 +168,7 @@ async fn authorize(State(token): State<ApiToken>, req: Request, next: Next) -> R
     }
 }
 
-/// The body, if it is JSON and at most [`MAX_BODY`] bytes.
+/// The body, if it is JSON, at most [`MAX_BODY`] bytes, and sent within [`BODY_TIMEOUT`].
 async fn json_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -171,7 +182,8 @@ async fn json_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     if declared.is_some_and(|n: u64| n > MAX_BODY as u64) {
         return Err(ApiError::TooLarge);
     }
-    axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY));
+    read.await.map_err(|_| ApiError::BodyTimeout)?.map_err(|e| {
         let over = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| e.source())
             .any(|e| e.is::<http_body_util::LengthLimitError>());
         if over {

@@ -248,3 +248,23 @@ async fn other_methods_get_405_json_with_allow() {
     let a = call(&app, "GET", "/v1/nope", bearer(), None).await;
     assert_eq!(a.status, 404);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_never_ends_gets_408() {
+    let memory = Arc::new(Memory::default());
+    let app = app(memory.clone(), services());
+    // The head says 100 bytes; one arrives and then nothing.
+    let first = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"{"))]);
+    let stream = futures_util::StreamExt::chain(first, futures_util::stream::pending());
+    let req = Request::builder()
+        .method("PUT")
+        .uri("/v1/instances")
+        .header("authorization", bearer().unwrap())
+        .header("content-type", "application/json")
+        .header("content-length", "100")
+        .body(Body::from_stream(stream))
+        .unwrap();
+    let resp = app.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 408);
+    assert!(memory.instances.lock().unwrap().is_empty());
+}
