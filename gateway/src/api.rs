@@ -40,6 +40,11 @@ use validate::FieldError;
 /// 512 bytes and 64 metadata pairs); larger gets 413.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// How long a client may take to send a request body: one that stops short of its
+/// `Content-Length` (or never ends its chunks) gets 408, instead of holding its connection and
+/// handler for good.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the API handlers share.
 pub struct Api {
     /// The bearer token every request must carry.
@@ -63,7 +68,9 @@ pub enum ApiError {
     TooLarge,
     /// 415: not `application/json`.
     UnsupportedMediaType,
-    /// From the registry: 404, 501, 503 or 502.
+    /// 408: the body did not arrive within [`BODY_TIMEOUT`].
+    BodyTimeout,
+    /// From the registry: 404, 409, 501, 503 or 502.
     Registry(RegistryError),
 }
 
@@ -81,6 +88,10 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, json!({"error": format!("the body is over {MAX_BODY} bytes")}))
             }
+            ApiError::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                json!({"error": format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs())}),
+            ),
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 json!({"error": "the body must be JSON (Content-Type: application/json)"}),
@@ -91,6 +102,7 @@ impl IntoResponse for ApiError {
                     RegistryError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
                     RegistryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                     RegistryError::Failed(_) => StatusCode::BAD_GATEWAY,
+                    RegistryError::Conflict(_) => StatusCode::CONFLICT,
                 };
                 (status, json!({"error": e.to_string()}))
             }
@@ -114,7 +126,7 @@ impl From<RegistryError> for ApiError {
 /// The `/v1` routes: the API with `api`, or (`None`) a 404 saying how to turn it on.
 pub fn router(api: Option<Api>) -> Router {
     let Some(api) = api else {
-        return Router::new().route("/v1", any(off)).route("/v1/{*rest}", any(off));
+        return Router::new().route("/v1", any(off)).route("/v1/", any(off)).route("/v1/{*rest}", any(off));
     };
     let token = api.token.clone();
     let v1 = Router::new()
@@ -125,9 +137,11 @@ pub fn router(api: Option<Api>) -> Router {
         .route("/services/{name}", get(discover::one))
         .fallback(unknown)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(token, authorize))
+        .layer(middleware::from_fn_with_state(token.clone(), authorize))
         .with_state(Arc::new(api));
-    Router::new().nest("/v1", v1)
+    // `/v1/` is not in the nested router: answered here, in JSON, behind the token too.
+    let root = any(unknown).layer(middleware::from_fn_with_state(token, authorize));
+    Router::new().nest("/v1", v1).route("/v1/", root)
 }
 
 async fn off() -> Response {
@@ -143,15 +157,18 @@ async fn method_not_allowed() -> Response {
     (StatusCode::METHOD_NOT_ALLOWED, Json(json!({"error": "method not allowed on this endpoint"}))).into_response()
 }
 
-/// Lets a request through only with `Authorization: Bearer <token>`.
+/// Lets a request through only with one `Authorization: Bearer <token>` header: a request with
+/// two is refused whatever they say (the header is not a list, RFC 9110 section 11.6.2, and a
+/// proxy in front that adds its own must not have the first one win or lose by accident).
 async fn authorize(State(token): State<ApiToken>, req: Request, next: Next) -> Response {
-    match req.headers().get(header::AUTHORIZATION) {
-        Some(v) if token.accepts(v.as_bytes()) => next.run(req).await,
+    let mut values = req.headers().get_all(header::AUTHORIZATION).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) if token.accepts(v.as_bytes()) => next.run(req).await,
         _ => ApiError::Unauthorized.into_response(),
     }
 }
 
-/// The body, if it is JSON and at most [`MAX_BODY`] bytes.
+/// The body, if it is JSON, at most [`MAX_BODY`] bytes, and sent within [`BODY_TIMEOUT`].
 async fn json_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -165,7 +182,8 @@ async fn json_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     if declared.is_some_and(|n: u64| n > MAX_BODY as u64) {
         return Err(ApiError::TooLarge);
     }
-    axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY));
+    read.await.map_err(|_| ApiError::BodyTimeout)?.map_err(|e| {
         let over = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| e.source())
             .any(|e| e.is::<http_body_util::LengthLimitError>());
         if over {

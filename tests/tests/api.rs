@@ -103,6 +103,38 @@ fn an_instance_registered_through_the_api_is_routed_kept_and_removed() {
 }
 
 #[test]
+fn instances_not_registered_through_the_api_are_left_alone() {
+    let s = start();
+    // Registered on the agent by someone else (the registrator, serviceweb, a config file).
+    s.consul.register_ttl("apiweb", "theirs-1", 8080, "passing");
+    let theirs = || s.consul.agent_services().unwrap().get("theirs-1").cloned();
+    assert!(theirs().is_some());
+    let (status, body, _) = call(&s.gw, "DELETE", "/v1/instances/theirs-1", Some(TOKEN), None);
+    assert_eq!(status, 409, "{body}");
+    let (status, body, _) = call(&s.gw, "PUT", "/v1/instances/theirs-1/heartbeat", Some(TOKEN), None);
+    assert_eq!(status, 409, "{body}");
+    let (status, body, _) =
+        call(&s.gw, "PUT", "/v1/instances", Some(TOKEN), Some(&registration("theirs-1", 9090, "10s")));
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("theirs-1"), "{body}");
+    let after = theirs().expect("still registered");
+    assert_eq!((after["Port"].as_u64(), after["Meta"].get("owner")), (Some(8080), None), "unchanged: {after}");
+    // The API's own mark cannot be forged by a client.
+    let mut forged = registration("mine-1", 9090, "10s");
+    forged["meta"] = json!({"gateway-api": "true"});
+    let (status, body, _) = call(&s.gw, "PUT", "/v1/instances", Some(TOKEN), Some(&forged));
+    assert_eq!((status, body["field"].as_str()), (400, Some("meta")), "{body}");
+    // Its own instances it replaces, renews and removes.
+    for _ in 0..2 {
+        let (status, body, _) =
+            call(&s.gw, "PUT", "/v1/instances", Some(TOKEN), Some(&registration("mine-1", 9090, "10s")));
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(call(&s.gw, "PUT", "/v1/instances/mine-1/heartbeat", Some(TOKEN), None).0, 200);
+    assert_eq!(call(&s.gw, "DELETE", "/v1/instances/mine-1", Some(TOKEN), None).0, 200);
+}
+
+#[test]
 fn bad_input_and_bad_tokens_are_refused_and_register_nothing() {
     let s = start();
     let good = registration("apiweb-bad", 8080, "10s");

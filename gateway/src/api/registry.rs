@@ -3,13 +3,19 @@
 //! for a source the gateway cannot write to (DNS, which is read-only, and etcd until it has an
 //! implementation).
 //!
-//! Each call is one registry operation, so nothing is ever half-registered:
+//! Each write is one registry operation, so nothing is ever half-registered:
 //! - Consul: register = one `PUT /v1/agent/service/register` carrying the instance and its TTL
 //!   check (passing at first, so it is routable at once; critical, and out of routing, once `ttl`
 //!   passes without a heartbeat; removed by Consul after [`deregister_after`] critical);
 //!   heartbeat = `PUT /v1/agent/check/pass/service:<id>`; deregister =
-//!   `PUT /v1/agent/service/deregister/<id>` (after a look at `/v1/agent/services`, since Consul
-//!   answers 200 for an unknown ID).
+//!   `PUT /v1/agent/service/deregister/<id>`.
+//!
+//! The API changes only what it registered: each registration carries the metadata
+//! [`OWNER_META`]` = "true"` (a key clients may not set, [`super::validate`]), and each write
+//! first looks at the agent's services (`/v1/agent/services`): an ID held by an instance without
+//! the mark (the registrator's, serviceweb's, one from an agent's configuration) is a
+//! [`RegistryError::Conflict`], left as it is. The look also tells an unknown ID (Consul answers
+//! 200 to the deregistration of one).
 //! - etcd (to come, in one file): register = a lease of `ttl` granted, then the instance put
 //!   under it in one transaction; heartbeat = one lease keep-alive; deregister = the lease
 //!   revoked (which deletes the key). The implementation keeps the `id → lease` map.
@@ -36,7 +42,14 @@ pub enum RegistryError {
     /// The registry answered with an error: 502.
     #[error("the registry refused the call: {0}")]
     Failed(String),
+    /// The ID is held by an instance the API did not register: 409, left as it is.
+    #[error("the ID {0:?} is held by an instance not registered through this API; it is left as it is")]
+    Conflict(String),
 }
+
+/// The metadata key marking an instance the API registered (value `"true"`): only those can be
+/// replaced, renewed or removed through it.
+pub const OWNER_META: &str = "gateway-api";
 
 /// Where the API registers instances. Object safe: the API holds an `Arc<dyn Registry>`.
 pub trait Registry: Send + Sync {
@@ -128,7 +141,7 @@ impl ConsulRegistry {
             tags: r.tags.clone(),
             address: r.address.clone(),
             port: r.port,
-            meta: r.meta.clone(),
+            meta: r.meta.clone().into_iter().chain([(OWNER_META.to_string(), "true".to_string())]).collect(),
             check: Some(consul::AgentCheck {
                 check_id: consul::client::service_check_id(&r.id),
                 ttl: Some(go_duration(r.ttl)),
@@ -136,6 +149,21 @@ impl ConsulRegistry {
                 status: Some("passing".into()),
                 ..Default::default()
             }),
+        }
+    }
+}
+
+impl ConsulRegistry {
+    /// Whether the agent holds an instance `id` registered through the API (`false`: none).
+    ///
+    /// # Errors
+    /// [`RegistryError::Conflict`] if an instance not registered through the API holds the ID.
+    async fn owned(&self, id: &str) -> Result<bool, RegistryError> {
+        let known = self.client.agent_services().await.map_err(|e| map_error(id, e))?;
+        match known.get(id) {
+            None => Ok(false),
+            Some(s) if s.meta.as_ref().and_then(|m| m.get(OWNER_META)).is_some_and(|v| v == "true") => Ok(true),
+            Some(_) => Err(RegistryError::Conflict(id.to_string())),
         }
     }
 }
@@ -157,14 +185,16 @@ impl Registry for ConsulRegistry {
 
     fn register<'a>(&'a self, instance: &'a Registration) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
+            let replaces = self.owned(&instance.id).await?;
             let reg = Self::agent_registration(instance);
             match self.client.register(&reg).await {
                 Ok(()) => Ok(()),
                 Err(e) => {
-                    // The agent may have registered it before the answer was lost: take it back,
-                    // so that a client told "failed" finds nothing behind. (An answer with an
-                    // error status registered nothing.)
-                    if e.is_unreachable() {
+                    // The agent may have registered it before the answer was lost: take a new one
+                    // back, so that a client told "failed" finds nothing behind. (An answer with
+                    // an error status registered nothing; a replaced registration is whole either
+                    // way and must not be removed.)
+                    if e.is_unreachable() && !replaces {
                         let _ = self.client.deregister(&instance.id).await;
                     }
                     Err(map_error(&instance.id, e))
@@ -175,6 +205,9 @@ impl Registry for ConsulRegistry {
 
     fn heartbeat<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
+            if !self.owned(id).await? {
+                return Err(RegistryError::NotFound(id.to_string()));
+            }
             self.client.pass_check(&consul::client::service_check_id(id)).await.map_err(|e| map_error(id, e))
         })
     }
@@ -182,8 +215,7 @@ impl Registry for ConsulRegistry {
     fn deregister<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
             // Consul (1.8) answers 200 for an unknown ID: look first, so the client learns of it.
-            let known = self.client.agent_services().await.map_err(|e| map_error(id, e))?;
-            if !known.contains_key(id) {
+            if !self.owned(id).await? {
                 return Err(RegistryError::NotFound(id.to_string()));
             }
             self.client.deregister(id).await.map_err(|e| map_error(id, e))
@@ -211,6 +243,7 @@ mod tests {
         assert_eq!(v["Name"], "web");
         assert_eq!(v["Port"], 8080);
         assert_eq!(v["Meta"]["v"], "2");
+        assert_eq!(v["Meta"][OWNER_META], "true", "marked as the API's");
         assert_eq!(v["Check"]["CheckID"], "service:web-1");
         assert_eq!(v["Check"]["TTL"], "10000ms");
         assert_eq!(v["Check"]["Status"], "passing");

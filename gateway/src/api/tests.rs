@@ -109,7 +109,7 @@ fn good_body() -> Vec<u8> {
 #[tokio::test]
 async fn off_every_v1_path_says_how_to_turn_it_on() {
     let app = router(None);
-    for path in ["/v1", "/v1/services", "/v1/instances/x/heartbeat"] {
+    for path in ["/v1", "/v1/", "/v1/services", "/v1/instances/x/heartbeat"] {
         let a = call(&app, "GET", path, bearer(), None).await;
         assert_eq!(a.status, 404, "{path}");
         assert!(a.body["error"].as_str().unwrap().contains("--api-token"), "{}", a.body);
@@ -129,6 +129,25 @@ async fn every_request_needs_the_bearer_token() {
         }
     }
     assert_eq!(call(&app, "GET", "/v1/services", bearer(), None).await.status, 200);
+    let a = call(&app, "GET", "/v1/", None, None).await;
+    assert_eq!(a.status, 401, "/v1/ too needs the token");
+    let a = call(&app, "GET", "/v1/", bearer(), None).await;
+    assert_eq!(a.status, 404, "/v1/ is no endpoint: {}", a.body);
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused_whatever_they_say() {
+    let app = app(Arc::new(Memory::default()), services());
+    for (first, second) in [(bearer().unwrap(), "Bearer wrong"), ("Bearer wrong", bearer().unwrap())] {
+        let req = Request::builder()
+            .uri("/v1/services")
+            .header("authorization", first)
+            .header("authorization", second)
+            .body(Body::empty())
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 401, "{first:?} then {second:?}");
+    }
 }
 
 #[tokio::test]
@@ -228,4 +247,24 @@ async fn other_methods_get_405_json_with_allow() {
     assert_eq!(a.headers["allow"], "PUT");
     let a = call(&app, "GET", "/v1/nope", bearer(), None).await;
     assert_eq!(a.status, 404);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_never_ends_gets_408() {
+    let memory = Arc::new(Memory::default());
+    let app = app(memory.clone(), services());
+    // The head says 100 bytes; one arrives and then nothing.
+    let first = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"{"))]);
+    let stream = futures_util::StreamExt::chain(first, futures_util::stream::pending());
+    let req = Request::builder()
+        .method("PUT")
+        .uri("/v1/instances")
+        .header("authorization", bearer().unwrap())
+        .header("content-type", "application/json")
+        .header("content-length", "100")
+        .body(Body::from_stream(stream))
+        .unwrap();
+    let resp = app.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 408);
+    assert!(memory.instances.lock().unwrap().is_empty());
 }

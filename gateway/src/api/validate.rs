@@ -7,7 +7,8 @@
 //!   digits, `-`, `_`, `.`, up to 256 bytes).
 //! - `id`: 1 to [`MAX_ID_LEN`] bytes of letters, digits, `-`, `_`, `.`, `:` (it travels in URL
 //!   paths: `/v1/instances/{id}`).
-//! - `address`: an IP address or a DNS host name (up to 253 bytes).
+//! - `address`: an IP address or a DNS host name (up to 253 bytes; its last label not all
+//!   digits, so `999.1.1.1` is refused).
 //! - `port`: an integer from 1 to 65535.
 //! - `ttl`: a Go-style duration string (`"10s"`, `"1m30s"`, `"500ms"`; units `ms`, `s`, `m`, `h`)
 //!   from [`MIN_TTL`] to [`MAX_TTL`], the form Consul's own TTL checks take. A number is refused:
@@ -15,14 +16,18 @@
 //! - `tags` (optional): up to [`MAX_TAGS`] strings of 1 to [`MAX_TAG_LEN`] bytes without control
 //!   characters (a route tag holds spaces: `urlprefix-/api strip=/api`).
 //! - `meta` (optional): Consul's limits: up to 64 pairs, keys of 1 to 128 bytes of letters, digits,
-//!   `-`, `_` not starting with `consul-`, values up to 512 bytes.
-//! - No other field: a misspelt `ttl` must not register an instance without the TTL meant.
+//!   `-`, `_` not starting with `consul-`, values up to 512 bytes; not the key `gateway-api`
+//!   ([`OWNER_META`], the API's own mark).
+//! - No other field: a misspelt `ttl` must not register an instance without the TTL meant; no
+//!   key twice in any object (`body` names the error).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
+
+use super::registry::OWNER_META;
 
 /// The longest instance ID, in bytes.
 pub const MAX_ID_LEN: usize = 128;
@@ -79,7 +84,7 @@ const FIELDS: [&str; 7] = ["service", "id", "address", "port", "tags", "meta", "
 /// # Errors
 /// [`FieldError`] naming the first bad field: `body` if it is not a JSON object.
 pub fn registration(body: &[u8]) -> Result<Registration, FieldError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| bad("body", format!("not valid JSON: {e}")))?;
+    let value = serde_json::from_slice::<Strict>(body).map_err(|e| bad("body", format!("not valid JSON: {e}")))?.0;
     let Value::Object(obj) = value else {
         return Err(bad("body", "must be a JSON object"));
     };
@@ -106,6 +111,66 @@ pub fn registration(body: &[u8]) -> Result<Registration, FieldError> {
         meta,
         ttl,
     })
+}
+
+/// A JSON value read with every object's keys unique: a key given twice (`{"ttl": "10s", ...,
+/// "ttl": "1h"}`) is an error, not the last one winning silently (RFC 8259 section 4 leaves it to
+/// the reader; two readers of one body, a proxy and the gateway, could each take another).
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut obj = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if obj.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!("the key {key:?} is given twice")));
+            }
+            let Strict(v) = map.next_value()?;
+            obj.insert(key, v);
+        }
+        Ok(Value::Object(obj))
+    }
 }
 
 fn string<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, FieldError> {
@@ -145,7 +210,10 @@ fn check_address(address: &str) -> Result<(), String> {
             && !l.ends_with('-')
     };
     let host = address.strip_suffix('.').unwrap_or(address);
-    if !host.is_empty() && address.len() <= 253 && host.split('.').all(label_ok) {
+    // A name whose last label is all digits is no host name (RFC 3696 section 2): `999.1.1.1`
+    // and `10.0.1` are IPv4 addresses mistyped, which a resolver would not find.
+    let numeric_tld = host.rsplit('.').next().is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    if !host.is_empty() && address.len() <= 253 && host.split('.').all(label_ok) && !numeric_tld {
         Ok(())
     } else {
         Err("must be an IP address or a DNS host name".into())
@@ -199,11 +267,12 @@ fn meta(obj: &Map<String, Value>) -> Result<BTreeMap<String, String>, FieldError
         let key_ok = !k.is_empty()
             && k.len() <= MAX_META_KEY
             && k.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
-            && !k.starts_with("consul-");
+            && !k.starts_with("consul-")
+            && k != OWNER_META;
         if !key_ok {
             return Err(bad(
                 "meta",
-                format!("keys: 1 to {MAX_META_KEY} letters, digits, '-' or '_', not starting with consul-"),
+                format!("keys: 1 to {MAX_META_KEY} letters, digits, '-' or '_', not starting with consul-, not {OWNER_META}"),
             ));
         }
         match v {
@@ -342,6 +411,7 @@ mod tests {
             ("meta", json!([])),
             ("meta", json!({"k": 1})),
             ("meta", json!({"consul-x": "v"})),
+            ("meta", json!({OWNER_META: "true"})),
             ("meta", json!({"a b": "v"})),
             ("meta", json!({"k": "v".repeat(513)})),
         ];
@@ -356,6 +426,21 @@ mod tests {
             assert_eq!(registration(body).unwrap_err().field, "body", "{:?}", String::from_utf8_lossy(body));
         }
         assert_eq!(field_of(with("tll", json!("10s"))), "tll");
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_at_any_depth() {
+        let twice = [
+            &br#"{"service":"web","id":"a","address":"10.0.0.1","port":80,"ttl":"10s","ttl":"24h"}"#[..],
+            br#"{"service":"web","id":"a","address":"10.0.0.1","port":80,"ttl":"10s","meta":{"k":"1","k":"2"}}"#,
+        ];
+        for body in twice {
+            let e = registration(body).unwrap_err();
+            assert_eq!(e.field, "body", "{e}");
+            assert!(e.why.contains("twice"), "{e}");
+        }
+        let nested = br#"{"service":"web","id":"a","address":"10.0.0.1","port":80,"ttl":"10s","tags":["x"],"meta":{}}"#;
+        assert!(registration(nested).is_ok());
     }
 
     #[test]
@@ -375,7 +460,8 @@ mod tests {
         for ok in ["10.0.0.1", "::1", "fe80::1", "web-1.internal", "localhost", "a.b.c."] {
             assert!(check_address(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "a..b", "a_b.example", "[::1]", "1.2.3.4:80", &"a".repeat(64)] {
+        for bad in ["", ".", "a..b", "a_b.example", "[::1]", "1.2.3.4:80", &"a".repeat(64), "999.1.1.1", "10.0.1", "80"]
+        {
             assert!(check_address(bad).is_err(), "{bad}");
         }
     }
