@@ -53,7 +53,12 @@ impl Consul {
     /// Like [`Consul::start`], with the HTTP API on `http_port` (say, one a client was already
     /// pointed at while nothing listened there).
     pub fn start_on(http_port: u16) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::spawn_in(tempfile::tempdir().expect("tempdir"), http_port)
+    }
+
+    /// An agent whose HTTP API is on `http_port`, kept in `dir` (its log, and whatever settings
+    /// files its (re)starts read), started.
+    fn spawn_in(dir: tempfile::TempDir, http_port: u16) -> Self {
         let log = dir.path().join("consul.log");
         let mut c = Self {
             child: None,
@@ -75,18 +80,7 @@ impl Consul {
         let dir = tempfile::tempdir().expect("tempdir");
         // Kept in the agent's directory, so every (re)start of this agent serves DNS the same way.
         std::fs::write(dir.path().join(DNS_FILE), format!("{} {service_ttl}", free_port())).expect("dns settings");
-        let log = dir.path().join("consul.log");
-        let mut c = Self {
-            child: None,
-            ports: [free_port(), free_port(), free_port(), free_port()],
-            tls: None,
-            mtls: false,
-            acl_master: None,
-            log,
-            _dir: dir,
-        };
-        c.spawn();
-        c
+        Self::spawn_in(dir, free_port())
     }
 
     /// The DNS port and service TTL, with [`Consul::start_dns`].
