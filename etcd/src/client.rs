@@ -47,6 +47,15 @@ pub struct Kv {
     pub mod_revision: i64,
 }
 
+/// A key and the lease it is attached to, as a keys-only range reads them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyLease {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The ID of the key's lease; 0 when the key has none.
+    pub lease: i64,
+}
+
 /// A range read: the pairs and the store's revision at the time of the read.
 #[derive(Clone, Debug)]
 pub struct Range {
@@ -184,6 +193,14 @@ impl Client {
             .map(|kv| Kv { key: kv.key().to_vec(), value: kv.value().to_vec(), mod_revision: kv.mod_revision() })
             .collect();
         Ok(Range { revision, kvs })
+    }
+
+    /// Every key under `prefix` with its lease (a keys-only read: no values).
+    pub async fn key_leases(&self, prefix: &str) -> Result<Vec<KeyLease>, Error> {
+        let mut c = self.inner.clone();
+        let opts = GetOptions::new().with_prefix().with_keys_only();
+        let resp = bounded("range", c.get(prefix, Some(opts))).await?;
+        Ok(resp.kvs().iter().map(|kv| KeyLease { key: kv.key().to_vec(), lease: kv.lease() }).collect())
     }
 
     /// Watches every key under `prefix` from `revision` on (the changes at `revision` included).

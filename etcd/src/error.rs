@@ -39,6 +39,37 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether etcd could not be reached or did not answer in time (retry later), as opposed to
+    /// etcd answering with an error.
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            Error::Connect { .. } | Error::StreamClosed(_) | Error::Timeout(_) => true,
+            Error::Request { source, .. } => match source {
+                etcd_client::Error::IoError(_) | etcd_client::Error::TransportError(_) => true,
+                etcd_client::Error::GRpcStatus(s) => matches!(
+                    s.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Cancelled
+                        | tonic::Code::Unknown
+                ),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Whether etcd said the lease is gone (expired or revoked).
+    pub fn is_lease_gone(&self) -> bool {
+        match self {
+            Error::LeaseLost(_) => true,
+            Error::Request { source: etcd_client::Error::GRpcStatus(s), .. } => {
+                s.code() == tonic::Code::NotFound || s.message().contains("requested lease not found")
+            }
+            _ => false,
+        }
+    }
+
     /// A failed request.
     pub(crate) fn request(op: &'static str) -> impl FnOnce(etcd_client::Error) -> Error {
         move |source| Error::Request { op, source }

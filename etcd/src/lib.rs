@@ -21,7 +21,7 @@ pub mod error;
 pub mod model;
 pub mod registration;
 
-pub use client::{Client, KeepAlive, Kv, Lease, Range, Watch, WatchBatch, WatchEvent};
+pub use client::{Client, KeepAlive, KeyLease, Kv, Lease, Range, Watch, WatchBatch, WatchEvent};
 pub use error::Error;
 pub use model::{InstanceKey, Registered, ValueError};
 pub use registration::{Registration, Running};

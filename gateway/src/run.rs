@@ -58,7 +58,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // The register/discover API (with a token): writes go to the registry of --source.
     let api = cfg.api_token.clone().map(|token| crate::api::Api {
         token,
-        registry: crate::api::registry::for_source(cfg.source, client),
+        registry: crate::api::registry::for_source(cfg.source, client, &cfg.etcd),
         services: services.clone(),
     });
 

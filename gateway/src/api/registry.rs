@@ -1,7 +1,7 @@
 //! [`Registry`]: the seam between the API's write calls and the registry they change, chosen from
-//! `--source`. [`ConsulRegistry`] registers on the local Consul agent; [`ReadOnly`] answers 501
-//! for a source the gateway cannot write to (DNS, which is read-only, and etcd until it has an
-//! implementation).
+//! `--source`. [`ConsulRegistry`] registers on the local Consul agent; [`EtcdRegistry`] (in
+//! [`etcd`]) in etcd under `--etcd-prefix`; [`ReadOnly`] answers 501 for a source the gateway
+//! cannot write to (DNS, which is read-only).
 //!
 //! Each write is one registry operation, so nothing is ever half-registered:
 //! - Consul: register = one `PUT /v1/agent/service/register` carrying the instance and its TTL
@@ -10,21 +10,27 @@
 //!   heartbeat = `PUT /v1/agent/check/pass/service:<id>`; deregister =
 //!   `PUT /v1/agent/service/deregister/<id>`.
 //!
-//! The API changes only what it registered: each registration carries the metadata
-//! [`OWNER_META`]` = "true"` (a key clients may not set, [`super::validate`]), and each write
-//! first looks at the agent's services (`/v1/agent/services`): an ID held by an instance without
-//! the mark (the registrator's, serviceweb's, one from an agent's configuration) is a
-//! [`RegistryError::Conflict`], left as it is. The look also tells an unknown ID (Consul answers
-//! 200 to the deregistration of one).
-//! - etcd (to come, in one file): register = a lease of `ttl` granted, then the instance put
-//!   under it in one transaction; heartbeat = one lease keep-alive; deregister = the lease
-//!   revoked (which deletes the key). The implementation keeps the `id → lease` map.
+//!   The API changes only what it registered: each registration carries the metadata
+//!   [`OWNER_META`]` = "true"` (a key clients may not set, [`super::validate`]), and each write
+//!   first looks at the agent's services (`/v1/agent/services`): an ID held by an instance without
+//!   the mark (the registrator's, serviceweb's, one from an agent's configuration) is a
+//!   [`RegistryError::Conflict`], left as it is. The look also tells an unknown ID (Consul answers
+//!   200 to the deregistration of one).
+//! - etcd ([`etcd`]): register = a lease of `ttl` granted, then the instance put under it (the
+//!   lease revoked if the put fails; an earlier registration of the ID replaced); heartbeat = one
+//!   keep-alive of the instance's lease; deregister = the key deleted and its lease revoked. The
+//!   key and lease of an ID are read from etcd, so any gateway, restarted or not, finds them. No
+//!   ownership mark here yet: any key under the prefix can be replaced or removed.
+
+pub mod etcd;
 
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use watcher::source::etcd::EtcdArgs;
 use watcher::source::SourceKind;
 
+pub use self::etcd::EtcdRegistry;
 use super::validate::Registration;
 
 /// Why a registry call failed. The API maps each to a status: 404, 501, 503, 502.
@@ -75,18 +81,16 @@ pub trait Registry: Send + Sync {
     fn deregister<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), RegistryError>>;
 }
 
-/// The registry for `--source`.
-pub fn for_source(source: SourceKind, consul: consul::Client) -> std::sync::Arc<dyn Registry> {
+/// The registry for `--source`: Consul through `consul`, etcd as `etcd` says (connected on the
+/// first call).
+pub fn for_source(source: SourceKind, consul: consul::Client, etcd: &EtcdArgs) -> std::sync::Arc<dyn Registry> {
     match source {
         SourceKind::Consul => std::sync::Arc::new(ConsulRegistry { client: consul }),
         SourceKind::Dns => std::sync::Arc::new(ReadOnly {
             kind: "dns",
             why: "the dns source is read-only: register instances in the DNS zone itself",
         }),
-        SourceKind::Etcd => std::sync::Arc::new(ReadOnly {
-            kind: "etcd",
-            why: "registering through the gateway is not implemented for the etcd source yet",
-        }),
+        SourceKind::Etcd => std::sync::Arc::new(EtcdRegistry::new(etcd)),
     }
 }
 
@@ -252,13 +256,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn dns_and_etcd_are_not_written() {
+    async fn dns_is_not_written_and_etcd_is() {
         let client = consul::Client::new("http://127.0.0.1:1".parse().unwrap(), consul::Token::default());
-        for (source, kind) in [(SourceKind::Dns, "dns"), (SourceKind::Etcd, "etcd")] {
-            let reg = for_source(source, client.clone());
-            assert_eq!(reg.kind(), kind);
-            assert!(matches!(reg.heartbeat("x").await, Err(RegistryError::Unsupported(_))));
-            assert!(matches!(reg.deregister("x").await, Err(RegistryError::Unsupported(_))));
-        }
+        let etcd = EtcdArgs { etcd_endpoints: vec!["http://127.0.0.1:1".into()], etcd_prefix: "/services/".into() };
+        let reg = for_source(SourceKind::Dns, client.clone(), &etcd);
+        assert_eq!(reg.kind(), "dns");
+        assert!(matches!(reg.heartbeat("x").await, Err(RegistryError::Unsupported(_))));
+        assert!(matches!(reg.deregister("x").await, Err(RegistryError::Unsupported(_))));
+        assert_eq!(for_source(SourceKind::Etcd, client, &etcd).kind(), "etcd");
     }
 }

@@ -202,7 +202,11 @@ async fn registry_failures_map_to_503_and_read_only_sources_to_501() {
     assert_eq!(a.status, 503, "{}", a.body);
 
     let client = consul::Client::new("http://127.0.0.1:1".parse().unwrap(), consul::Token::default());
-    let dns = app_with(registry::for_source(watcher::source::SourceKind::Dns, client));
+    let etcd = watcher::source::etcd::EtcdArgs {
+        etcd_endpoints: vec!["http://127.0.0.1:1".into()],
+        etcd_prefix: "/services/".into(),
+    };
+    let dns = app_with(registry::for_source(watcher::source::SourceKind::Dns, client, &etcd));
     let a = call(&dns, "PUT", "/v1/instances", bearer(), Some(("application/json", good_body()))).await;
     assert_eq!(a.status, 501);
     assert!(a.body["error"].as_str().unwrap().contains("read-only"), "{}", a.body);
