@@ -7,6 +7,8 @@
 //! - the watch survives an etcd restart: requests keep succeeding from the last good set while
 //!   etcd is down (readyz says stale), and changes made after the restart arrive;
 //! - a watch resumed past a compaction reads the prefix afresh and ends up right;
+//! - an etcd started again with an empty data dir (its revision lower than the watcher saw) is
+//!   read afresh: its keys replace the old ones;
 //! - 500 services (half registered before the gateway starts, half after) all become routable.
 
 use std::collections::BTreeSet;
@@ -150,10 +152,30 @@ fn a_watch_resumed_past_a_compaction_reads_afresh() {
     signal(watcher, "CONT");
 
     wait_held(&gw, "web", &[b.port], Duration::from_secs(20));
-    assert!(gw.proc.log_text().contains("reading the prefix afresh"), "{}", gw.proc.log_text());
+    assert!(gw.proc.log_text().matches("read the etcd prefix").count() >= 2, "{}", gw.proc.log_text());
     assert_eq!(answer(&gw, "web"), Some(b.port));
     assert_eq!(answer(&gw, "other"), None, "untagged: not routed");
     gw.wait_ready();
+}
+
+#[test]
+fn an_etcd_started_again_with_an_empty_data_dir_is_read_afresh() {
+    let mut etcd = Etcd::start();
+    let (a, b) = (ServiceWeb::start(None), ServiceWeb::start(None));
+    etcd.put("/services/web/a", &instance(a.port));
+    for i in 0..20 {
+        etcd.put(&format!("/elsewhere/{i}"), "x");
+    }
+    let gw = gateway(&etcd);
+    wait_held(&gw, "web", &[a.port], Duration::from_secs(15));
+
+    // The data is lost: the revision starts over, far below the one the watcher saw.
+    etcd.restart_empty();
+    etcd.put("/services/web/b", &instance(b.port));
+    assert!(etcd.revision() < 10, "the revision went backwards");
+    wait_held(&gw, "web", &[b.port], Duration::from_secs(20));
+    gw.wait_ready();
+    assert_eq!(answer(&gw, "web"), Some(b.port));
 }
 
 #[test]
