@@ -9,6 +9,7 @@
 //! - a watch resumed past a compaction reads the prefix afresh and ends up right;
 //! - an etcd started again with an empty data dir (its revision lower than the watcher saw) is
 //!   read afresh: its keys replace the old ones;
+//! - values larger than gRPC's default message limit together still let the prefix be read;
 //! - 500 services (half registered before the gateway starts, half after) all become routable.
 
 use std::collections::BTreeSet;
@@ -176,6 +177,22 @@ fn an_etcd_started_again_with_an_empty_data_dir_is_read_afresh() {
     wait_held(&gw, "web", &[b.port], Duration::from_secs(20));
     gw.wait_ready();
     assert_eq!(answer(&gw, "web"), Some(b.port));
+}
+
+#[test]
+fn large_values_do_not_stop_the_prefix_being_read() {
+    let etcd = Etcd::start();
+    let a = ServiceWeb::start(None);
+    // Four values near etcd's 1.5 MiB request limit: one answer with all of them passes gRPC's
+    // default 4 MiB message limit.
+    let big = "x".repeat(1_200_000);
+    for i in 0..4 {
+        etcd.put(&format!("/services/big/{i}"), &big);
+    }
+    etcd.put("/services/web/a", &instance(a.port));
+    let gw = gateway(&etcd);
+    wait_held(&gw, "web", &[a.port], Duration::from_secs(15));
+    assert_eq!(answer(&gw, "web"), Some(a.port));
 }
 
 #[test]
