@@ -300,10 +300,21 @@ impl Client {
         keeper.renew().await
     }
 
-    /// Opens a keep-alive stream for `lease`.
+    /// Opens a keep-alive stream for `lease` (which renews it once); [`Error::LeaseLost`] when
+    /// it is gone.
     pub async fn keep_alive(&self, lease: Lease) -> Result<KeepAlive, Error> {
         let mut c = self.inner.clone();
-        let (keeper, stream) = bounded("lease keep-alive", c.lease_keep_alive(lease.id)).await?;
+        let opened = tokio::time::timeout(REQUEST_TIMEOUT, c.lease_keep_alive(lease.id)).await;
+        let (keeper, stream) = match opened {
+            Ok(Ok(pair)) => pair,
+            // etcd answers the first renewal with TTL 0 (the lease expired while etcd could not be
+            // reached, was revoked, or etcd lost its data): the lease is gone, register again.
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) if e == "lease not found" => {
+                return Err(Error::LeaseLost(lease.id))
+            }
+            Ok(Err(e)) => return Err(Error::request("lease keep-alive")(e)),
+            Err(_) => return Err(Error::Timeout("lease keep-alive")),
+        };
         Ok(KeepAlive { lease, keeper, stream })
     }
 

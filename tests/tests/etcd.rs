@@ -4,6 +4,8 @@
 //! - an instance registered by `serviceweb --register-etcd` is routable; SIGKILLed, it leaves
 //!   routing when its lease runs out (TTL + a margin); its lease revoked behind its back, it
 //!   registers again; SIGTERMed, it leaves at once (lease revoked);
+//! - an instance whose lease etcd lost while it could not be reached (etcd started again with no
+//!   data) registers again;
 //! - the watch survives an etcd restart: requests keep succeeding from the last good set while
 //!   etcd is down (readyz says stale), and changes made after the restart arrive;
 //! - a watch resumed past a compaction reads the prefix afresh and ends up right;
@@ -106,6 +108,22 @@ fn a_self_registered_instance_is_routed_until_its_lease_goes() {
     wait_held(&gw, "service-web", &[], Duration::from_secs(5));
     assert!(t0.elapsed() < Duration::from_secs(8), "revoked, not expired: {:?}", t0.elapsed());
     assert!(termed.log_text().contains("lease revoked"), "{}", termed.log_text());
+}
+
+#[test]
+fn a_self_registered_instance_registers_again_in_an_etcd_that_lost_its_data() {
+    let mut etcd = Etcd::start();
+    let (sw, _port) = serviceweb_registered(&etcd, "3s");
+    // Down for longer than a renewal period, then back without the lease: the first renewal
+    // after reconnecting finds no lease.
+    etcd.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    etcd.restart_empty();
+    wait_for(Duration::from_secs(20), "the instance's key to be put again", || {
+        let keys = etcd.with(|c| async move { c.range("/services/service-web/").await }).kvs.len();
+        (keys == 1).then_some(())
+    });
+    assert!(sw.log_text().contains("registering again"), "{}", sw.log_text());
 }
 
 #[test]
