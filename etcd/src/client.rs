@@ -23,6 +23,26 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often an HTTP/2 ping checks the connection (the same again is the ping's timeout).
 pub const PING_INTERVAL: Duration = Duration::from_secs(3);
 
+/// How many keys one page of a range read holds.
+pub const RANGE_PAGE: i64 = 100;
+/// The largest answer read (a range page, a watch answer): etcd takes values up to 1.5 MiB by
+/// default, so a page of [`RANGE_PAGE`] of them, or a transaction's events, can pass the gRPC
+/// default of 4 MiB.
+pub const MAX_MESSAGE: usize = 256 << 20;
+
+/// The end of the range of every key starting with `prefix` (etcd's "prefix end": the prefix
+/// with its last byte below 0xff incremented, the bytes after it dropped; `\0` for every key).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 /// A client of one etcd cluster. Cheap to clone (one connection, shared).
 #[derive(Clone)]
 pub struct Client {
@@ -182,17 +202,36 @@ impl Client {
         &self.endpoints
     }
 
-    /// Every pair under `prefix`, and the revision of the read.
+    /// Every pair under `prefix`, and the revision of the read: read in pages of [`RANGE_PAGE`]
+    /// keys, all at the revision of the first page (so the pages make one consistent read).
     pub async fn range(&self, prefix: &str) -> Result<Range, Error> {
-        let mut c = self.inner.clone();
-        let resp = bounded("range", c.get(prefix, Some(GetOptions::new().with_prefix()))).await?;
-        let revision = resp.header().map(|h| h.revision()).unwrap_or_default();
-        let kvs = resp
-            .kvs()
-            .iter()
-            .map(|kv| Kv { key: kv.key().to_vec(), value: kv.value().to_vec(), mod_revision: kv.mod_revision() })
-            .collect();
-        Ok(Range { revision, kvs })
+        let mut c = self.inner.kv_client().max_decoding_message_size(MAX_MESSAGE);
+        let end = prefix_end(prefix.as_bytes());
+        let mut from = prefix.as_bytes().to_vec();
+        let mut revision = 0;
+        let mut kvs = Vec::new();
+        loop {
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(RANGE_PAGE);
+            if revision > 0 {
+                opts = opts.with_revision(revision);
+            }
+            let resp = bounded("range", c.get(from.clone(), Some(opts))).await?;
+            if revision == 0 {
+                revision = resp.header().map(|h| h.revision()).unwrap_or_default();
+            }
+            kvs.extend(resp.kvs().iter().map(|kv| Kv {
+                key: kv.key().to_vec(),
+                value: kv.value().to_vec(),
+                mod_revision: kv.mod_revision(),
+            }));
+            match kvs.last() {
+                Some(last) if resp.more() => {
+                    from = last.key.clone();
+                    from.push(0);
+                }
+                _ => return Ok(Range { revision, kvs }),
+            }
+        }
     }
 
     /// Every key under `prefix` with its lease (a keys-only read: no values).
@@ -205,7 +244,7 @@ impl Client {
 
     /// Watches every key under `prefix` from `revision` on (the changes at `revision` included).
     pub async fn watch(&self, prefix: &str, revision: i64) -> Result<Watch, Error> {
-        let mut c = self.inner.clone();
+        let mut c = self.inner.watch_client().max_decoding_message_size(MAX_MESSAGE);
         let opts = WatchOptions::new().with_prefix().with_start_revision(revision);
         let stream = bounded("watch", c.watch(prefix, Some(opts))).await?;
         Ok(Watch { stream })
@@ -278,10 +317,21 @@ impl Client {
         keeper.renew().await
     }
 
-    /// Opens a keep-alive stream for `lease`.
+    /// Opens a keep-alive stream for `lease` (which renews it once); [`Error::LeaseLost`] when
+    /// it is gone.
     pub async fn keep_alive(&self, lease: Lease) -> Result<KeepAlive, Error> {
         let mut c = self.inner.clone();
-        let (keeper, stream) = bounded("lease keep-alive", c.lease_keep_alive(lease.id)).await?;
+        let opened = tokio::time::timeout(REQUEST_TIMEOUT, c.lease_keep_alive(lease.id)).await;
+        let (keeper, stream) = match opened {
+            Ok(Ok(pair)) => pair,
+            // etcd answers the first renewal with TTL 0 (the lease expired while etcd could not be
+            // reached, was revoked, or etcd lost its data): the lease is gone, register again.
+            Ok(Err(etcd_client::Error::LeaseKeepAliveError(e))) if e == "lease not found" => {
+                return Err(Error::LeaseLost(lease.id))
+            }
+            Ok(Err(e)) => return Err(Error::request("lease keep-alive")(e)),
+            Err(_) => return Err(Error::Timeout("lease keep-alive")),
+        };
         Ok(KeepAlive { lease, keeper, stream })
     }
 
@@ -324,5 +374,18 @@ impl KeepAlive {
             }
         };
         tokio::time::timeout(REQUEST_TIMEOUT, once).await.unwrap_or(Err(Error::Timeout("lease keep-alive")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn the_prefix_end_is_the_first_key_past_the_prefix() {
+        assert_eq!(prefix_end(b"/services/"), b"/services0");
+        assert_eq!(prefix_end(b"a\xff\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff"), b"\0");
+        assert_eq!(prefix_end(b""), b"\0");
     }
 }

@@ -95,13 +95,15 @@ impl Registration {
     async fn keep_alive(&self) {
         let every = (self.ttl / 3).max(Duration::from_millis(300));
         let mut backoff = Backoff::new(Duration::from_millis(200), every);
+        // The failure last warned about: etcd down for an hour is one warning, not one per retry.
+        let mut failing: Option<String> = None;
         loop {
             let lease = match self.lease() {
                 Some(l) => l,
                 None => match self.register().await {
                     Ok(l) => l,
                     Err(e) => {
-                        warn!(error = %e, key = %self.key(), "cannot register in etcd; retrying");
+                        self.warn_once(&mut failing, "cannot register in etcd", &e);
                         tokio::time::sleep(backoff.next_delay()).await;
                         continue;
                     }
@@ -109,15 +111,26 @@ impl Registration {
             };
             let mut stream = match self.client.keep_alive(lease).await {
                 Ok(s) => s,
+                Err(Error::LeaseLost(_)) => {
+                    warn!(key = %self.key(), lease = format_args!("{:x}", lease.id),
+                          "etcd lost the lease (expired or revoked); registering again");
+                    self.set_lease(None);
+                    continue;
+                }
                 Err(e) => {
-                    warn!(error = %e, "cannot open the lease keep-alive; retrying");
+                    self.warn_once(&mut failing, "cannot open the lease keep-alive", &e);
                     tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
             };
             loop {
                 match stream.renew().await {
-                    Ok(()) => backoff.reset(),
+                    Ok(()) => {
+                        backoff.reset();
+                        if failing.take().is_some() {
+                            info!(key = %self.key(), "the lease is renewed again");
+                        }
+                    }
                     Err(Error::LeaseLost(_)) => {
                         warn!(key = %self.key(), lease = format_args!("{:x}", lease.id),
                               "etcd lost the lease (expired or revoked); registering again");
@@ -125,13 +138,24 @@ impl Registration {
                         break;
                     }
                     Err(e) => {
-                        warn!(error = %e, "cannot renew the lease; retrying");
+                        self.warn_once(&mut failing, "cannot renew the lease", &e);
                         tokio::time::sleep(backoff.next_delay()).await;
                         break;
                     }
                 }
                 tokio::time::sleep(every).await;
             }
+        }
+    }
+}
+
+impl Registration {
+    /// Warns about `e` unless it is the failure last warned about (`failing`).
+    fn warn_once(&self, failing: &mut Option<String>, what: &str, e: &Error) {
+        let why = format!("{what}: {e}");
+        if failing.as_deref() != Some(why.as_str()) {
+            warn!(key = %self.key(), "{why}; retrying with backoff (logged again when this changes)");
+            *failing = Some(why);
         }
     }
 }

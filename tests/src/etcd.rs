@@ -109,6 +109,14 @@ impl Etcd {
         self.spawn();
     }
 
+    /// Starts the server again on the same ports with an empty data directory (after
+    /// [`Etcd::kill`]): every key is gone and the revision starts over, lower than before.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(self.dir.path().join("data"));
+        self.spawn();
+    }
+
     /// Runs `f` with a client of this server, on the harness's runtime.
     pub fn with<T, F: std::future::Future<Output = Result<T, etcd::Error>>>(
         &self,

@@ -4,9 +4,14 @@
 //! - an instance registered by `serviceweb --register-etcd` is routable; SIGKILLed, it leaves
 //!   routing when its lease runs out (TTL + a margin); its lease revoked behind its back, it
 //!   registers again; SIGTERMed, it leaves at once (lease revoked);
+//! - an instance whose lease etcd lost while it could not be reached (etcd started again with no
+//!   data) registers again;
 //! - the watch survives an etcd restart: requests keep succeeding from the last good set while
 //!   etcd is down (readyz says stale), and changes made after the restart arrive;
 //! - a watch resumed past a compaction reads the prefix afresh and ends up right;
+//! - an etcd started again with an empty data dir (its revision lower than the watcher saw) is
+//!   read afresh: its keys replace the old ones;
+//! - values larger than gRPC's default message limit together still let the prefix be read;
 //! - 500 services (half registered before the gateway starts, half after) all become routable.
 
 use std::collections::BTreeSet;
@@ -106,6 +111,22 @@ fn a_self_registered_instance_is_routed_until_its_lease_goes() {
 }
 
 #[test]
+fn a_self_registered_instance_registers_again_in_an_etcd_that_lost_its_data() {
+    let mut etcd = Etcd::start();
+    let (sw, _port) = serviceweb_registered(&etcd, "3s");
+    // Down for longer than a renewal period, then back without the lease: the first renewal
+    // after reconnecting finds no lease.
+    etcd.kill();
+    std::thread::sleep(Duration::from_secs(3));
+    etcd.restart_empty();
+    wait_for(Duration::from_secs(20), "the instance's key to be put again", || {
+        let keys = etcd.with(|c| async move { c.range("/services/service-web/").await }).kvs.len();
+        (keys == 1).then_some(())
+    });
+    assert!(sw.log_text().contains("registering again"), "{}", sw.log_text());
+}
+
+#[test]
 fn the_watch_survives_an_etcd_restart() {
     let mut etcd = Etcd::start();
     let (a, b) = (ServiceWeb::start(None), ServiceWeb::start(None));
@@ -150,10 +171,46 @@ fn a_watch_resumed_past_a_compaction_reads_afresh() {
     signal(watcher, "CONT");
 
     wait_held(&gw, "web", &[b.port], Duration::from_secs(20));
-    assert!(gw.proc.log_text().contains("reading the prefix afresh"), "{}", gw.proc.log_text());
+    assert!(gw.proc.log_text().matches("read the etcd prefix").count() >= 2, "{}", gw.proc.log_text());
     assert_eq!(answer(&gw, "web"), Some(b.port));
     assert_eq!(answer(&gw, "other"), None, "untagged: not routed");
     gw.wait_ready();
+}
+
+#[test]
+fn an_etcd_started_again_with_an_empty_data_dir_is_read_afresh() {
+    let mut etcd = Etcd::start();
+    let (a, b) = (ServiceWeb::start(None), ServiceWeb::start(None));
+    etcd.put("/services/web/a", &instance(a.port));
+    for i in 0..20 {
+        etcd.put(&format!("/elsewhere/{i}"), "x");
+    }
+    let gw = gateway(&etcd);
+    wait_held(&gw, "web", &[a.port], Duration::from_secs(15));
+
+    // The data is lost: the revision starts over, far below the one the watcher saw.
+    etcd.restart_empty();
+    etcd.put("/services/web/b", &instance(b.port));
+    assert!(etcd.revision() < 10, "the revision went backwards");
+    wait_held(&gw, "web", &[b.port], Duration::from_secs(20));
+    gw.wait_ready();
+    assert_eq!(answer(&gw, "web"), Some(b.port));
+}
+
+#[test]
+fn large_values_do_not_stop_the_prefix_being_read() {
+    let etcd = Etcd::start();
+    let a = ServiceWeb::start(None);
+    // Four values near etcd's 1.5 MiB request limit: one answer with all of them passes gRPC's
+    // default 4 MiB message limit.
+    let big = "x".repeat(1_200_000);
+    for i in 0..4 {
+        etcd.put(&format!("/services/big/{i}"), &big);
+    }
+    etcd.put("/services/web/a", &instance(a.port));
+    let gw = gateway(&etcd);
+    wait_held(&gw, "web", &[a.port], Duration::from_secs(15));
+    assert_eq!(answer(&gw, "web"), Some(a.port));
 }
 
 #[test]

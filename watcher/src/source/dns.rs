@@ -193,12 +193,17 @@ async fn follow_one(resolver: Resolver, service: String, name: String, args: Dns
     let retry_max = args.dns_max_ttl.min(MAX_RETRY).max(args.dns_min_ttl);
     let mut retry = args.dns_min_ttl;
     let mut index = 0u64;
+    // The error last logged, so that a server down for an hour is one warning, not one per retry.
+    let mut failing: Option<String> = None;
     loop {
         let wait = match resolver.lookup(&name, args.dns_port).await {
             Lookup::Found(found) => {
                 state.set_registry(true, false, None);
                 state.set_status(&service, true, None);
                 retry = args.dns_min_ttl;
+                if failing.take().is_some() {
+                    info!(service, name, "the DNS lookup succeeds again");
+                }
                 if state.set_snapshot_if_changed(&service, index + 1, found.instances.clone()) {
                     index += 1;
                     info!(service, name, instances = found.instances.len(), "DNS answer changed");
@@ -207,7 +212,15 @@ async fn follow_one(resolver: Resolver, service: String, name: String, args: Dns
             }
             Lookup::Failed { answered, error } => {
                 let error = format!("DNS lookup of {name}: {error}");
-                warn!(service, "{error}; keeping the last answer, retrying in {retry:?}");
+                if failing.as_deref() != Some(error.as_str()) {
+                    warn!(
+                        service,
+                        "{error}; keeping the last answer, retrying with backoff (logged again when this changes)"
+                    );
+                } else {
+                    debug!(service, "{error}; retrying in {retry:?}");
+                }
+                failing = Some(error.clone());
                 if !answered {
                     state.set_registry(false, false, Some(error.clone()));
                 } else {

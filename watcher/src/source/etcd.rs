@@ -13,8 +13,10 @@
 //! - **Compaction**: a watch whose start revision was compacted reads the prefix afresh.
 //! - **Lost connection**: the last good sets keep being served, marked stale (every followed
 //!   service's status and the registry's status say why); the watcher reconnects with backoff
-//!   and resumes the watch from the revision after the last one it applied (or reads afresh if
-//!   that was compacted meanwhile); the statuses go back to healthy once the watch runs again.
+//!   and reads the prefix afresh before watching again (not resuming after the last revision it
+//!   applied: an etcd restarted with other data may be at a lower revision, and a watch from a
+//!   revision it has not reached yet stays silent); the statuses go back to healthy once the
+//!   watch runs again.
 
 pub mod view;
 
@@ -102,13 +104,20 @@ async fn follow(args: EtcdArgs, what: Follow, state: State) -> ExitCode {
 struct Watcher {
     prefix: String,
     view: View,
-    /// The last revision applied (`None`: read the prefix afresh).
+    /// The last revision applied (`None`: nothing read yet); only for telling when etcd's
+    /// revision went backwards.
     revision: Option<i64>,
     publisher: Publisher,
 }
 
 impl Watcher {
-    /// One connection: range read (unless resuming), watch, apply; returns when it fails.
+    /// One connection: range read, watch, apply; returns when it fails.
+    ///
+    /// Every connection starts with a range read rather than resuming the watch after the last
+    /// revision applied: an etcd restarted with another data directory (restored from an old
+    /// backup, or empty) has a lower revision than the one the watcher saw, and a watch from a
+    /// future revision is silent until the store gets there, so the old instances would be
+    /// served as healthy and the new ones never seen.
     async fn session(
         &mut self,
         endpoints: &[String],
@@ -117,22 +126,24 @@ impl Watcher {
     ) -> Result<Infallible, etcd::Error> {
         let client = Client::connect(endpoints).await?;
         loop {
-            let from = match self.revision {
-                Some(r) => r + 1,
-                None => {
-                    let range = client.range(&self.prefix).await?;
-                    self.view.reset(&range.kvs);
-                    self.revision = Some(range.revision);
-                    self.publisher.publish(&self.view, range.revision);
-                    info!(revision = range.revision, keys = range.kvs.len(), "read the etcd prefix");
-                    range.revision + 1
-                }
-            };
+            let range = client.range(&self.prefix).await?;
+            if let Some(before) = self.revision.filter(|r| *r > range.revision) {
+                warn!(
+                    before,
+                    now = range.revision,
+                    "etcd's revision went backwards (its data was replaced); reading the prefix afresh"
+                );
+            }
+            self.view.reset(&range.kvs);
+            self.revision = Some(range.revision);
+            self.publisher.publish(&self.view, range.revision);
+            info!(revision = range.revision, keys = range.kvs.len(), "read the etcd prefix");
+            let from = range.revision + 1;
             let mut watch = client.watch(&self.prefix, from).await?;
             self.publisher.healthy();
             backoff.reset();
             if failing.take().is_some() {
-                info!(revision = from - 1, "etcd can be read again; watching");
+                info!(revision = range.revision, "etcd can be read again; watching");
             }
             loop {
                 match watch.next().await? {
@@ -142,7 +153,6 @@ impl Watcher {
                             compact_revision,
                             "etcd compacted the revisions the watch needed; reading the prefix afresh"
                         );
-                        self.revision = None;
                         break;
                     }
                     WatchBatch::Events(events) => {

@@ -6,19 +6,21 @@
 //! one); the other targets are asked for (A and AAAA), which costs a query each, not correctness.
 //!
 //! The resolver keeps no cache (every lookup asks the server: the loop itself waits out the
-//! TTLs), gives up on a server after 2 s, asks once more, falls back to TCP when a UDP answer is
-//! truncated (a service with many instances), and with `--dns-server` asks only that server, with
-//! no search domain (names are fully qualified anyway).
+//! TTLs), gives up on a server after 2 s, asks once more, and with `--dns-server` asks only that
+//! server, over TCP (a UDP answer may be cut short without saying so: Consul's is unless its
+//! `dns_config.enable_truncate` is on), with no search domain (names are fully qualified anyway).
+//! With the system's resolvers, UDP first, and TCP when an answer says it is truncated.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use consul::Instance;
-use hickory_resolver::config::{LookupIpStrategy, NameServerConfigGroup, ResolverConfig};
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, NameServerConfigGroup, ResolverConfig};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{RData, Record, RecordType};
+use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::{ResolveError, TokioResolver};
 
@@ -70,7 +72,12 @@ impl Resolver {
     pub fn new(args: &DnsArgs) -> Result<Self, ResolveError> {
         let mut builder = match args.dns_server {
             Some(addr) => {
-                let servers = NameServerConfigGroup::from_ips_clear(&[addr.ip()], addr.port(), true);
+                // TCP only: Consul's DNS cuts UDP answers to what fits (its `enable_truncate` is
+                // off by default) without setting the truncation bit, so over UDP a service with
+                // many instances silently lost some (26 of 40 seen).
+                let mut tcp = NameServerConfig::new(addr, Protocol::Tcp);
+                tcp.trust_negative_responses = true;
+                let servers = NameServerConfigGroup::from(vec![tcp]);
                 TokioResolver::builder_with_config(
                     ResolverConfig::from_parts(None, vec![], servers),
                     TokioConnectionProvider::default(),
@@ -205,30 +212,66 @@ mod tests {
         Name::from_ascii(s).unwrap()
     }
 
-    /// A DNS server on a loopback UDP port: every query gets `rcode`, with the answer and
-    /// additional records `answers` gives.
+    /// Answers of a UDP query are cut to this many records, without the truncation bit, as
+    /// Consul's DNS does by default; TCP answers are whole.
+    const UDP_LIMIT: usize = 3;
+
+    fn respond(q: &Message, rcode: ResponseCode, answers: Answers, udp: bool) -> Vec<u8> {
+        let mut m = Message::new();
+        m.set_id(q.id())
+            .set_message_type(MessageType::Response)
+            .set_op_code(q.op_code())
+            .set_response_code(rcode)
+            .set_recursion_desired(q.recursion_desired())
+            .set_recursion_available(true)
+            .set_authoritative(true);
+        m.add_queries(q.queries().to_vec());
+        if let Some(query) = q.queries().first() {
+            let (mut answer, additional) = answers(query.name(), query.query_type());
+            if udp {
+                answer.truncate(UDP_LIMIT);
+            }
+            m.add_answers(answer);
+            m.add_additionals(additional);
+        }
+        m.to_bytes().unwrap()
+    }
+
+    /// A DNS server on a loopback port (UDP and TCP): every query gets `rcode`, with the answer
+    /// and additional records `answers` gives.
     async fn fake(rcode: ResponseCode, answers: Answers) -> SocketAddr {
-        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (sock, tcp) = loop {
+            let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            if let Ok(tcp) = tokio::net::TcpListener::bind(sock.local_addr().unwrap()).await {
+                break (sock, tcp);
+            }
+        };
         let addr = sock.local_addr().unwrap();
         tokio::spawn(async move {
             let mut buf = [0u8; 1500];
             while let Ok((n, from)) = sock.recv_from(&mut buf).await {
                 let Ok(q) = Message::from_bytes(&buf[..n]) else { continue };
-                let mut m = Message::new();
-                m.set_id(q.id())
-                    .set_message_type(MessageType::Response)
-                    .set_op_code(q.op_code())
-                    .set_response_code(rcode)
-                    .set_recursion_desired(q.recursion_desired())
-                    .set_recursion_available(true)
-                    .set_authoritative(true);
-                m.add_queries(q.queries().to_vec());
-                if let Some(query) = q.queries().first() {
-                    let (answer, additional) = answers(query.name(), query.query_type());
-                    m.add_answers(answer);
-                    m.add_additionals(additional);
-                }
-                let _ = sock.send_to(&m.to_bytes().unwrap(), from).await;
+                let _ = sock.send_to(&respond(&q, rcode, answers, true), from).await;
+            }
+        });
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut conn, _)) = tcp.accept().await {
+                tokio::spawn(async move {
+                    loop {
+                        let Ok(len) = conn.read_u16().await else { return };
+                        let mut buf = vec![0u8; usize::from(len)];
+                        if conn.read_exact(&mut buf).await.is_err() {
+                            return;
+                        }
+                        let Ok(q) = Message::from_bytes(&buf) else { return };
+                        let out = respond(&q, rcode, answers, false);
+                        let Ok(n) = u16::try_from(out.len()) else { return };
+                        if conn.write_u16(n).await.is_err() || conn.write_all(&out).await.is_err() {
+                            return;
+                        }
+                    }
+                });
             }
         });
         addr
@@ -280,6 +323,26 @@ mod tests {
             found.instances.iter().map(|i| (i.id.as_str(), i.address.as_str(), i.port, i.weight)).collect();
         assert_eq!(got, [("a.example:8081", "10.0.0.1", 8081, 5), ("b.example:8082", "10.0.0.2", 8082, 1)]);
         assert_eq!(found.ttl, Some(4));
+    }
+
+    /// Ten SRV records of one target, with its address in the additional section.
+    fn ten_instances(n: &Name, t: RecordType) -> (Vec<Record>, Vec<Record>) {
+        match t {
+            RecordType::SRV => (
+                (0..10)
+                    .map(|i| Record::from_rdata(n.clone(), 5, RData::SRV(SRV::new(1, 1, 9000 + i, name("h.example.")))))
+                    .collect(),
+                vec![Record::from_rdata(name("h.example."), 5, RData::A(A(Ipv4Addr::new(10, 0, 0, 1))))],
+            ),
+            _ => (vec![], vec![]),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_instance_is_found_when_a_udp_answer_is_cut_short_silently() {
+        let server = fake(ResponseCode::NoError, ten_instances).await;
+        let Lookup::Found(found) = lookup(server, None).await else { panic!("expected an answer") };
+        assert_eq!(found.instances.len(), 10, "{:?}", found.instances);
     }
 
     #[tokio::test]
