@@ -82,7 +82,7 @@ pub fn router(services: Arc<Services>, metrics: Arc<Metrics>) -> Router {
 async fn readyz(State(services): State<Arc<Services>>) -> Response {
     let mut reasons = Vec::new();
     if let Some(why) = services.freshness().consul_reason() {
-        reasons.push(format!("consul: {why}"));
+        reasons.push(format!("{}: {why}", services.freshness().source()));
     }
     for slot in services.slots() {
         let service = slot.service.as_str();

@@ -55,6 +55,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .with_workers(cfg.workers)
             .with_balance(cfg.balance),
     );
+    services.freshness().set_source(cfg.source);
     // The register/discover API (with a token): writes go to the registry of --source.
     let api = cfg.api_token.clone().map(|token| crate::api::Api {
         token,

@@ -11,10 +11,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
+use watcher::source::SourceKind;
 
 /// The watcher's connection and Consul's reachability, per service.
 #[derive(Debug)]
@@ -32,6 +33,8 @@ pub struct Freshness {
     fresh: Mutex<(bool, Instant)>,
     /// Times the watcher process exited and was started again.
     watcher_restarts: AtomicU64,
+    /// The registry the watcher follows, for messages (set once at start; default Consul).
+    source: OnceLock<SourceKind>,
 }
 
 impl Default for Freshness {
@@ -43,6 +46,7 @@ impl Default for Freshness {
             consul: Mutex::default(),
             fresh: Mutex::new((false, Instant::now())),
             watcher_restarts: AtomicU64::new(0),
+            source: OnceLock::new(),
         }
     }
 }
@@ -81,6 +85,25 @@ impl Freshness {
         line
     }
 
+    /// Says which registry the watcher follows (once, at start), so messages name it.
+    pub fn set_source(&self, source: SourceKind) {
+        let _ = self.source.set(source);
+    }
+
+    /// The registry the watcher follows (Consul unless [`Freshness::set_source`] said otherwise).
+    pub fn source(&self) -> SourceKind {
+        self.source.get().copied().unwrap_or_default()
+    }
+
+    /// What the watcher reads, in words: "Consul's catalog", "etcd", "the DNS server".
+    fn registry(&self) -> &'static str {
+        match self.source() {
+            SourceKind::Consul => "Consul's catalog",
+            SourceKind::Etcd => "etcd",
+            SourceKind::Dns => "the DNS server",
+        }
+    }
+
     /// Records whether the watcher can read Consul's catalog (`Some(why)` when not, `denied`
     /// when for want of ACL permissions); logs once per change of state (readable, unreadable,
     /// denied), never per retry, while `/readyz` shows the latest error, and returns the change's
@@ -96,12 +119,14 @@ impl Freshness {
                     format!("Consul refuses the gateway's reads (ACL): {e}")
                 }
                 Some(e) => {
-                    warn!(error = %e, "the watcher cannot read Consul's catalog; serving the last known instances, not ready");
-                    format!("the watcher cannot read Consul's catalog: {e}")
+                    let what = self.registry();
+                    warn!(error = %e, "the watcher cannot read {what}; serving the last known instances, not ready");
+                    format!("the watcher cannot read {what}: {e}")
                 }
                 None => {
-                    info!("the watcher reads Consul's catalog again");
-                    "the watcher reads Consul's catalog again".to_string()
+                    let line = format!("the watcher reads {} again", self.registry());
+                    info!("{line}");
+                    line
                 }
             })
         } else {
@@ -201,5 +226,28 @@ impl Freshness {
     pub(super) fn forget(&self, service: &str) {
         lock(&self.unreadable).remove(service);
         self.update_fresh();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_registry_the_watcher_follows() {
+        let f = Freshness::default();
+        assert_eq!(f.source(), SourceKind::Consul);
+        let line = f.set_consul(Some("refused".into()), false).expect("a change");
+        assert_eq!(line, "the watcher cannot read Consul's catalog: refused");
+
+        let f = Freshness::default();
+        f.set_source(SourceKind::Etcd);
+        assert_eq!(
+            f.set_consul(Some("refused".into()), false).as_deref(),
+            Some("the watcher cannot read etcd: refused")
+        );
+        assert_eq!(f.set_consul(None, false).as_deref(), Some("the watcher reads etcd again"));
+        f.set_source(SourceKind::Dns);
+        assert_eq!(f.source(), SourceKind::Etcd, "set once, at start");
     }
 }
