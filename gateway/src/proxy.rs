@@ -369,36 +369,43 @@ impl Proxy {
                             GatewayError::Timeout { service: service.to_string() },
                         ))
                     }
-                    Ok(Ok(resp)) => match (client_upgrade.take(), held(resp, in_flight.take())) {
-                        (Some(client), resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                            let idle = self.tunnel_idle_timeout;
-                            let open = self.metrics.open(Open::Tunnel);
-                            let mut resp =
-                                tunnel::relay(client, resp, idle, service, endpoint.authority.as_str(), open);
-                            if let Some(c) = cookie {
-                                split::set_cookie(resp.headers_mut(), c);
+                    Ok(Ok(mut resp)) => {
+                        // Not moved through a tuple: the response is large, and `random` pays for
+                        // every copy.
+                        if let Some(counted) = in_flight.take() {
+                            resp.body_mut().hold(counted);
+                        }
+                        match client_upgrade.take() {
+                            Some(client) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                                let idle = self.tunnel_idle_timeout;
+                                let open = self.metrics.open(Open::Tunnel);
+                                let mut resp =
+                                    tunnel::relay(client, resp, idle, service, endpoint.authority.as_str(), open);
+                                if let Some(c) = cookie {
+                                    split::set_cookie(resp.headers_mut(), c);
+                                }
+                                return Ok(resp);
                             }
-                            return Ok(resp);
-                        }
-                        // A protocol switch nobody asked for (RFC 9110 §15.2.2: a server switches
-                        // only to what the request's Upgrade names): the client could do nothing
-                        // with it, so it is the instance's failure. Not sent again: it answered.
-                        (_, resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                            let why = "answered 101 Switching Protocols to a request that asked for no upgrade";
-                            return Err(at(
-                                &mut trail.instance,
-                                endpoint,
-                                upstream_failed(format!("{}: {why}", endpoint.authority)),
-                            ));
-                        }
-                        (_, mut resp) => {
-                            // An instance that dies mid-call: the gRPC client gets UNAVAILABLE.
-                            if h2 && !upgrade && grpc {
-                                resp.body_mut().grpc_unavailable_on_error();
+                            // A protocol switch nobody asked for (RFC 9110 §15.2.2: a server switches
+                            // only to what the request's Upgrade names): the client could do nothing
+                            // with it, so it is the instance's failure. Not sent again: it answered.
+                            _ if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                                let why = "answered 101 Switching Protocols to a request that asked for no upgrade";
+                                return Err(at(
+                                    &mut trail.instance,
+                                    endpoint,
+                                    upstream_failed(format!("{}: {why}", endpoint.authority)),
+                                ));
                             }
-                            return Ok(into_downstream(resp, cookie));
+                            _ => {
+                                // An instance that dies mid-call: the gRPC client gets UNAVAILABLE.
+                                if h2 && !upgrade && grpc {
+                                    resp.body_mut().grpc_unavailable_on_error();
+                                }
+                                return Ok(into_downstream(resp, cookie));
+                            }
                         }
-                    },
+                    }
                     Ok(Err(failed)) => failed,
                 };
                 if error.is_connect() {
@@ -491,15 +498,6 @@ impl Proxy {
             _ => Ok((Replay::Stream(Some(UnsyncBoxBody::new(body.map_err(Into::into)))), false)),
         }
     }
-}
-
-/// `resp`, its body holding `in_flight` (a `least-request` count) until it ends.
-#[inline(always)]
-fn held(mut resp: Response<PooledBody>, in_flight: Option<balancer::InFlight>) -> Response<PooledBody> {
-    if in_flight.is_some() {
-        resp.body_mut().hold(in_flight);
-    }
-    resp
 }
 
 /// `e`, noting (in a [`Trail`]'s `instance`) that it happened at `endpoint`.

@@ -309,8 +309,8 @@ impl PooledBody {
     }
 
     /// Keeps `in_flight` until the body ends or is dropped.
-    pub(crate) fn hold(&mut self, in_flight: Option<InFlight>) {
-        self.in_flight = in_flight;
+    pub(crate) fn hold(&mut self, in_flight: InFlight) {
+        self.in_flight = Some(in_flight);
     }
 
     fn release(&mut self) {
