@@ -75,6 +75,14 @@ impl Registration {
         *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = lease;
     }
 
+    /// etcd says `lease` is gone (expired or revoked): forgets it, so the next turn registers
+    /// again.
+    fn lease_lost(&self, lease: Lease) {
+        warn!(key = %self.key(), lease = format_args!("{:x}", lease.id),
+              "etcd lost the lease (expired or revoked); registering again");
+        self.set_lease(None);
+    }
+
     /// Grants a new lease and puts the key under it.
     pub async fn register(&self) -> Result<Lease, Error> {
         let lease = self.client.register(&self.prefix, &self.service, &self.id, &self.instance, self.ttl).await?;
@@ -112,9 +120,7 @@ impl Registration {
             let mut stream = match self.client.keep_alive(lease).await {
                 Ok(s) => s,
                 Err(Error::LeaseLost(_)) => {
-                    warn!(key = %self.key(), lease = format_args!("{:x}", lease.id),
-                          "etcd lost the lease (expired or revoked); registering again");
-                    self.set_lease(None);
+                    self.lease_lost(lease);
                     continue;
                 }
                 Err(e) => {
@@ -132,9 +138,7 @@ impl Registration {
                         }
                     }
                     Err(Error::LeaseLost(_)) => {
-                        warn!(key = %self.key(), lease = format_args!("{:x}", lease.id),
-                              "etcd lost the lease (expired or revoked); registering again");
-                        self.set_lease(None);
+                        self.lease_lost(lease);
                         break;
                     }
                     Err(e) => {
