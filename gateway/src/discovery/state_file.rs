@@ -16,7 +16,8 @@
 //!
 //! **Writing** is atomic: the bytes go to a temporary file in the same directory, are synced,
 //! renamed over the file, and the directory is synced ([`write_atomic`]); a crash at any point
-//! leaves the old file or the new one, never a mix.
+//! leaves the old file or the new one, never a mix. A temporary file a killed writer left
+//! (`.<name>.*.tmp` beside the file) is removed at the next start.
 //!
 //! **What is written, and when** (the rule): only state the registry confirmed, that is what the
 //! gateway holds while it would answer `/readyz` with 200 as far as discovery goes — the watcher
@@ -209,22 +210,46 @@ pub fn write_atomic(
     bytes: &[u8],
     before_rename: impl FnOnce(&Path) -> std::io::Result<()>,
 ) -> Result<(), StateFileError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(StateFileError::Write)?;
+    let dir = dir_of(path);
+    let (prefix, suffix) = temp_affixes(path);
+    let mut tmp =
+        tempfile::Builder::new().prefix(&prefix).suffix(suffix).tempfile_in(dir).map_err(StateFileError::Write)?;
     tmp.write_all(bytes).map_err(StateFileError::Write)?;
     tmp.as_file().sync_all().map_err(StateFileError::Write)?;
     before_rename(tmp.path()).map_err(StateFileError::Write)?;
     tmp.persist(path).map_err(|e| StateFileError::Write(e.error))?;
     // The rename itself is durable once the directory is synced.
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(StateFileError::Write)
+}
+
+/// The directory holding `path` (`.` for a bare name).
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// The name prefix and suffix of [`write_atomic`]'s temporary files for `path`.
+fn temp_affixes(path: &Path) -> (String, &'static str) {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    (format!(".{name}."), ".tmp")
+}
+
+/// Removes the temporary files a writer killed mid-write left beside `path`; returns how many.
+/// Best effort: what cannot be listed or removed is left.
+pub fn remove_leftovers(path: &Path) -> usize {
+    let (prefix, suffix) = temp_affixes(path);
+    let Ok(entries) = std::fs::read_dir(dir_of(path)) else { return 0 };
+    entries
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with(&prefix) && n.ends_with(suffix) && n.len() > prefix.len() + suffix.len()
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
 }
 
 /// Stores `state` at `path` atomically ([`write_atomic`]).
@@ -240,8 +265,14 @@ pub fn store(path: &Path, state: &State) -> Result<(), StateFileError> {
 /// services loaded, one warning naming the path and the reason for a file it ignores.
 pub async fn restore(path: &Path, services: &Services) {
     let p = path.to_path_buf();
-    let loaded = tokio::task::spawn_blocking(move || load(&p))
+    let loaded = tokio::task::spawn_blocking(move || (remove_leftovers(&p), load(&p)))
         .await
+        .map(|(left, loaded)| {
+            if left > 0 {
+                info!(path = %path.display(), files = left, "removed temporary files a stopped write left");
+            }
+            loaded
+        })
         .unwrap_or_else(|e| Err(StateFileError::Read(std::io::Error::other(format!("reading thread failed: {e}")))));
     let expected = services.freshness().source().to_string();
     let state = match loaded {

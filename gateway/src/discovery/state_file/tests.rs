@@ -131,6 +131,10 @@ fn a_write_that_stops_midway_leaves_the_old_file() {
     assert_eq!(load(&path).unwrap(), Some(state()));
     store(&path, &next).unwrap();
     assert_eq!(load(&path).unwrap(), Some(next));
+    // Removed at the next start; other files are not touched.
+    std::fs::write(dir.path().join("other.tmp"), b"x").unwrap();
+    assert_eq!(remove_leftovers(&path), 1);
+    assert_eq!(names(dir.path()), vec!["other.tmp", "state"]);
 }
 
 #[test]
