@@ -290,7 +290,7 @@ pub async fn restore(path: &Path, services: &Services) {
             services.apply_stored(state.services);
         }
         Err(e) => {
-            warn!(path = %path.display(), reason = %e, "ignoring the state file: {e}; starting empty");
+            warn!(path = %path.display(), "ignoring the state file: {e}; starting empty");
         }
     }
 }
