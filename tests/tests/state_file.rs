@@ -72,8 +72,12 @@ fn a_cold_start_without_consul_serves_the_state_file_then_converges() {
         let s = stored(&path)?;
         (stored_ports(&s, "service-web")? == all && stored_ports(&s, "tagged").is_some()).then_some(())
     });
+    // A change just before the SIGTERM (within the write period) is written at the shutdown.
+    register_tagged(&consul, "late", "late-1", web[1].port);
+    gw.proc.wait_for_log("route added: /late", 0, Duration::from_secs(5));
     signal(gw.proc.pid(), "TERM");
     assert!(gw.proc.wait_exit(Duration::from_secs(15)).is_some_and(|s| s.success()), "{}", gw.proc.log_text());
+    assert!(stored_ports(&stored(&path).unwrap(), "late").is_some(), "the last change is written at shutdown");
     consul.stop();
 
     // Consul unreachable: the first request is served from the file, at once.
@@ -87,18 +91,20 @@ fn a_cold_start_without_consul_serves_the_state_file_then_converges() {
         .map(|_| get_json(&client, &gw.url("/service-web/getRemoteIp")).unwrap().1["port"].as_u64().unwrap())
         .collect();
     assert_eq!(seen, all, "both stored instances are routed");
-    let (status, _) = get_json(&client, &gw.url("/tagged/getRemoteIp")).unwrap();
-    assert_eq!(status, 200, "the tagged service's route comes from the stored tags");
+    for tagged in ["/tagged/getRemoteIp", "/late/getRemoteIp"] {
+        let (status, _) = get_json(&client, &gw.url(tagged)).unwrap();
+        assert_eq!(status, 200, "{tagged}: the tagged service's route comes from the stored tags");
+    }
     let (status, ready) = gw.readyz();
     assert_eq!(status, 503, "{ready}");
     let reasons = ready["reasons"].to_string();
     assert!(
-        reasons.contains("serving 2 services from the state file") && reasons.contains("gateway.state"),
+        reasons.contains("serving 3 services from the state file") && reasons.contains("gateway.state"),
         "{reasons}"
     );
     let (_, services) = get_json(&client, &gw.admin("/services")).unwrap();
     let listed = services["services"].as_array().unwrap();
-    assert_eq!(listed.len(), 2, "{services}");
+    assert_eq!(listed.len(), 3, "{services}");
     for s in listed {
         assert_eq!((&s["source"], &s["stale"]), (&json!("state_file"), &json!(true)), "{s}");
     }
@@ -107,13 +113,13 @@ fn a_cold_start_without_consul_serves_the_state_file_then_converges() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(std::fs::read(&path).unwrap(), served_at, "unconfirmed state is not written back");
 
-    // Consul comes back empty; the truth is one instance, and no tagged service.
+    // Consul comes back empty; the truth is one instance, and no tagged services.
     consul.restart_empty();
     consul.register("service-web", &format!("web-{}", web[0].port), web[0].port);
     gw.wait_ready();
     let (_, services) = get_json(&client, &gw.admin("/services")).unwrap();
     let listed = services["services"].as_array().unwrap();
-    assert_eq!(listed.len(), 1, "the stored tagged service is gone: {services}");
+    assert_eq!(listed.len(), 1, "the stored tagged services are gone: {services}");
     assert_eq!(listed[0]["source"], "watcher", "{services}");
     assert_eq!(listed[0]["instances"].as_array().unwrap().len(), 1, "{services}");
     let seen: HashSet<u64> = (0..20)
@@ -124,7 +130,8 @@ fn a_cold_start_without_consul_serves_the_state_file_then_converges() {
     let only = HashSet::from([u64::from(web[0].port)]);
     wait_for(Duration::from_secs(5), "the state file rewritten with the live set", || {
         let s = stored(&path)?;
-        (stored_ports(&s, "service-web")? == only && stored_ports(&s, "tagged").is_none()).then_some(())
+        let gone = stored_ports(&s, "tagged").is_none() && stored_ports(&s, "late").is_none();
+        (stored_ports(&s, "service-web")? == only && gone).then_some(())
     });
 }
 
