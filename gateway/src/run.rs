@@ -5,7 +5,8 @@
 //! The access log, if on, starts before the listeners (a file that cannot be opened stops the
 //! start) and is reopened on SIGHUP.
 //!
-//! Shutdown: stop accepting, let in-flight requests finish within the grace period, stop the
+//! Shutdown: write the state file's last changes (within 2 s, while the watcher still confirms
+//! them), stop accepting, let in-flight requests finish within the grace period, stop the
 //! watcher, write the access log's queued lines (within 5 s), return.
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::config::Config;
 use crate::discovery::direct::{ConsulRead, DirectRead, NoDirectRead};
 use crate::discovery::services::Services;
 use crate::discovery::socket::Socket;
+use crate::discovery::state_file;
 use crate::discovery::supervisor::{supervise, WatcherCommand};
 use crate::observe::access::{self, AccessLog};
 use crate::observe::metrics::Metrics;
@@ -33,6 +35,8 @@ use watcher::source::SourceKind;
 
 /// At shutdown, how long the access log's writer gets to write what is queued.
 const ACCESS_LOG_CLOSE: Duration = Duration::from_secs(5);
+/// At shutdown, how long the state file's last write may take.
+const STATE_FILE_CLOSE: Duration = Duration::from_secs(2);
 
 /// Runs the gateway until a shutdown signal, then drains.
 ///
@@ -56,6 +60,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .with_balance(cfg.balance),
     );
     services.freshness().set_source(cfg.source);
+    // The last good state, served at once (marked stale) until the watcher delivers.
+    if let Some(path) = &cfg.state_file {
+        state_file::restore(path, &services).await;
+    }
     // The register/discover API (with a token): writes go to the registry of --source.
     let api = cfg.api_token.clone().map(|token| crate::api::Api {
         token,
@@ -83,6 +91,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tokio::spawn(socket.serve(services.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Stopped apart, before the rest: its last write happens while the watcher still confirms.
+    let state_writer = cfg.state_file.clone().map(|path| {
+        let (tx, rx) = watch::channel(false);
+        (tx, tokio::spawn(state_file::keep_written(path, services.clone(), rx)))
+    });
     let supervisor = tokio::spawn(supervise(
         watcher_command(&cfg, &socket_path.to_string_lossy()),
         stop_rx.clone(),
@@ -162,6 +175,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let sig = common::shutdown_signal().await;
     info!(grace = ?cfg.grace_period, "{sig} received; draining in-flight requests");
+    if let Some((stop_writer, writer)) = state_writer {
+        let _ = stop_writer.send(true);
+        // A disk that hangs does not hold the shutdown: the write goes on meanwhile, or is lost.
+        if tokio::time::timeout(STATE_FILE_CLOSE, writer).await.is_err() {
+            warn!(within = ?STATE_FILE_CLOSE, "the state file's last write did not finish");
+        }
+    }
     let _ = stop_tx.send(true);
     match tokio::time::timeout(cfg.grace_period, public_task).await {
         Ok(_) => info!("all requests finished"),
