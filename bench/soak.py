@@ -75,6 +75,8 @@ def parse_args(argv):
                    help="s after which an unseen change counts as not seen and its instance may change again "
                         "(default 10)")
     p.add_argument("--workers", type=int, default=None, help="gateway --workers (default: the gateway's default)")
+    p.add_argument("--gateway-arg", action="append", default=[], metavar="ARG",
+                   help="one more gateway argument (repeat it: --gateway-arg=--watcher-bin --gateway-arg=PATH)")
     p.add_argument("--consul-mode", choices=("server", "dev"), default="server", help="as bench.py (default server)")
     p.add_argument("--bin-dir", default=None, help="where gateway and watcher are (default: <target>/release)")
     p.add_argument("--results", default=None, help="also write the Markdown report here")
@@ -229,7 +231,7 @@ def run(o, procs, consul_bin, bin_dir, run_dir, info):
     with closing(consul.connection()) as c:
         fleet.setup(consul, c, rng, o.initial)
     log(f"consul :{consul.port}; {o.services} services × {o.initial} of {o.slots} instances registered")
-    extra = ["--workers", str(o.workers)] if o.workers else []
+    extra = (["--workers", str(o.workers)] if o.workers else []) + o.gateway_arg
     gw, ready = start_gateway(procs, bin_dir, "gateway", consul, fleet.names, extra)
     if ready is None:
         raise HarnessError(f"gateway not ready within 30 s; see {gw.log_path}")

@@ -90,7 +90,8 @@ def render(o, info, res):
         f"- Setup: {o.services} services `soak-<i>` × {o.slots} instance slots (one nginx process listening on every "
         f"slot's port), {o.initial} registered each at start through the agent API with a TTL check that starts "
         f"passing and outlives the run; the last {o.volatile} services may lose every instance, the others always "
-        f"keep one; gateway `--services soak-0,...` ({'--workers ' + str(o.workers) if o.workers else 'default workers'})",
+        f"keep one; gateway `--services soak-0,...` ({'--workers ' + str(o.workers) if o.workers else 'default workers'}"
+        f"{''.join(' ' + a for a in o.gateway_arg)})",
         f"- Churn: {o.rate:g} operations/s target over {o.churn_threads} threads (each a keep-alive connection from "
         f"127.0.0.2), each flipping a random instance that has no change in flight; {len(ops)} operations in "
         f"{o.warmup:.0f} s warm-up + {soak_s:.0f} s soak = {len(ops) / (res['t_end'] - res['t0']):.1f}/s "
