@@ -14,6 +14,7 @@ Exit status: 0 when the harness worked (whatever the numbers), 2 when it could n
 
 import argparse
 import http.client
+import json
 import os
 import platform
 import random
@@ -209,6 +210,8 @@ def main(argv):
     finally:
         procs.stop_all()
     info["load_after"] = loadavg()
+    with open(os.path.join(run_dir, "samples.json"), "w") as f:  # the raw series, for a closer look
+        json.dump([{**x, "t": round(x["t"] - res["t0"], 3)} for x in res["samples"]], f)
     text = soak_report.render(o, info, res)
     with open(os.path.join(run_dir, "report.md"), "w") as f:
         f.write(text)
