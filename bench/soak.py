@@ -184,6 +184,7 @@ def tree_cpu_by_comm(root):
 
 def main(argv):
     o = parse_args(argv)
+    churn.check_judge()
     run_dir = os.path.join(BENCH_DIR, "out", time.strftime("soak-%Y%m%d-%H%M%S"))
     os.makedirs(run_dir, exist_ok=True)
     bin_dir = o.bin_dir or os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")), "release")

@@ -374,3 +374,30 @@ def judge(fleet, records, grace):
             if len(res["stale_examples"]) < 10:
                 res["stale_examples"].append((svc, ts, te, port))
     return res
+
+
+def check_judge():
+    """The judge against a made-up log whose answer is known (run before every soak, so a broken
+    judge fails the harness instead of reporting 0 errors). Raises HarnessError."""
+    f = Fleet(2, 2, 1, [1001, 1002, 2001, 2002], "1h")
+    for n, p in (("soak-0", 1001), ("soak-1", 2001)):
+        f.by_port[p].registered = True
+        f.initial[n] = {p}
+    for kind, port, t, seen in (("deregister", 2001, 10, 10.05), ("register", 2002, 20, 20.04),
+                                ("register", 1002, 5, 5.03), ("deregister", 1001, 30, 30.05)):
+        op = Op(kind, f.by_port[port], t)
+        op.t_return, op.t_seen, op.status = t + 0.01, seen, 200
+        f.by_port[port].ops.append(op)
+    records = [("soak-0", 1, 1.01, 200, 1001),  # fine
+               ("soak-0", 31, 31.01, 200, 1001),  # stale: 1001's removal was shown at 30.05
+               ("soak-0", 32, 32.01, 503, None),  # error
+               ("soak-0", 33, 33.01, 200, 2002),  # error: another service's instance
+               ("soak-1", 12, 12.01, 503, None),  # not judged: soak-1 empty from 10 to 20.04
+               ("soak-1", 20.02, 20.03, 503, None),  # not judged: before the gateway showed 2002
+               ("soak-1", 21, 21.01, "ConnectionResetError", None),  # error
+               ("soak-1", 9.99, 10.02, 200, 2001)]  # not judged: spans the start of the last deregistration
+    r = judge(f, records, 1.0)
+    got = (r["judged"], sum(r["errors"].values()), r["misrouted"], r["stale"], r["unjudged"])
+    if got != (5, 3, 1, 1, 3):
+        raise HarnessError(f"the soak's judge is broken: (judged, errors, misrouted, stale, unjudged) = {got}, "
+                           "expected (5, 3, 1, 1, 3)")
