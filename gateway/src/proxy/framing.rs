@@ -177,9 +177,18 @@ impl<S> Tap<S> {
                         return;
                     }
                     Some(i) => {
-                        self.take(&bytes[..i]);
-                        let cr = if i > 0 { bytes[i - 1] == b'\r' } else { self.head.last == b'\r' };
-                        self.line_end(cr);
+                        if self.head.len == 0 {
+                            // The whole line is here (nearly always): looked at in place.
+                            let line = &bytes[..i];
+                            let cr = line.last() == Some(&b'\r');
+                            self.judge(&line[..i - usize::from(cr)], true, cr);
+                        } else {
+                            self.take(&bytes[..i]);
+                            let cr = if i > 0 { bytes[i - 1] == b'\r' } else { self.head.last == b'\r' };
+                            let len = std::mem::take(&mut self.head.len) - usize::from(cr);
+                            let kept = self.head.line;
+                            self.judge(&kept[..len.min(KEEP)], len <= KEEP, cr);
+                        }
                         bytes = &bytes[i + 1..];
                         self.head.last = b'\n';
                     }
@@ -201,16 +210,14 @@ impl<S> Tap<S> {
         h.len = h.len.saturating_add(part.len());
     }
 
-    /// The current line ended, with CR LF (`cr`) or a bare LF.
-    fn line_end(&mut self, cr: bool) {
+    /// A line ended, with CR LF (`cr`) or a bare LF: `line` is its text without the CR, all of it
+    /// when `whole`, else its first [`KEEP`] bytes.
+    fn judge(&mut self, line: &[u8], whole: bool, cr: bool) {
         let h = &mut self.head;
-        let len = h.len - usize::from(cr && h.len > 0);
-        h.len = 0;
         if !cr {
             h.bare_lf = true;
         }
-        let line = &h.line[..len.min(KEEP)];
-        if len == 0 {
+        if line.is_empty() && whole {
             // Empty lines before a request line are skipped (RFC 9112 §2.2), as httparse does.
             if h.started {
                 self.head_end();
@@ -222,13 +229,17 @@ impl<S> Tap<S> {
             h.stop |= line.starts_with(b"CONNECT ");
             return;
         }
+        // Only three names matter: most lines are told apart by their first byte.
+        let first = line.first().map_or(0, |b| b | 0x20);
+        if !matches!(first, b'c' | b't' | b'u') {
+            return;
+        }
         if let Some(value) = field(line, b"content-length:") {
             h.lengths += 1;
             // Cut short, or not digits: hyper refuses it, or it is too odd to follow.
             let digits = value.trim_ascii();
-            let parsed =
-                (len <= KEEP && !digits.is_empty() && digits.len() <= 19 && digits.iter().all(u8::is_ascii_digit))
-                    .then(|| digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
+            let parsed = (whole && !digits.is_empty() && digits.len() <= 19 && digits.iter().all(u8::is_ascii_digit))
+                .then(|| digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')));
             match parsed {
                 Some(n) => h.length = Some(n),
                 None => h.stop = true,
@@ -242,13 +253,17 @@ impl<S> Tap<S> {
 
     /// A head ended: its verdict, and where the next one starts.
     fn head_end(&mut self) {
-        let h = std::mem::replace(&mut self.head, Head::new());
+        let h = &mut self.head;
+        let (lengths, length, chunked, bare_lf, stop) = (h.lengths, h.length, h.chunked, h.bare_lf, h.stop);
+        // Reset in place: the kept line bytes need no clearing.
+        (h.started, h.lengths, h.length, h.chunked, h.bare_lf, h.stop) = (false, 0, None, false, false, false);
+        h.len = 0;
         self.heads = self.heads.wrapping_add(1);
-        let bad = if h.lengths > 0 && h.chunked {
+        let bad = if lengths > 0 && chunked {
             Some(Smuggling::LengthAndChunked)
-        } else if h.lengths > 1 {
+        } else if lengths > 1 {
             Some(Smuggling::DuplicateLength)
-        } else if h.bare_lf {
+        } else if bare_lf {
             Some(Smuggling::BareLf)
         } else {
             None
@@ -259,8 +274,8 @@ impl<S> Tap<S> {
             self.phase = Phase::Stopped;
             return;
         }
-        self.phase = match h.length {
-            _ if h.stop || h.chunked => Phase::Stopped,
+        self.phase = match length {
+            _ if stop || chunked => Phase::Stopped,
             Some(n) if n > 0 => Phase::Body(n),
             _ => Phase::Head,
         };
