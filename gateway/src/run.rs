@@ -26,6 +26,7 @@ use crate::discovery::state_file;
 use crate::discovery::supervisor::{supervise, WatcherCommand};
 use crate::observe::access::{self, AccessLog};
 use crate::observe::metrics::Metrics;
+use crate::proxy::limit::ConnectionLimit;
 use crate::proxy::listener::{self, Front};
 use crate::proxy::workers::{self, Workers};
 use crate::proxy::Proxy;
@@ -128,12 +129,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         timeout: cfg.upstream_timeout,
         max_replay_body: cfg.max_replay_body,
         tunnel_idle_timeout: cfg.tunnel_idle_timeout,
+        max_uri_bytes: cfg.max_uri_bytes,
         metrics: metrics.clone(),
         access,
     });
     info!(
         listen = %public_addr,
         workers,
+        max_connections = cfg.max_connections,
         balance = %cfg.balance,
         admin = %admin_listener.local_addr()?,
         consul = %cfg.consul,
@@ -146,7 +149,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "gateway listening"
     );
 
-    let front = Front { client_timeout: cfg.client_timeout, tls: tls.as_ref().map(|t| t.acceptor.clone()) };
+    let front = Front {
+        client_timeout: cfg.client_timeout,
+        tls: tls.as_ref().map(|t| t.acceptor.clone()),
+        max_header_bytes: cfg.max_header_bytes,
+        connections: ConnectionLimit::new(cfg.max_connections),
+    };
     if let (Some(t), Some(source)) = (tls, cfg.tls.clone()) {
         tokio::spawn(reload::follow(source, t.provider, t.certificates, t.seen, stop_rx.clone()));
     }
@@ -162,16 +170,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let w = Workers::spawn(public, proxy, front, stop_rx.clone()).context("cannot start the worker threads")?;
         tokio::spawn(w.finished())
     };
-    let mut stopping = stop_rx.clone();
-    let admin_task = tokio::spawn(async move {
-        // A client that stops reading (a stuck follower of /events) is dropped, not kept.
-        let admin_listener = admin::stall_limited(admin_listener, admin::WRITE_STALL);
-        axum::serve(admin_listener, admin::router(services, metrics).merge(crate::api::router(api)))
-            .with_graceful_shutdown(async move {
-                let _ = stopping.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    // A client that stops reading (a stuck follower of /events) is dropped, not kept; one that
+    // is slow to send its head too.
+    let admin_app = admin::router(services, metrics).merge(crate::api::router(api));
+    let admin_task =
+        tokio::spawn(admin::serve(admin_listener, admin_app, cfg.client_timeout, admin::WRITE_STALL, stop_rx.clone()));
 
     let sig = common::shutdown_signal().await;
     info!(grace = ?cfg.grace_period, "{sig} received; draining in-flight requests");
