@@ -212,14 +212,29 @@ pub fn write_atomic(
 ) -> Result<(), StateFileError> {
     let dir = dir_of(path);
     let (prefix, suffix) = temp_affixes(path);
-    let mut tmp =
-        tempfile::Builder::new().prefix(&prefix).suffix(suffix).tempfile_in(dir).map_err(StateFileError::Write)?;
-    tmp.write_all(bytes).map_err(StateFileError::Write)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(suffix)
+        .tempfile_in(dir)
+        .map_err(|e| StateFileError::Write(in_dir(dir, e)))?;
+    // Through the `File`: `NamedTempFile`'s own writes name the (random) temporary path in their
+    // errors, and a failure is logged once per distinct message.
+    tmp.as_file_mut().write_all(bytes).map_err(StateFileError::Write)?;
     tmp.as_file().sync_all().map_err(StateFileError::Write)?;
     before_rename(tmp.path()).map_err(StateFileError::Write)?;
     tmp.persist(path).map_err(|e| StateFileError::Write(e.error))?;
     // The rename itself is durable once the directory is synced.
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(StateFileError::Write)
+}
+
+/// `e`, from creating a temporary file in `dir`, with the directory instead of the temporary
+/// file's random name in its message (so the same failure reads the same every time).
+fn in_dir(dir: &Path, e: std::io::Error) -> std::io::Error {
+    // tempfile wraps the OS error as `<error> at path "<temporary path>"` and keeps the OS error
+    // to itself (its `source` is the OS error's source, none), so the text is cut there.
+    let text = e.to_string();
+    let cause = text.rsplit_once(" at path \"").map_or(text.as_str(), |(cause, _)| cause);
+    std::io::Error::new(e.kind(), format!("cannot create a temporary file in {}: {cause}", dir.display()))
 }
 
 /// The directory holding `path` (`.` for a bare name).

@@ -142,6 +142,11 @@ fn a_write_to_a_missing_directory_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let e = store(&dir.path().join("nope/state"), &state()).unwrap_err();
     assert!(e.to_string().starts_with("cannot write it:"), "{e}");
+    // The same failure reads the same each time (it is logged once per distinct message): the
+    // temporary file's random name is not in it, the directory is.
+    let again = store(&dir.path().join("nope/state"), &state()).unwrap_err();
+    assert_eq!(e.to_string(), again.to_string());
+    assert!(!e.to_string().contains(".state.") && e.to_string().contains("nope"), "{e}");
 }
 
 #[tokio::test]
