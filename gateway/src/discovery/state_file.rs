@@ -97,6 +97,9 @@ pub enum StateFileError {
     /// The file cannot be read (permissions, a directory...).
     #[error("cannot read it: {0}")]
     Read(#[source] std::io::Error),
+    /// Something other than a regular file is at the path (what it is).
+    #[error("not a regular file ({0})")]
+    NotAFile(&'static str),
     /// The file is larger than any state file.
     #[error("{0} bytes, more than a state file holds")]
     TooLarge(u64),
@@ -181,20 +184,36 @@ pub fn decode(bytes: &[u8]) -> Result<State, StateFileError> {
     serde_json::from_slice(payload).map_err(StateFileError::Json)
 }
 
-/// Reads the state file at `path`: `Ok(None)` if there is none.
+/// Reads the state file at `path`: `Ok(None)` if there is none. Only a regular file is opened
+/// (a FIFO would block the start, a device like `/dev/zero` never ends), and a file whose first
+/// bytes are not a state file's header is refused before the rest is read.
 ///
 /// # Errors
-/// Why the file cannot be used: unreadable, too large, or not a valid state (see [`decode`]).
+/// Why the file cannot be used: unreadable, not a regular file, too large, or not a valid state
+/// (see [`decode`]).
 pub fn load(path: &Path) -> Result<Option<State>, StateFileError> {
+    use std::io::Read;
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StateFileError::Read(e)),
     };
+    if meta.is_dir() {
+        return Err(StateFileError::NotAFile("a directory"));
+    }
+    if !meta.is_file() {
+        return Err(StateFileError::NotAFile("a device, FIFO or socket"));
+    }
     if meta.len() > MAX_FILE {
         return Err(StateFileError::TooLarge(meta.len()));
     }
-    let bytes = std::fs::read(path).map_err(StateFileError::Read)?;
+    let mut file = std::fs::File::open(path).map_err(StateFileError::Read)?.take(MAX_FILE);
+    let mut bytes = Vec::new();
+    (&mut file).take(MAGIC.len() as u64 + 1).read_to_end(&mut bytes).map_err(StateFileError::Read)?;
+    if !bytes.starts_with(MAGIC.as_bytes()) || bytes.get(MAGIC.len()) != Some(&b' ') {
+        return Err(StateFileError::Foreign("no gateway-state-file header"));
+    }
+    file.read_to_end(&mut bytes).map_err(StateFileError::Read)?;
     decode(&bytes).map(Some)
 }
 

@@ -101,7 +101,29 @@ fn a_truncated_file_is_refused() {
 fn an_unreadable_file_is_an_error_not_a_missing_one() {
     let dir = tempfile::tempdir().unwrap();
     // A directory at the path: it exists, and cannot be read as a file.
-    assert!(matches!(load(dir.path()), Err(StateFileError::Read(_))));
+    assert!(matches!(load(dir.path()), Err(StateFileError::NotAFile(_))));
+    let locked = dir.path().join("locked");
+    std::fs::write(&locked, encode(&state()).unwrap()).unwrap();
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    // (root reads it anyway.)
+    if std::fs::read(&locked).is_err() {
+        assert!(matches!(load(&locked), Err(StateFileError::Read(_))));
+    }
+}
+
+/// A FIFO or a device at the path is refused at once: reading it would block the start (a FIFO
+/// nobody writes to) or never end (`/dev/zero`).
+#[test]
+fn a_fifo_or_a_device_is_refused_without_reading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success(), "mkfifo");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(load(&fifo).map(|_| ())).unwrap());
+    let loaded = rx.recv_timeout(Duration::from_secs(5)).expect("load returns at once, not blocked on the FIFO");
+    assert!(matches!(loaded, Err(StateFileError::NotAFile(_))), "{loaded:?}");
+    assert!(matches!(load(Path::new("/dev/zero")), Err(StateFileError::NotAFile(_))));
 }
 
 /// A write that fails after the new bytes are on disk but before the rename (where a crash would
