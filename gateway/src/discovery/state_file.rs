@@ -16,8 +16,9 @@
 //!
 //! **Writing** is atomic: the bytes go to a temporary file in the same directory, are synced,
 //! renamed over the file, and the directory is synced ([`write_atomic`]); a crash at any point
-//! leaves the old file or the new one, never a mix. A temporary file a killed writer left
-//! (`.<name>.*.tmp` beside the file) is removed at the next start.
+//! leaves the old file or the new one, never a mix. A symbolic link at the path is followed (its
+//! target is replaced, the link stays). A temporary file a killed writer left (`.<name>.*.tmp`
+//! beside the file) is removed at the next start.
 //!
 //! **What is written, and when** (the rule): only state the registry confirmed, that is what the
 //! gateway holds while it would answer `/readyz` with 200 as far as discovery goes — the watcher
@@ -218,7 +219,8 @@ pub fn load(path: &Path) -> Result<Option<State>, StateFileError> {
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced, renamed
-/// over `path`, then the directory synced. `before_rename` runs on the synced temporary file's
+/// over `path`, then the directory synced. A symbolic link at `path` is followed: its target is
+/// replaced (the link stays, so a file kept elsewhere, on a volume, stays there). `before_rename` runs on the synced temporary file's
 /// path just before the rename (tests use it to fail there, as a crash would).
 ///
 /// # Errors
@@ -229,6 +231,8 @@ pub fn write_atomic(
     bytes: &[u8],
     before_rename: impl FnOnce(&Path) -> std::io::Result<()>,
 ) -> Result<(), StateFileError> {
+    // The link's target is replaced, not the link (beside the target: the same filesystem).
+    let path = &resolve_links(path);
     let dir = dir_of(path);
     let (prefix, suffix) = temp_affixes(path);
     let mut tmp = tempfile::Builder::new()
@@ -244,6 +248,21 @@ pub fn write_atomic(
     tmp.persist(path).map_err(|e| StateFileError::Write(e.error))?;
     // The rename itself is durable once the directory is synced.
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(StateFileError::Write)
+}
+
+/// Where `path` leads once its symbolic links are followed (a dangling one too: its target is
+/// where the file will be); `path` itself when it is no link. At most 40 links deep (Linux's
+/// `MAXSYMLINKS`); a deeper chain stops there, and writing through it then fails.
+fn resolve_links(path: &Path) -> PathBuf {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::read_link(&p) {
+            // A relative target is relative to the link's directory; an absolute one replaces it.
+            Ok(target) => p = dir_of(&p).join(target),
+            Err(_) => break,
+        }
+    }
+    p
 }
 
 /// `e`, from creating a temporary file in `dir`, with the directory instead of the temporary
@@ -270,9 +289,11 @@ fn temp_affixes(path: &Path) -> (String, &'static str) {
     (format!(".{name}."), ".tmp")
 }
 
-/// Removes the temporary files a writer killed mid-write left beside `path`; returns how many.
-/// Best effort: what cannot be listed or removed is left.
+/// Removes the temporary files a writer killed mid-write left beside `path` (beside its target,
+/// if it is a symbolic link); returns how many. Best effort: what cannot be listed or removed is
+/// left.
 pub fn remove_leftovers(path: &Path) -> usize {
+    let path = &resolve_links(path);
     let (prefix, suffix) = temp_affixes(path);
     let Ok(entries) = std::fs::read_dir(dir_of(path)) else { return 0 };
     entries

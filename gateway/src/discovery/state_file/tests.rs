@@ -279,3 +279,29 @@ async fn only_confirmed_changes_are_written() {
     tokio::time::timeout(Duration::from_secs(5), writer).await.unwrap().unwrap();
     assert_eq!(load(&path).unwrap().unwrap().services[0].instances[0].port, 1235);
 }
+
+/// A symbolic link at the path (to a file kept elsewhere, on a volume) is written through: the
+/// target is replaced, the link stays; a dangling link's target is created.
+#[test]
+fn a_symbolic_link_is_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let (real, links) = (dir.path().join("real"), dir.path().join("links"));
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::create_dir_all(&links).unwrap();
+    let link = links.join("state");
+    // Relative, and dangling at first.
+    std::os::unix::fs::symlink("../real/state", &link).unwrap();
+    store(&link, &state()).unwrap();
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link stays");
+    assert_eq!(load(&real.join("state")).unwrap(), Some(state()), "the target holds the state");
+    let mut next = state();
+    next.services.clear();
+    store(&link, &next).unwrap();
+    assert_eq!(load(&real.join("state")).unwrap(), Some(next.clone()));
+    assert_eq!(load(&link).unwrap(), Some(next));
+    assert_eq!(names(&links), vec!["state"], "no temporary file beside the link");
+    assert_eq!(names(&real), vec!["state"], "none beside the target");
+    // A leftover beside the target is found through the link.
+    std::fs::write(real.join(".state.abc123.tmp"), b"half").unwrap();
+    assert_eq!(remove_leftovers(&link), 1);
+}
