@@ -18,7 +18,8 @@
 //! renamed over the file, and the directory is synced ([`write_atomic`]); a crash at any point
 //! leaves the old file or the new one, never a mix. A symbolic link at the path is followed (its
 //! target is replaced, the link stays). A temporary file a killed writer left (`.<name>.*.tmp`
-//! beside the file) is removed at the next start.
+//! beside the file) is removed at the next start. A directory where the file cannot be written
+//! (missing, read-only) is warned about at the start, not first when the registry answers.
 //!
 //! **What is written, and when** (the rule): only state the registry confirmed, that is what the
 //! gateway holds while it would answer `/readyz` with 200 as far as discovery goes — the watcher
@@ -234,12 +235,7 @@ pub fn write_atomic(
     // The link's target is replaced, not the link (beside the target: the same filesystem).
     let path = &resolve_links(path);
     let dir = dir_of(path);
-    let (prefix, suffix) = temp_affixes(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(suffix)
-        .tempfile_in(dir)
-        .map_err(|e| StateFileError::Write(in_dir(dir, e)))?;
+    let mut tmp = temp_beside(path)?;
     // Through the `File`: `NamedTempFile`'s own writes name the (random) temporary path in their
     // errors, and a failure is logged once per distinct message.
     tmp.as_file_mut().write_all(bytes).map_err(StateFileError::Write)?;
@@ -248,6 +244,17 @@ pub fn write_atomic(
     tmp.persist(path).map_err(|e| StateFileError::Write(e.error))?;
     // The rename itself is durable once the directory is synced.
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(StateFileError::Write)
+}
+
+/// A new temporary file beside `path` (named by [`temp_affixes`]), removed when dropped.
+fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile, StateFileError> {
+    let dir = dir_of(path);
+    let (prefix, suffix) = temp_affixes(path);
+    tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(suffix)
+        .tempfile_in(dir)
+        .map_err(|e| StateFileError::Write(in_dir(dir, e)))
 }
 
 /// Where `path` leads once its symbolic links are followed (a dangling one too: its target is
@@ -305,6 +312,16 @@ pub fn remove_leftovers(path: &Path) -> usize {
         })
         .filter(|e| std::fs::remove_file(e.path()).is_ok())
         .count()
+}
+
+/// Checks that a state file can be written at `path`: creates (and removes) a temporary file
+/// where [`write_atomic`] would.
+///
+/// # Errors
+/// [`StateFileError::Write`], with the same message a write would fail with (the directory is
+/// missing, not a directory, not writable...).
+pub fn probe(path: &Path) -> Result<(), StateFileError> {
+    temp_beside(&resolve_links(path)).map(drop)
 }
 
 /// Stores `state` at `path` atomically ([`write_atomic`]).
@@ -384,13 +401,21 @@ fn same(written: &Written, now: &[(String, Arc<ServiceSet>)]) -> bool {
 }
 
 /// Keeps the state file at `path` up to date with `services`: checks every [`WRITE_PERIOD`] and
-/// once more when `stop` turns true, then returns. Write failures are logged once per distinct
+/// once more when `stop` turns true, then returns. Whether the file can be written there at all
+/// ([`probe`]) is checked, and warned about, at once; write failures are logged once per distinct
 /// error (and the recovery once).
 pub async fn keep_written(path: PathBuf, services: Arc<Services>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(WRITE_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut written: Option<Written> = None;
-    let mut failing: Option<String> = None;
+    // A directory that is missing or not writable is said at the start, not first at the first
+    // write (which waits for the registry); the first write's same failure is not said again.
+    let p = path.clone();
+    let probed = tokio::task::spawn_blocking(move || probe(&p)).await.unwrap_or(Ok(()));
+    let mut failing: Option<String> = probed.err().map(|e| {
+        warn!(path = %path.display(), error = %e, "cannot write the state file here; it will not be kept until this is fixed");
+        e.to_string()
+    });
     loop {
         let last = tokio::select! {
             _ = tick.tick() => false,

@@ -169,6 +169,12 @@ fn a_write_to_a_missing_directory_fails_clearly() {
     let again = store(&dir.path().join("nope/state"), &state()).unwrap_err();
     assert_eq!(e.to_string(), again.to_string());
     assert!(!e.to_string().contains(".state.") && e.to_string().contains("nope"), "{e}");
+    // The check at the start fails the same way (so the first write does not say it again)...
+    let probed = probe(&dir.path().join("nope/state")).unwrap_err();
+    assert_eq!(probed.to_string(), e.to_string());
+    // ...and where the file can be written, passes and leaves nothing behind.
+    probe(&dir.path().join("state")).unwrap();
+    assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
 }
 
 #[tokio::test]
