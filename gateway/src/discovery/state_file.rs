@@ -16,8 +16,10 @@
 //!
 //! **Writing** is atomic: the bytes go to a temporary file in the same directory, are synced,
 //! renamed over the file, and the directory is synced ([`write_atomic`]); a crash at any point
-//! leaves the old file or the new one, never a mix. A temporary file a killed writer left
-//! (`.<name>.*.tmp` beside the file) is removed at the next start.
+//! leaves the old file or the new one, never a mix. A symbolic link at the path is followed (its
+//! target is replaced, the link stays). A temporary file a killed writer left (`.<name>.*.tmp`
+//! beside the file) is removed at the next start. A directory where the file cannot be written
+//! (missing, read-only) is warned about at the start, not first when the registry answers.
 //!
 //! **What is written, and when** (the rule): only state the registry confirmed, that is what the
 //! gateway holds while it would answer `/readyz` with 200 as far as discovery goes — the watcher
@@ -97,6 +99,9 @@ pub enum StateFileError {
     /// The file cannot be read (permissions, a directory...).
     #[error("cannot read it: {0}")]
     Read(#[source] std::io::Error),
+    /// Something other than a regular file is at the path (what it is).
+    #[error("not a regular file ({0})")]
+    NotAFile(&'static str),
     /// The file is larger than any state file.
     #[error("{0} bytes, more than a state file holds")]
     TooLarge(u64),
@@ -181,25 +186,42 @@ pub fn decode(bytes: &[u8]) -> Result<State, StateFileError> {
     serde_json::from_slice(payload).map_err(StateFileError::Json)
 }
 
-/// Reads the state file at `path`: `Ok(None)` if there is none.
+/// Reads the state file at `path`: `Ok(None)` if there is none. Only a regular file is opened
+/// (a FIFO would block the start, a device like `/dev/zero` never ends), and a file whose first
+/// bytes are not a state file's header is refused before the rest is read.
 ///
 /// # Errors
-/// Why the file cannot be used: unreadable, too large, or not a valid state (see [`decode`]).
+/// Why the file cannot be used: unreadable, not a regular file, too large, or not a valid state
+/// (see [`decode`]).
 pub fn load(path: &Path) -> Result<Option<State>, StateFileError> {
+    use std::io::Read;
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StateFileError::Read(e)),
     };
+    if meta.is_dir() {
+        return Err(StateFileError::NotAFile("a directory"));
+    }
+    if !meta.is_file() {
+        return Err(StateFileError::NotAFile("a device, FIFO or socket"));
+    }
     if meta.len() > MAX_FILE {
         return Err(StateFileError::TooLarge(meta.len()));
     }
-    let bytes = std::fs::read(path).map_err(StateFileError::Read)?;
+    let mut file = std::fs::File::open(path).map_err(StateFileError::Read)?.take(MAX_FILE);
+    let mut bytes = Vec::new();
+    (&mut file).take(MAGIC.len() as u64 + 1).read_to_end(&mut bytes).map_err(StateFileError::Read)?;
+    if !bytes.starts_with(MAGIC.as_bytes()) || bytes.get(MAGIC.len()) != Some(&b' ') {
+        return Err(StateFileError::Foreign("no gateway-state-file header"));
+    }
+    file.read_to_end(&mut bytes).map_err(StateFileError::Read)?;
     decode(&bytes).map(Some)
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced, renamed
-/// over `path`, then the directory synced. `before_rename` runs on the synced temporary file's
+/// over `path`, then the directory synced. A symbolic link at `path` is followed: its target is
+/// replaced (the link stays, so a file kept elsewhere, on a volume, stays there). `before_rename` runs on the synced temporary file's
 /// path just before the rename (tests use it to fail there, as a crash would).
 ///
 /// # Errors
@@ -210,16 +232,54 @@ pub fn write_atomic(
     bytes: &[u8],
     before_rename: impl FnOnce(&Path) -> std::io::Result<()>,
 ) -> Result<(), StateFileError> {
+    // The link's target is replaced, not the link (beside the target: the same filesystem).
+    let path = &resolve_links(path);
     let dir = dir_of(path);
-    let (prefix, suffix) = temp_affixes(path);
-    let mut tmp =
-        tempfile::Builder::new().prefix(&prefix).suffix(suffix).tempfile_in(dir).map_err(StateFileError::Write)?;
-    tmp.write_all(bytes).map_err(StateFileError::Write)?;
+    let mut tmp = temp_beside(path)?;
+    // Through the `File`: `NamedTempFile`'s own writes name the (random) temporary path in their
+    // errors, and a failure is logged once per distinct message.
+    tmp.as_file_mut().write_all(bytes).map_err(StateFileError::Write)?;
     tmp.as_file().sync_all().map_err(StateFileError::Write)?;
     before_rename(tmp.path()).map_err(StateFileError::Write)?;
     tmp.persist(path).map_err(|e| StateFileError::Write(e.error))?;
     // The rename itself is durable once the directory is synced.
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(StateFileError::Write)
+}
+
+/// A new temporary file beside `path` (named by [`temp_affixes`]), removed when dropped.
+fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile, StateFileError> {
+    let dir = dir_of(path);
+    let (prefix, suffix) = temp_affixes(path);
+    tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(suffix)
+        .tempfile_in(dir)
+        .map_err(|e| StateFileError::Write(in_dir(dir, e)))
+}
+
+/// Where `path` leads once its symbolic links are followed (a dangling one too: its target is
+/// where the file will be); `path` itself when it is no link. At most 40 links deep (Linux's
+/// `MAXSYMLINKS`); a deeper chain stops there, and writing through it then fails.
+fn resolve_links(path: &Path) -> PathBuf {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::read_link(&p) {
+            // A relative target is relative to the link's directory; an absolute one replaces it.
+            Ok(target) => p = dir_of(&p).join(target),
+            Err(_) => break,
+        }
+    }
+    p
+}
+
+/// `e`, from creating a temporary file in `dir`, with the directory instead of the temporary
+/// file's random name in its message (so the same failure reads the same every time).
+fn in_dir(dir: &Path, e: std::io::Error) -> std::io::Error {
+    // tempfile wraps the OS error as `<error> at path "<temporary path>"` and keeps the OS error
+    // to itself (its `source` is the OS error's source, none), so the text is cut there.
+    let text = e.to_string();
+    let cause = text.rsplit_once(" at path \"").map_or(text.as_str(), |(cause, _)| cause);
+    std::io::Error::new(e.kind(), format!("cannot create a temporary file in {}: {cause}", dir.display()))
 }
 
 /// The directory holding `path` (`.` for a bare name).
@@ -236,9 +296,11 @@ fn temp_affixes(path: &Path) -> (String, &'static str) {
     (format!(".{name}."), ".tmp")
 }
 
-/// Removes the temporary files a writer killed mid-write left beside `path`; returns how many.
-/// Best effort: what cannot be listed or removed is left.
+/// Removes the temporary files a writer killed mid-write left beside `path` (beside its target,
+/// if it is a symbolic link); returns how many. Best effort: what cannot be listed or removed is
+/// left.
 pub fn remove_leftovers(path: &Path) -> usize {
+    let path = &resolve_links(path);
     let (prefix, suffix) = temp_affixes(path);
     let Ok(entries) = std::fs::read_dir(dir_of(path)) else { return 0 };
     entries
@@ -250,6 +312,16 @@ pub fn remove_leftovers(path: &Path) -> usize {
         })
         .filter(|e| std::fs::remove_file(e.path()).is_ok())
         .count()
+}
+
+/// Checks that a state file can be written at `path`: creates (and removes) a temporary file
+/// where [`write_atomic`] would.
+///
+/// # Errors
+/// [`StateFileError::Write`], with the same message a write would fail with (the directory is
+/// missing, not a directory, not writable...).
+pub fn probe(path: &Path) -> Result<(), StateFileError> {
+    temp_beside(&resolve_links(path)).map(drop)
 }
 
 /// Stores `state` at `path` atomically ([`write_atomic`]).
@@ -329,13 +401,21 @@ fn same(written: &Written, now: &[(String, Arc<ServiceSet>)]) -> bool {
 }
 
 /// Keeps the state file at `path` up to date with `services`: checks every [`WRITE_PERIOD`] and
-/// once more when `stop` turns true, then returns. Write failures are logged once per distinct
+/// once more when `stop` turns true, then returns. Whether the file can be written there at all
+/// ([`probe`]) is checked, and warned about, at once; write failures are logged once per distinct
 /// error (and the recovery once).
 pub async fn keep_written(path: PathBuf, services: Arc<Services>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(WRITE_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut written: Option<Written> = None;
-    let mut failing: Option<String> = None;
+    // A directory that is missing or not writable is said at the start, not first at the first
+    // write (which waits for the registry); the first write's same failure is not said again.
+    let p = path.clone();
+    let probed = tokio::task::spawn_blocking(move || probe(&p)).await.unwrap_or(Ok(()));
+    let mut failing: Option<String> = probed.err().map(|e| {
+        warn!(path = %path.display(), error = %e, "cannot write the state file here; it will not be kept until this is fixed");
+        e.to_string()
+    });
     loop {
         let last = tokio::select! {
             _ = tick.tick() => false,

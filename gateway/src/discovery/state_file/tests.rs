@@ -101,7 +101,29 @@ fn a_truncated_file_is_refused() {
 fn an_unreadable_file_is_an_error_not_a_missing_one() {
     let dir = tempfile::tempdir().unwrap();
     // A directory at the path: it exists, and cannot be read as a file.
-    assert!(matches!(load(dir.path()), Err(StateFileError::Read(_))));
+    assert!(matches!(load(dir.path()), Err(StateFileError::NotAFile(_))));
+    let locked = dir.path().join("locked");
+    std::fs::write(&locked, encode(&state()).unwrap()).unwrap();
+    std::fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+    // (root reads it anyway.)
+    if std::fs::read(&locked).is_err() {
+        assert!(matches!(load(&locked), Err(StateFileError::Read(_))));
+    }
+}
+
+/// A FIFO or a device at the path is refused at once: reading it would block the start (a FIFO
+/// nobody writes to) or never end (`/dev/zero`).
+#[test]
+fn a_fifo_or_a_device_is_refused_without_reading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success(), "mkfifo");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(load(&fifo).map(|_| ())).unwrap());
+    let loaded = rx.recv_timeout(Duration::from_secs(5)).expect("load returns at once, not blocked on the FIFO");
+    assert!(matches!(loaded, Err(StateFileError::NotAFile(_))), "{loaded:?}");
+    assert!(matches!(load(Path::new("/dev/zero")), Err(StateFileError::NotAFile(_))));
 }
 
 /// A write that fails after the new bytes are on disk but before the rename (where a crash would
@@ -142,6 +164,17 @@ fn a_write_to_a_missing_directory_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let e = store(&dir.path().join("nope/state"), &state()).unwrap_err();
     assert!(e.to_string().starts_with("cannot write it:"), "{e}");
+    // The same failure reads the same each time (it is logged once per distinct message): the
+    // temporary file's random name is not in it, the directory is.
+    let again = store(&dir.path().join("nope/state"), &state()).unwrap_err();
+    assert_eq!(e.to_string(), again.to_string());
+    assert!(!e.to_string().contains(".state.") && e.to_string().contains("nope"), "{e}");
+    // The check at the start fails the same way (so the first write does not say it again)...
+    let probed = probe(&dir.path().join("nope/state")).unwrap_err();
+    assert_eq!(probed.to_string(), e.to_string());
+    // ...and where the file can be written, passes and leaves nothing behind.
+    probe(&dir.path().join("state")).unwrap();
+    assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
 }
 
 #[tokio::test]
@@ -251,4 +284,30 @@ async fn only_confirmed_changes_are_written() {
     stop_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), writer).await.unwrap().unwrap();
     assert_eq!(load(&path).unwrap().unwrap().services[0].instances[0].port, 1235);
+}
+
+/// A symbolic link at the path (to a file kept elsewhere, on a volume) is written through: the
+/// target is replaced, the link stays; a dangling link's target is created.
+#[test]
+fn a_symbolic_link_is_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let (real, links) = (dir.path().join("real"), dir.path().join("links"));
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::create_dir_all(&links).unwrap();
+    let link = links.join("state");
+    // Relative, and dangling at first.
+    std::os::unix::fs::symlink("../real/state", &link).unwrap();
+    store(&link, &state()).unwrap();
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link stays");
+    assert_eq!(load(&real.join("state")).unwrap(), Some(state()), "the target holds the state");
+    let mut next = state();
+    next.services.clear();
+    store(&link, &next).unwrap();
+    assert_eq!(load(&real.join("state")).unwrap(), Some(next.clone()));
+    assert_eq!(load(&link).unwrap(), Some(next));
+    assert_eq!(names(&links), vec!["state"], "no temporary file beside the link");
+    assert_eq!(names(&real), vec!["state"], "none beside the target");
+    // A leftover beside the target is found through the link.
+    std::fs::write(real.join(".state.abc123.tmp"), b"half").unwrap();
+    assert_eq!(remove_leftovers(&link), 1);
 }
