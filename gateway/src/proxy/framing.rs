@@ -16,8 +16,8 @@
 //! looks at the first bytes of each line. It follows the byte stream from the connection's start,
 //! head after head, skipping each body by its `Content-Length`; a head it cannot follow past (a
 //! chunked body, an `Upgrade` or `CONNECT`, a malformed length) makes it stop for the rest of the
-//! connection. Then hyper's own handling stands, which is safe as it is (it re-frames every
-//! request it forwards); the tap only turns these cases into a clear 400. A head it found bad is
+//! connection, and the request path closes the connection after that request's answer
+//! ([`Scan::stopped_here`]), so no later, unjudged request on it is ever handed over. A head it found bad is
 //! the last one it reads: the 400 closes the connection.
 //!
 //! Heads are counted: the n-th head the tap finished is the n-th request hyper hands over (both
@@ -80,6 +80,8 @@ pub struct Scan {
     why: AtomicU8,
     /// Requests the request path has asked about.
     asked: AtomicU32,
+    /// 1 + the index of the head the tap could not follow past (0: none).
+    stopped: AtomicU32,
 }
 
 impl Scan {
@@ -91,6 +93,15 @@ impl Scan {
             return None;
         }
         Smuggling::from_code(self.why.load(Ordering::Relaxed))
+    }
+
+    /// Whether the tap stopped following at the head of the request [`Scan::verdict`] was last
+    /// asked about (a chunked body, an `Upgrade`, `CONNECT`, an odd length): it cannot judge any
+    /// later head, so the connection closes after this request's answer (unless it switches
+    /// protocols), and no later request on it reaches an instance unjudged.
+    pub fn stopped_here(&self) -> bool {
+        let n = self.stopped.load(Ordering::Acquire);
+        n != 0 && n == self.asked.load(Ordering::Relaxed)
     }
 }
 
@@ -274,6 +285,9 @@ impl<S> Tap<S> {
             self.phase = Phase::Stopped;
             return;
         }
+        if stop || chunked {
+            self.scan.stopped.store(self.heads, Ordering::Release);
+        }
         self.phase = match length {
             _ if stop || chunked => Phase::Stopped,
             Some(n) if n > 0 => Phase::Body(n),
@@ -383,6 +397,18 @@ mod tests {
         assert_eq!(each_split(s, 2), vec![None, None]);
         let s = b"POST / HTTP/1.1\r\nContent-Length: 12345678901234567890123\r\n\r\nGET / HTTP/1.1\nHost: a\r\n\r\n";
         assert_eq!(each_split(s, 2), vec![None, None]);
+    }
+
+    #[test]
+    fn the_head_it_stops_at_is_named() {
+        let s = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let scan = Arc::new(Scan::default());
+        let mut tap = Tap::new((), scan.clone());
+        tap.follow(s);
+        assert_eq!(scan.verdict(), None);
+        assert!(!scan.stopped_here(), "the first head was followed past");
+        assert_eq!(scan.verdict(), None);
+        assert!(scan.stopped_here(), "the chunked one was not");
     }
 
     #[test]

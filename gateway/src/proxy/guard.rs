@@ -10,7 +10,9 @@
 //! | a head the tap found bad ([`framing`]) | 400 | request smuggling (RFC 9112 §6.1, §6.3, §2.2) |
 //! | `CONNECT` | 405, `Allow` | the gateway is not a forward proxy (nginx answers 405 too) |
 //! | a target longer than `--max-uri-bytes` | 414 | RFC 9110 §15.5.15 |
-//! | HTTP/1.1 without `Host` (and not in absolute form; [`mark`]), or two `Host`s | 400 | RFC 9112 §3.2 "MUST respond with a 400" |
+//! | HTTP/1.1 without `Host` (and not in absolute form; [`mark`]), two `Host`s, or one that is not `host[:port]` (`a@b`, `b:1:2`) | 400 | RFC 9112 §3.2 "MUST respond with a 400" |
+//! | `Upgrade: h2c` | 400 | an h2c tunnel would reach the instance unrouted (RFC 9113 §3.1 deprecates it) |
+//! | user info in an absolute-form target (`http://a@b/`) | 400 | RFC 9110 §4.2.4 "treat its presence as an error" |
 //! | an absolute-form target whose scheme is not `http` or `https` | 400 | only HTTP is served |
 //! | `Transfer-Encoding` other than one `chunked` (`gzip, chunked`, `chunked, chunked`, two fields) | 400 | RFC 9112 §6.1: the gateway decodes no other coding; hyper accepts any list that ends in `chunked` |
 //! | a chunked body malformed in what had arrived with its head | 400 | read before any instance is chosen ([`super::ahead`]) |
@@ -19,7 +21,7 @@
 //! the `Host` look-up the router needs anyway; the `Transfer-Encoding` check runs only for a body
 //! of unknown length.
 
-use http::header::{HOST, TRANSFER_ENCODING};
+use http::header::{HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderValue, Method, StatusCode, Version};
 use hyper::body::Body;
 
@@ -59,6 +61,20 @@ pub fn check<'h, B: Body>(
     if hosts.next().is_some() {
         return Err(refused(StatusCode::BAD_REQUEST, "more than one Host header"));
     }
+    if headers
+        .get(UPGRADE)
+        .is_some_and(|u| u.as_bytes().split(|&b| b == b',').any(|p| p.trim_ascii().eq_ignore_ascii_case(b"h2c")))
+    {
+        // An h2c tunnel to an instance would carry requests the gateway never routes or checks
+        // ("h2c smuggling"); RFC 9113 §3.1 dropped h2c upgrades altogether.
+        return Err(refused(
+            StatusCode::BAD_REQUEST,
+            "Upgrade: h2c (HTTP/2 is served only over TLS or with prior knowledge)",
+        ));
+    }
+    if header.is_some_and(|h| !valid_host(h.as_bytes())) {
+        return Err(refused(StatusCode::BAD_REQUEST, "a Host that is not host[:port]"));
+    }
     if !body.is_end_stream() && body.size_hint().exact().is_none() && parts.version != Version::HTTP_2 {
         only_chunked(headers)?;
     }
@@ -69,7 +85,34 @@ pub fn check<'h, B: Body>(
     if !matches!(uri.scheme_str(), Some("http" | "https")) {
         return Err(refused(StatusCode::BAD_REQUEST, "an absolute-form target whose scheme is not http or https"));
     }
+    if authority.as_str().contains('@') {
+        // RFC 9110 §4.2.4: "A recipient SHOULD parse for userinfo and treat its presence as an error".
+        return Err(refused(StatusCode::BAD_REQUEST, "user info in the request target"));
+    }
     Ok(super::headers::authority_host(authority).map(HostValue::Owned))
+}
+
+/// Whether a `Host` value is `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a
+/// reg-name or IPv4 (unreserved, sub-delims, `%`), or an IP literal in brackets, then digits
+/// after one colon. Empty is allowed (RFC 9112 §3.2). RFC 9112 §3.2: a Host "with an invalid
+/// field value" MUST get 400; user info (`a@host`) or a second port would be read differently
+/// by different parsers.
+fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = match v.first() {
+        Some(b'[') => match v.iter().position(|&b| b == b']') {
+            Some(end) => (&v[1..end], &v[end + 1..]),
+            None => return false,
+        },
+        _ => match v.iter().position(|&b| b == b':') {
+            Some(i) => (&v[..i], &v[i..]),
+            None => (v, &v[v.len()..]),
+        },
+    };
+    let host_ok = host
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b) || (v[0] == b'[' && b == b':'));
+    let port_ok = port.is_empty() || (port[0] == b':' && port[1..].iter().all(u8::is_ascii_digit));
+    host_ok && port_ok
 }
 
 /// The host a request names: the `Host` header's value, or one made from its target's authority.
@@ -115,7 +158,10 @@ pub struct Refusal(pub &'static str);
 /// its head ([`framing::Scan::verdict`]), and whether an HTTP/1.1 request names a host at all
 /// (RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1
 /// request message that lacks a Host header field"; an absolute-form target names one too).
-pub fn mark<B>(req: &mut http::Request<B>, scan: &framing::Scan) {
+///
+/// Returns whether the connection must close after this request's answer: the tap could not
+/// follow past its head ([`framing::Scan::stopped_here`]), so it could not judge a later one.
+pub fn mark<B>(req: &mut http::Request<B>, scan: &framing::Scan) -> bool {
     let refusal = match scan.verdict() {
         Some(why) => Some(why.reason()),
         None if req.version() == Version::HTTP_11
@@ -129,6 +175,7 @@ pub fn mark<B>(req: &mut http::Request<B>, scan: &framing::Scan) {
     if let Some(why) = refusal {
         req.extensions_mut().insert(Refusal(why));
     }
+    scan.stopped_here()
 }
 
 #[cfg(test)]
@@ -178,6 +225,17 @@ mod tests {
         let long = parts(http::Request::get(format!("/{}", "a".repeat(100))).header("host", "x").body(()).unwrap());
         assert_eq!(status(check(&long, &long.headers, &empty, 100)), 414);
         assert_eq!(status(check(&long, &long.headers, &empty, 101)), 200);
+    }
+
+    #[test]
+    fn host_values_must_be_host_and_port() {
+        for ok in ["a.example", "a.example:8080", "a.example:", "", "10.0.0.1:80", "[::1]:80", "[fe80::1]", "xn--d-a.b"]
+        {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["a@b.example", "b.example:80:81", "b.example:8x", "[::1", "[::1]x", "a/b", "a b", "a?b", "a#b"] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
     }
 
     #[test]

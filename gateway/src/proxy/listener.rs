@@ -204,9 +204,16 @@ impl Conn {
                 let scan = Arc::new(Scan::default());
                 let stream = Tap::new(stream, scan.clone());
                 let service = service_fn(move |mut req| {
-                    crate::proxy::guard::mark(&mut req, &scan);
+                    let close = crate::proxy::guard::mark(&mut req, &scan);
                     let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(req, Some(peer), tls).await) }
+                    async move {
+                        let mut res = proxy.handle(req, Some(peer), tls).await;
+                        // The tap cannot judge what follows this head: no next request.
+                        if close && res.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                            res.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                        }
+                        Ok::<_, Infallible>(res)
+                    }
                 });
                 let conn = servers.h1.serve_connection(TokioIo::new(stream), service).with_upgrades();
                 watcher.watch(conn, |c| c.graceful_shutdown()).await

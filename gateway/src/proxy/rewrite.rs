@@ -52,6 +52,7 @@ pub fn has_dot_segment(path: &str) -> bool {
         let escape = rest.get(i + 1..i + 3).unwrap_or("");
         match escape.to_ascii_lowercase().as_str() {
             "2e" => decoded.push('.'),
+            "3b" => decoded.push(';'),
             "2f" | "5c" => decoded.push('/'),
             _ => {
                 decoded.push('%');
@@ -62,7 +63,9 @@ pub fn has_dot_segment(path: &str) -> bool {
         rest = &rest[i + 3..];
     }
     decoded.push_str(rest);
-    decoded.split(['/', '\\']).any(|seg| seg == "." || seg == "..")
+    // A segment's path parameters (`..;x`, RFC 3986 §3.3) are dropped before matching by some
+    // servers (Tomcat: the `/..;/` bypass), so `..;x` is a `..` segment too.
+    decoded.split(['/', '\\']).map(|seg| seg.split(';').next().unwrap_or(seg)).any(|seg| seg == "." || seg == "..")
 }
 
 /// `path_and_query` without `prefix`, when it starts with it on a segment boundary (the prefix
@@ -150,10 +153,26 @@ mod tests {
             "/public/..%2fsecret",
             "/a\\..\\b",
             "/a/%2E",
+            "/public/..;/admin",
+            "/a/.;x/b",
+            "/a/..;jsessionid=1",
+            "/a/..%3b/b",
         ] {
             assert!(has_dot_segment(bad), "{bad}");
         }
-        for ok in ["/", "/a/b.c", "/a/...", "/a/.well-known/x", "/v1.2/x", "/a%2fb", "/a/%2", "/a/%", "/a/b%2ec"] {
+        for ok in [
+            "/",
+            "/a/b.c",
+            "/a/...",
+            "/a/.well-known/x",
+            "/v1.2/x",
+            "/a%2fb",
+            "/a/%2",
+            "/a/%",
+            "/a/b%2ec",
+            "/a/b;c",
+            "/a/...;x",
+        ] {
             assert!(!has_dot_segment(ok), "{ok}");
         }
     }
