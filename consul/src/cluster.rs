@@ -183,7 +183,13 @@ struct ServiceName<'a> {
     service: Cow<'a, str>,
 }
 
-fn node_prints(body: &[u8]) -> Result<Vec<(String, u64)>, serde_json::Error> {
+/// The body of a `/v1/catalog/node/<n>` answer as `(service name, fingerprint)` per
+/// registration (see [`Client::catalog_node_prints`]); `null` (a node gone) is no registration.
+/// Pure; public so the parsing can be exercised without a Consul (the fuzz targets in `fuzz/`).
+///
+/// # Errors
+/// A body that is not Consul 1.8's node answer, or a registration without a `Service` name.
+pub fn node_prints(body: &[u8]) -> Result<Vec<(String, u64)>, serde_json::Error> {
     let Some(ns) = serde_json::from_slice::<Option<RawNodeServices>>(body)? else { return Ok(Vec::new()) };
     let mut out = Vec::new();
     for raw in ns.services.unwrap_or_default().into_values() {
