@@ -5,6 +5,7 @@
 #      project-local, idempotent; protoc from Debian when missing)
 #   2. formatting and lints
 #   3. unit and end-to-end tests (real Consul agent, real binaries, loopback only)
+#   3b. every fuzz target for 20 s (scripts/fuzz.sh: cargo-fuzz under nightly)
 #   4. the demo script in smoke mode
 #   5. the container end-to-end test on the local Docker engine, with Compose v2 (installed as a
 #      CLI plugin by scripts/install-compose-v2.sh) and with docker-compose 1.29 (skipped without
@@ -53,6 +54,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test (unit + end-to-end against a real Consul)"
 cargo build --workspace --bins
 cargo test --workspace 2>&1 | tee -a "$results"
+
+# The fuzz targets (fuzz/README.md), 20 s each on a copy of the seed corpus. Most of the cost is
+# the first build under nightly with AddressSanitizer (several minutes on two cores); the runs
+# add 20 s per target.
+step "fuzzing, 20 s per target (scripts/fuzz.sh)"
+bash scripts/fuzz.sh --seconds 20 2>&1 | tee -a "$results"
 
 step "demo smoke (scripts/demo.sh)"
 DEMO_SMOKE=1 DEMO_PROFILE=debug DEMO_PORT=13000 DEMO_ADMIN_PORT=18081 DEMO_CONSUL_PORT=18500 bash scripts/demo.sh

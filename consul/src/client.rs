@@ -232,18 +232,8 @@ impl Client {
         let timeout = if index > 0 { index::request_timeout(wait) } else { CALL_TIMEOUT };
         let resp = self.send(&endpoint, self.request(Method::GET, url).timeout(timeout)).await?;
         let index = consul_index(&resp);
-        let (instances, checkless): (Vec<Instance>, bool) = match view {
-            View::Health(allowed) => {
-                let entries = decode::<Vec<HealthEntry>>(&endpoint, resp).await?;
-                let checkless = entries.is_empty() || entries.iter().any(|e| !e.has_service_check());
-                (entries.into_iter().filter(|e| e.routable(allowed)).map(Instance::from).collect(), checkless)
-            }
-            View::Catalog => {
-                let entries = decode::<Vec<CatalogEntry>>(&endpoint, resp).await?;
-                (entries.into_iter().map(Instance::from).collect(), true)
-            }
-        };
-        Ok(QueryResult { index, instances: canonical(instances), checkless })
+        let bytes = body(&endpoint, resp).await?;
+        parse_instances(view, index, bytes.as_ref()).map_err(|e| Error::Decode { endpoint, why: e.to_string() })
     }
 
     /// The HTTP version Consul answers this client with (`/v1/status/leader`): HTTP/2 when an
@@ -422,12 +412,41 @@ pub(crate) fn consul_index(resp: &Response) -> u64 {
 }
 
 pub(crate) async fn decode<T: DeserializeOwned>(endpoint: &str, resp: Response) -> Result<T, Error> {
-    let bytes = resp.bytes().await.map_err(|source| Error::Transport {
+    let bytes = body(endpoint, resp).await?;
+    serde_json::from_slice(bytes.as_ref())
+        .map_err(|e| Error::Decode { endpoint: endpoint.to_string(), why: e.to_string() })
+}
+
+async fn body(endpoint: &str, resp: Response) -> Result<impl AsRef<[u8]>, Error> {
+    resp.bytes().await.map_err(|source| Error::Transport {
         endpoint: endpoint.to_string(),
         source: source.without_url(),
         hint: "",
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Decode { endpoint: endpoint.to_string(), why: e.to_string() })
+    })
+}
+
+/// The instances in the body of a `/v1/health/service/<name>` answer (`view` [`View::Health`]:
+/// only those whose every check is allowed) or of a `/v1/catalog/service/<name>` answer
+/// ([`View::Catalog`]), read at `index`, in canonical order ([`canonical`]). `checkless` is set
+/// for the catalog view, and for a health answer that is empty or has an instance without a
+/// check of its own. Pure: [`Client::instances`] reads with it; public so the parsing can be
+/// exercised without a Consul (the fuzz targets in `fuzz/`).
+///
+/// # Errors
+/// A body that is not a JSON array of Consul 1.8's entries for that view.
+pub fn parse_instances(view: View, index: u64, body: &[u8]) -> Result<QueryResult, serde_json::Error> {
+    let (instances, checkless): (Vec<Instance>, bool) = match view {
+        View::Health(allowed) => {
+            let entries: Vec<HealthEntry> = serde_json::from_slice(body)?;
+            let checkless = entries.is_empty() || entries.iter().any(|e| !e.has_service_check());
+            (entries.into_iter().filter(|e| e.routable(allowed)).map(Instance::from).collect(), checkless)
+        }
+        View::Catalog => {
+            let entries: Vec<CatalogEntry> = serde_json::from_slice(body)?;
+            (entries.into_iter().map(Instance::from).collect(), true)
+        }
+    };
+    Ok(QueryResult { index, instances: canonical(instances), checkless })
 }
 
 /// Percent-encodes an ID for use as one path segment (IDs may hold ':' or '/').

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
@@ -159,14 +159,16 @@ struct NodeName {
 }
 
 /// `/v1/catalog/node/<n>`, borrowed: each registration stays raw JSON. A node that went away
-/// between listing the nodes and reading it answers `null`.
+/// between listing the nodes and reading it answers `null`. Registrations by ID in a `BTreeMap`,
+/// so the prints come out, and a bad registration is reported, in one order (a `HashMap` visited
+/// them in a random order: found by the `consul_model` fuzz target).
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct RawNodeServices<'a> {
     #[serde(borrow)]
     node: RawNodeAddress<'a>,
     #[serde(borrow, default)]
-    services: Option<HashMap<Cow<'a, str>, &'a RawValue>>,
+    services: Option<BTreeMap<Cow<'a, str>, &'a RawValue>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -183,7 +185,14 @@ struct ServiceName<'a> {
     service: Cow<'a, str>,
 }
 
-fn node_prints(body: &[u8]) -> Result<Vec<(String, u64)>, serde_json::Error> {
+/// The body of a `/v1/catalog/node/<n>` answer as `(service name, fingerprint)` per
+/// registration, in the order of the registrations' IDs (see [`Client::catalog_node_prints`]);
+/// `null` (a node gone) is no registration.
+/// Pure; public so the parsing can be exercised without a Consul (the fuzz targets in `fuzz/`).
+///
+/// # Errors
+/// A body that is not Consul 1.8's node answer, or a registration without a `Service` name.
+pub fn node_prints(body: &[u8]) -> Result<Vec<(String, u64)>, serde_json::Error> {
     let Some(ns) = serde_json::from_slice::<Option<RawNodeServices>>(body)? else { return Ok(Vec::new()) };
     let mut out = Vec::new();
     for raw in ns.services.unwrap_or_default().into_values() {
@@ -234,6 +243,21 @@ mod tests {
     // Captured from `consul agent -dev` 1.8.7: `/v1/health/state/any`.
     const STATE: &str = r#"[{"Node":"dev","CheckID":"serfHealth","Name":"Serf Health Status","Status":"passing","Notes":"","Output":"Agent alive and reachable","ServiceID":"","ServiceName":"","ServiceTags":[],"Type":"","Definition":{},"CreateIndex":10,"ModifyIndex":10},
       {"Node":"dev","CheckID":"service:web-1","Name":"Service 'web' check","Status":"critical","Notes":"","Output":"TTL expired","ServiceID":"web-1","ServiceName":"web","ServiceTags":[],"Type":"ttl","Definition":{},"CreateIndex":20,"ModifyIndex":31}]"#;
+
+    /// Found by the `consul_model` fuzz target: with two bad registrations, the error named
+    /// whichever a `HashMap` visited first, so two parses of one body disagreed.
+    #[test]
+    fn node_prints_are_in_id_order_and_errors_deterministic() {
+        let body = br#"{"Node":{},"Services":{"b":false,"a":{"Servic":1},"c":{"Service":"x"}}}"#;
+        let first = node_prints(body).unwrap_err().to_string();
+        for _ in 0..20 {
+            assert_eq!(node_prints(body).unwrap_err().to_string(), first);
+        }
+        assert!(first.contains("missing field `Service`"), "{first}");
+        let ok = br#"{"Node":{},"Services":{"z":{"Service":"z"},"m":{"Service":"m"},"a":{"Service":"a"}}}"#;
+        let names: Vec<String> = node_prints(ok).unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["a", "m", "z"]);
+    }
 
     #[test]
     fn checks_parse_with_their_service_and_index() {

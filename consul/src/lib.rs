@@ -29,7 +29,7 @@ pub mod name;
 pub mod tls;
 
 pub use addr::{ConsulAddr, Token};
-pub use client::{Client, QueryResult, View};
+pub use client::{parse_instances, Client, QueryResult, View};
 pub use consistency::Consistency;
 pub use error::Error;
 pub use health::HealthStatuses;

@@ -46,7 +46,7 @@
 //! - `redirect=`: fabio takes codes 300–399 (`route/route.go`), a URL without commas, `$path` (and
 //!   `/$path`) for the request path and `$host` for its host (`route/target.go`,
 //!   `feature/http-redirects.md`). We take 301, 302, 303, 307, 308, an `http(s)://` URL or a path,
-//!   one `$path` in its path, no `$host`; `/$path` is read as `$path`. A redirect forwards nothing,
+//!   one `$path` in its path, no `$host`; `/$path` is read as `$path` (`//$path` is refused). A redirect forwards nothing,
 //!   so `strip=`, `prepend=`, `host=`, `split=`, `proto=`, `balance=` beside it are errors.
 //! - fabio matches path prefixes as strings (`route/matcher.go`: `/api` matches `/apix`); the
 //!   gateway matches on segment boundaries (not this module's business).

@@ -184,6 +184,7 @@ fn rejections_and_their_messages() {
         ("/x redirect=301,https://$host/", "redirect URL `https://$host/`: no host after the scheme"),
         ("/x redirect=301,https://a.com/$host", "redirect URL `https://a.com/$host`: '$' only in `$path` (fabio's `$host` is not supported)"),
         ("/x redirect=301,/a$path$path", "redirect URL `/a$path$path`: `$path` more than once"),
+        ("/x redirect=301,/a//$path", "redirect URL `/a//$path`: an empty segment before `$path` (`//$path`)"),
         ("/x redirect=301,/a?next=$path", "redirect URL `/a?next=$path`: `$path` only in the path, not in the query or fragment"),
         ("/x redirect=301,/a%g0", "redirect URL `/a%g0`: '%' must start an escape of two hex digits"),
         ("/x redirect=301,/a\u{7f}", "redirect URL `/a\\u{7f}`: control character or whitespace"),
@@ -289,6 +290,20 @@ fn tag_like() -> impl Strategy<Value = String> {
     ];
     let option = option.prop_map(|(k, v)| if v.is_empty() { k.to_string() } else { format!("{k}={v}") });
     (route, prop::collection::vec(option, 0..4)).prop_map(|(r, o)| format!("{r} {}", o.join("  ")))
+}
+
+/// Found by the `route_tag` fuzz target: `//$path` lost one '/' per parse (`/$path` is read as
+/// `$path`), so the canonical body of a route parsed to another route.
+#[test]
+fn a_redirect_with_an_empty_segment_before_path_is_refused() {
+    let body = "apfm/ redirect=301,https://gxuplpJJom/vlow=gtp://$path#0t%2ele.com:JJ?JJJJJJJJJJJJJJJom/vlow=grpcdst";
+    assert!(err(body).contains("an empty segment before `$path`"), "{}", err(body));
+    for url in ["https://a.com//$path", "/a//$path", "http://a.com/b///$path"] {
+        assert!(parse(&format!("/x redirect=301,{url}")).is_err(), "{url}");
+    }
+    let spec = ok("/x redirect=301,https://a.com/b/$path");
+    assert_eq!(spec.redirect.as_ref().map(|r| r.url.as_str()), Some("https://a.com/b$path"));
+    assert_eq!(parse(&spec.to_string()), Ok(spec));
 }
 
 proptest! {

@@ -165,6 +165,11 @@ pub(super) fn parse_redirect(value: &str) -> Result<Redirect, TagError> {
     if rest.find(['?', '#']).is_some_and(|end| rest[end..].contains("$path")) {
         return Err(err("`$path` only in the path, not in the query or fragment"));
     }
+    // `/$path` is read as `$path` (the request path has its own '/'); before a second '/', that
+    // would leave `/$path`, read again as `$path` when the canonical tag is parsed: refused.
+    if rest.contains("//$path") {
+        return Err(err("an empty segment before `$path` (`//$path`)"));
+    }
     Ok(Redirect { code, url: origin + &rest.replacen("/$path", "$path", 1) })
 }
 
