@@ -77,6 +77,8 @@ fi
 if [ -x bench/run.sh ]; then
   step "benchmark smoke (bench/run.sh --smoke)"
   bash bench/run.sh --smoke
+  step "benchmark smoke of the default setups (bench/run.sh --smoke --defaults --only throughput)"
+  BENCH_NO_BUILD=1 bash bench/run.sh --smoke --defaults --only throughput
   step "instruction-count smoke (bench/callgrind.sh, 2 s per proxy)"
   BENCH_NO_BUILD=1 bash bench/callgrind.sh --duration 2 --warmup 1
 fi
