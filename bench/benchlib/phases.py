@@ -112,6 +112,11 @@ def measure(env, name, proc, backend_procs, rnd, connections=None, threads=1):
     sched_nw = sched_seconds_between({k: v for k, v in s_before.items() if k[0] not in watchers},
                                      {k: v for k, v in s_after.items() if k[0] not in watchers})
     cpu_s = cpu_seconds_between(before, after)
+    # How the proxy's CPU split over its threads and processes (e.g. two workers: 50/50, or one
+    # doing most of the work): the top shares, with each task's name.
+    per = {k: v - s_before.get(k, 0) for k, v in s_after.items()}
+    total = sum(per.values()) or 1
+    res["task_shares"] = [(_task_comm(*k), d / total) for k, d in sorted(per.items(), key=lambda kv: -kv[1])[:3]]
     n = res["requests"]
     res["sched_us_per_req"] = sched_s * 1e6 / n if n else float("nan")
     res["sched_us_per_req_nowatcher"] = sched_nw * 1e6 / n if n else float("nan")
@@ -128,6 +133,14 @@ def measure(env, name, proc, backend_procs, rnd, connections=None, threads=1):
     log(f"round {rnd} {name}: {res['rps']:.0f} req/s, p99 {res['p99'] / 1000:.2f} ms, "
         f"{res['cpu_us_per_req']:.1f} CPU-µs/req, errors {res['errors']:.0f}")
     return res
+
+
+def _task_comm(pid, tid):
+    try:
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
 
 
 def profile(env, name, proc):

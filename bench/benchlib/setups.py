@@ -195,6 +195,7 @@ def summarize(results):
             "backends_util": statistics.median([r["util"]["backends"] for d in (g, n) for r in d.values()]),
             "other": max(r["util"]["other"] for d in (g, n) for r in d.values()),
             "errors": sum(r["errors"] for d in (g, n) for r in d.values()),
+            "gw_top": med_top(g), "ngx_top": med_top(n),
             "rps_ratios": [g[x]["rps"] / n[x]["rps"] for x in common],
             "cpu_ratios": [g[x]["sched_us_per_req"] / n[x]["sched_us_per_req"] for x in common],
         })
@@ -203,3 +204,8 @@ def summarize(results):
 
 def med_util(d, k):
     return statistics.median(r["util"][k] for r in d.values())
+
+
+def med_top(d):
+    """Median share of the proxy's CPU taken by its busiest thread or process."""
+    return statistics.median(r["task_shares"][0][1] if r.get("task_shares") else float("nan") for r in d.values())
