@@ -143,11 +143,12 @@ def _task_comm(pid, tid):
         return "?"
 
 
-def profile(env, name, proc):
+def profile(env, name, proc, connections=None, threads=1):
     """Under one more wrk run: a flat CPU profile (perf record, cpu-clock software event) and the
     syscalls and context switches per request (perf stat) of the proxy's process tree. Returns
     {"txt": report path, "syscalls": per request, "switches": per request}, or None if perf is unusable."""
     o = env.opts
+    connections = connections or o.connections
     slug = name.replace(" ", "").replace("--", "-")
     data = os.path.join(env.run_dir, f"perf-{slug}.data")
     txt = os.path.join(env.run_dir, f"perf-{slug}.txt")
@@ -167,7 +168,8 @@ def profile(env, name, proc):
         return None
     time.sleep(0.5)  # let perf attach before the load starts
     try:
-        w = load.wrk(f"http://127.0.0.1:{proc.port}/service-web/", o.duration, o.connections, cpus=env.wrk_cpus)
+        w = load.wrk(f"http://127.0.0.1:{proc.port}/service-web/", o.duration, connections, threads=threads,
+                     cpus=env.wrk_cpus)
     finally:
         for p in perfs:
             p.send_signal(signal.SIGINT)

@@ -371,6 +371,12 @@ def setups_section(rows, rounds_by_setup):
               "share of one CPU during the runs (tick-sampled). Busiest task's share: how much of the proxy's CPU "
               "its busiest thread (gateway) or process (nginx) took (100%: one worker did everything). Runs with more than "
               f"{NOISY} of a core of other load are marked ⚠."]
+    prof = [r for r in rows if any(r["profiles"].values())]
+    if prof:
+        lines += ["", "Per request under one more wrk run each (perf stat, the proxy's process tree; `--perf`): "
+                  + "; ".join(f"{r['idx']}: " + ", ".join(
+                      f"{k} {v['syscalls']:.2f} syscalls / {v['switches']:.3f} context switches"
+                      for k, v in r["profiles"].items() if v and v["syscalls"] is not None) for r in prof) + "."]
     allr = []
     for idx, rs in rounds_by_setup:
         for x in rs:

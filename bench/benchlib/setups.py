@@ -164,10 +164,15 @@ def _one(env, idx, label, f, backend_procs, ports, quiet_deadline):
             for name, proc in (order if r % 2 == 0 else order[::-1]):
                 rounds.append(phases.measure(env, name, proc, backend_procs, r + 1, connections=conns,
                                              threads=threads))
+        profiles = {}
+        if o.perf:  # after the measured rounds, as in the pinned comparison
+            for name, proc in order:
+                profiles[name] = phases.profile(env, f"s{idx}-{name}", proc, connections=conns, threads=threads)
     finally:
         env.procs.stop(gw)
         env.procs.stop(ref)
-    return {"idx": idx, "label": label, "factors": f, "gw_workers": gw_workers, "rounds": rounds}
+    return {"idx": idx, "label": label, "factors": f, "gw_workers": gw_workers, "rounds": rounds,
+            "profiles": profiles}
 
 
 def summarize(results):
@@ -195,7 +200,7 @@ def summarize(results):
             "backends_util": statistics.median([r["util"]["backends"] for d in (g, n) for r in d.values()]),
             "other": max(r["util"]["other"] for d in (g, n) for r in d.values()),
             "errors": sum(r["errors"] for d in (g, n) for r in d.values()),
-            "gw_top": med_top(g), "ngx_top": med_top(n),
+            "gw_top": med_top(g), "ngx_top": med_top(n), "profiles": s.get("profiles") or {},
             "rps_ratios": [g[x]["rps"] / n[x]["rps"] for x in common],
             "cpu_ratios": [g[x]["sched_us_per_req"] / n[x]["sched_us_per_req"] for x in common],
         })
