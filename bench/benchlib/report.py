@@ -387,5 +387,6 @@ def setups_section(rows, rounds_by_setup):
 
 def _factors(f):
     t, c = f["wrk"].split("x")
-    return (f"pin {f['pin']}, gw {f['gw']}, ngx {f['ngx']}, upstream {f['upstream']}, backends {f['backends']}, "
+    ka = f" (keepalive {f['ka']})" if f["upstream"] == "tuned" else ""
+    return (f"pin {f['pin']}, gw {f['gw']}, ngx {f['ngx']}, upstream {f['upstream']}{ka}, backends {f['backends']}, "
             f"wrk -t{t} -c{c}")

@@ -242,15 +242,16 @@ def start_multi_backend(procs, run_dir, name, ports, cpus=None, workers=None):
     return proc
 
 
-def reference_conf(prefix, listen, backend_ports, workers="1", upstream="tuned"):
+def reference_conf(prefix, listen, backend_ports, workers="1", upstream="tuned", keepalive=32):
     """nginx as the reference proxy. upstream "tuned" (the comparison's default): pooled HTTP/1.1
     connections to the instances (`keepalive 32`), `random` like the gateway's default balancing.
     upstream "default": what nginx does without tuning (an upstream block with the servers and a
     plain `proxy_pass`: round-robin, HTTP/1.0, a new connection to the instance per request).
-    workers: `worker_processes` ("1", "auto", ...). The client side is the same in both."""
+    workers: `worker_processes` ("1", "auto", ...). keepalive: the tuned pool's size per worker (idle
+    connections kept, over all instances). The client side is the same in both."""
     servers = "".join(f"        server 127.0.0.1:{p};\n" for p in backend_ports)
     if upstream == "tuned":
-        pool = "        random;\n", "        keepalive 32;\n        keepalive_requests 1000000;\n"
+        pool = "        random;\n", f"        keepalive {keepalive};\n        keepalive_requests 1000000;\n"
         location = ("            proxy_http_version 1.1;\n"
                     "            proxy_set_header Connection \"\";\n")
     elif upstream == "default":
@@ -277,10 +278,12 @@ http {{
 """
 
 
-def start_reference(procs, run_dir, backend_ports, cpus=None, workers="1", upstream="tuned", name="nginx-ref"):
+def start_reference(procs, run_dir, backend_ports, cpus=None, workers="1", upstream="tuned", name="nginx-ref",
+                    keepalive=32):
     port = free_port()
     prefix = os.path.join(run_dir, name)
-    proc = _start_nginx(procs, name, reference_conf(prefix, port, backend_ports, workers, upstream), run_dir, cpus)
+    proc = _start_nginx(procs, name, reference_conf(prefix, port, backend_ports, workers, upstream, keepalive),
+                        run_dir, cpus)
     wait_http_ok(f"http://127.0.0.1:{port}/service-web/", 10, proc, "nginx reference proxy")
     proc.port = port
     return proc

@@ -12,6 +12,8 @@ A setup is a set of factors (a spec `key=value,...`; keys left out keep the proj
   `worker_processes auto`, every worker serving every port);
 - `upstream`: nginx's proxy configuration, `tuned` (keepalive 32, `random`, HTTP/1.1) or `default`
   (an upstream block and a plain `proxy_pass`: round-robin, HTTP/1.0, a new connection per request);
+- `ka`: with `upstream=tuned`, nginx's `keepalive` (idle upstream connections each worker keeps,
+  over all instances; 32 in the project's setup);
 - `wrk`: wrk's threads × connections, `1x32` (the project's) or e.g. `2x64`.
 
 Each setup starts its own gateway and nginx (and backends if the topology changes), runs
@@ -30,7 +32,8 @@ from .procs import HarnessError, wait_quiet
 from .services import http_status, start_gateway, start_multi_backend, start_reference
 
 # The project's own setup (bench/README.md, "The setup"): every key a spec may leave out.
-PROJECT = {"pin": "split", "gw": "1", "ngx": "1", "backends": "per-instance", "upstream": "tuned", "wrk": "1x32"}
+PROJECT = {"pin": "split", "gw": "1", "ngx": "1", "backends": "per-instance", "upstream": "tuned", "ka": "32",
+           "wrk": "1x32"}
 VALUES = {"pin": ("split", "none"), "backends": ("per-instance", "one", "one-auto"),
           "upstream": ("tuned", "default")}
 
@@ -41,19 +44,21 @@ DEFAULTS = [
     ("(c) = (a), backends in one process", "pin=none,gw=default,ngx=auto,backends=one"),
 ]
 # One factor at a time, from the project's pinned setup and from the same unpinned, then a guess at
-# an independent harness's setup (unpinned, nginx auto, one backend process, wrk -t2 -c64).
+# an independent harness's setup (unpinned, nginx auto, one backend process, wrk -t2 -c64), the
+# defaults, and the defaults with a keepalive pool that covers the client connections.
 MATRIX = [
     ("P: the project's setup", ""),
     ("U: P unpinned", "pin=none"),
     ("U + nginx auto", "pin=none,ngx=auto"),
     ("U + gateway default workers", "pin=none,gw=default"),
     ("U + backends in one process", "pin=none,backends=one"),
-    ("U + nginx upstream default", "pin=none,upstream=default"),
     ("U + wrk -t2 -c64", "pin=none,wrk=2x64"),
+    ("U + nginx keepalive 128", "pin=none,ka=128"),
+    ("P + nginx keepalive 128", "ka=128"),
     ("P + wrk -t2 -c64", "wrk=2x64"),
     ("P + backends in one process", "backends=one"),
     ("I: U + nginx auto + backends one + wrk -t2 -c64", "pin=none,ngx=auto,backends=one,wrk=2x64"),
-] + DEFAULTS
+] + DEFAULTS + [("(a) + nginx keepalive 128", "pin=none,gw=default,ngx=auto,ka=128")]
 PRESETS = {"defaults": DEFAULTS, "matrix": MATRIX}
 
 
@@ -81,6 +86,8 @@ def parse(text):
                 raise ValueError(f"setup {spec!r}: {k} takes {', '.join(VALUES[k])}")
             if k == "gw" and v != "default" and not v.isdigit():
                 raise ValueError(f"setup {spec!r}: gw takes a worker count or default")
+            if k == "ka" and not (v.isdigit() and int(v) > 0):
+                raise ValueError(f"setup {spec!r}: ka takes a connection count")
             if k == "ngx" and v != "auto" and not v.isdigit():
                 raise ValueError(f"setup {spec!r}: ngx takes a worker count or auto")
             if k == "wrk":
@@ -96,7 +103,8 @@ def describe(f):
     """One line naming every factor, for the report."""
     t, c = f["wrk"].split("x")
     return (f"pin {f['pin']}; gateway {'default workers' if f['gw'] == 'default' else '--workers ' + f['gw']}; "
-            f"nginx worker_processes {f['ngx']}, upstream {f['upstream']}; backends {f['backends']}; "
+            f"nginx worker_processes {f['ngx']}, upstream {f['upstream']}"
+            f"{' (keepalive ' + f['ka'] + ')' if f['upstream'] == 'tuned' else ''}; backends {f['backends']}; "
             f"wrk -t{t} -c{c}")
 
 
@@ -144,7 +152,7 @@ def _one(env, idx, label, f, backend_procs, ports, quiet_deadline):
     o = env.opts
     threads, conns = (int(x) for x in f["wrk"].split("x"))
     ref = start_reference(env.procs, env.run_dir, ports, cpus=env.proxy_cpus, workers=f["ngx"],
-                          upstream=f["upstream"], name=f"nginx-s{idx}")
+                          upstream=f["upstream"], name=f"nginx-s{idx}", keepalive=int(f["ka"]))
     gw_args = [] if f["gw"] == "default" else ["--workers", f["gw"]]
     gw, ready_s = start_gateway(env.procs, env.bin_dir, f"gateway-s{idx}", env.consul, [phases.SERVICE], gw_args,
                                 cpus=env.proxy_cpus)
