@@ -10,7 +10,7 @@
 #      CLI plugin by scripts/install-compose-v2.sh) and with docker-compose 1.29 (skipped without
 #      an engine unless REQUIRE_DOCKER=1, which CI sets)
 #   6. the benchmark and the instruction counter in smoke mode (a few seconds each; they report,
-#      they assert no timing)
+#      they assert no timing), then 30 s of the churn soak (bench/soak.sh, about 40 s in all)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -81,6 +81,8 @@ if [ -x bench/run.sh ]; then
   BENCH_NO_BUILD=1 bash bench/run.sh --smoke --defaults --only throughput
   step "instruction-count smoke (bench/callgrind.sh, 2 s per proxy)"
   BENCH_NO_BUILD=1 bash bench/callgrind.sh --duration 2 --warmup 1
+  step "churn soak, 30 s (bench/soak.sh; the release binaries the benchmark smoke built)"
+  BENCH_NO_BUILD=1 bash bench/soak.sh --soak-duration 30s
 fi
 # One closing line for the whole suite: cargo's per-binary results plus the script and container
 # tests' `N passed, N failed` lines.

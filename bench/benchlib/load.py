@@ -14,9 +14,12 @@ from .procs import HarnessError
 LUA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "wrk-report.lua")
 
 
-def wrk(url, duration_s, connections, threads=1, cpus=None, timeout_s="5s"):
-    """Runs wrk once; returns the parsed BENCH_RESULT dict (latencies in µs) plus 'errors'."""
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", f"--timeout", timeout_s, "-s", LUA, url]
+def wrk(url, duration_s, connections, threads=1, cpus=None, timeout_s="5s", script=LUA, script_args=()):
+    """Runs wrk once; returns the parsed BENCH_RESULT dict (latencies in µs) plus 'errors'. `script`
+    must print wrk-report.lua's BENCH_RESULT line (wrk-soak.lua loads it); `script_args` go after `--`."""
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", f"--timeout", timeout_s, "-s", script, url]
+    if script_args:
+        argv += ["--", *script_args]
     if cpus:
         argv = ["taskset", "-c", cpus] + argv
     try:

@@ -6,6 +6,9 @@
 //! (Prometheus, see [`crate::observe::metrics`]), and the live status page `GET /` with its
 //! server-sent events `GET /events` ([`crate::status`]). The register/discover API under `/v1/`
 //! is [`crate::api`]'s, merged in by [`crate::run`].
+//!
+//! It is served by [`serve`]: HTTP/1.1 with a header-read timeout and a cap on open connections,
+//! so a slow or flooding client cannot hold it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +17,6 @@ use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -49,22 +51,74 @@ impl FromRef<Admin> for Arc<Metrics> {
 /// the gateway's buffers and a few MB of socket buffers for good; the page reconnects by itself.
 pub const WRITE_STALL: Duration = Duration::from_secs(30);
 
-/// The admin listener, each of whose connections the kernel drops once what the gateway sent has
-/// waited `after` for the client to take it (see [`WRITE_STALL`]). A failure to set that (not
-/// Linux) is logged at debug and leaves the connection as it is.
-pub fn stall_limited(
+/// Connections the admin listener serves at once; more are closed unread, as on the public
+/// listener above `--max-connections`. Room for many status pages (each holds one `/events`
+/// connection) and scrapers, and a bound on what a flood can take.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// Has the kernel drop `tcp` once what the gateway sent has waited `after` for the client to take
+/// it (see [`WRITE_STALL`]). A failure to set that (not Linux) is logged at debug and leaves the
+/// connection as it is.
+fn stall_limit(tcp: &tokio::net::TcpStream, after: Duration) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let set = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(after));
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let set: std::io::Result<()> = Err(std::io::ErrorKind::Unsupported.into());
+    if let Err(e) = set {
+        tracing::debug!(error = %e, ?after, "cannot set TCP_USER_TIMEOUT on an admin connection");
+    }
+}
+
+/// Serves `app` (HTTP/1.1) on the admin listener until `stop` turns true: at most
+/// [`MAX_CONNECTIONS`] at once; a client gets `header_timeout` (`--client-timeout`) to send each
+/// request's head, and an idle keep-alive connection is closed after it (hyper's header-read
+/// timeout, as on the public listener; a long `/events` response is not cut); and a client that
+/// stops reading is dropped after `stall` ([`WRITE_STALL`]). Connections still open at `stop`
+/// end with the process.
+pub async fn serve(
     listener: tokio::net::TcpListener,
-    after: Duration,
-) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
-    listener.tap_io(move |tcp| {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        let set = socket2::SockRef::from(&*tcp).set_tcp_user_timeout(Some(after));
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        let set: std::io::Result<()> = Err(std::io::ErrorKind::Unsupported.into());
-        if let Err(e) = set {
-            tracing::debug!(error = %e, ?after, "cannot set TCP_USER_TIMEOUT on an admin connection");
-        }
-    })
+    app: Router,
+    header_timeout: Duration,
+    stall: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    let limit = crate::proxy::limit::ConnectionLimit::new(MAX_CONNECTIONS);
+    let mut h1 = hyper::server::conn::http1::Builder::new();
+    h1.timer(TokioTimer::new());
+    h1.header_read_timeout(header_timeout);
+    let stopped = async move {
+        let mut stop = stop;
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopped);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    crate::proxy::listener::accept_failed(e).await;
+                    continue;
+                }
+            },
+            () = &mut stopped => return,
+        };
+        let Some(permit) = limit.try_acquire() else {
+            tracing::debug!(%peer, max = MAX_CONNECTIONS, "admin connection refused: too many open");
+            continue;
+        };
+        stall_limit(&tcp, stall);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |req| app.clone().oneshot(req));
+        let conn = h1.serve_connection(TokioIo::new(tcp), service);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
 }
 
 /// The admin routes.
@@ -98,6 +152,7 @@ async fn readyz(State(services): State<Arc<Services>>) -> Response {
         }
     }
     reasons.extend(services.unlisted_reasons());
+    reasons.extend(crate::discovery::state_file::ready_reason(&services));
     if reasons.is_empty() {
         (StatusCode::OK, Json(json!({"ready": true}))).into_response()
     } else {
@@ -109,8 +164,14 @@ async fn list_services(State(services): State<Arc<Services>>) -> Json<Value> {
     let mut out = Vec::new();
     for slot in services.slots() {
         let service = slot.service.as_str();
-        let stale = services.freshness().stale_reason(service);
-        let entry = match slot.set() {
+        let set = slot.set();
+        // A set from the state file is stale until the watcher replaces it, connected or not.
+        let from_file = set.as_ref().is_some_and(|s| s.origin == crate::discovery::set::Origin::StateFile);
+        let stale = services
+            .freshness()
+            .stale_reason(service)
+            .or_else(|| from_file.then(|| "from the state file, not yet confirmed by the registry".to_string()));
+        let entry = match set {
             Some(set) => json!({
                 "service": service,
                 "static": slot.is_static,
@@ -209,10 +270,8 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = router(services.clone(), Arc::default());
-        tokio::spawn(std::future::IntoFuture::into_future(axum::serve(
-            stall_limited(listener, Duration::from_secs(1)),
-            app,
-        )));
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(serve(listener, app, Duration::from_secs(60), Duration::from_secs(1), stop));
 
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
@@ -240,6 +299,55 @@ mod tests {
                 Ok(Ok(_)) => {}
             }
         }
+    }
+
+    /// A client that trickles its head is cut off by the header timeout, and connections over
+    /// the cap are closed unread while the open ones keep being served.
+    #[tokio::test]
+    async fn slow_heads_are_cut_off_and_connections_are_capped() {
+        use std::time::Instant;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rules = TagRules { route_tag: "gateway".into(), prefix: "urlprefix-".into() };
+        let services = Arc::new(Services::new(["web".to_string()], rules, Arc::new(StaticRead::default())));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+        let app = router(services, Arc::default());
+        tokio::spawn(serve(listener, app, Duration::from_millis(300), WRITE_STALL, stop));
+
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 256];
+        let closed = loop {
+            if slow.write_all(b"X").await.is_err() {
+                break true;
+            }
+            match tokio::time::timeout(Duration::from_millis(100), slow.read(&mut buf)).await {
+                Ok(_) => break true,
+                Err(_) if started.elapsed() > Duration::from_secs(5) => break false,
+                Err(_) => {}
+            }
+        };
+        assert!(closed, "a trickled head is cut off");
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(3), "{took:?}");
+
+        let mut held = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            c.write_all(b"GET /healthz HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+            let n = c.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+            held.push(c);
+        }
+        let mut over = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = over.write_all(b"GET /healthz HTTP/1.1\r\nhost: a\r\n\r\n").await;
+        let refused = tokio::time::timeout(Duration::from_secs(1), over.read(&mut buf)).await.expect("closed at once");
+        assert!(matches!(refused, Ok(0) | Err(_)), "closed unread");
+        let first = &mut held[0];
+        first.write_all(b"GET /healthz HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+        let n = first.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "an open connection is still served");
     }
 
     #[tokio::test]

@@ -74,6 +74,14 @@ pub struct Args {
     /// ignored with --catalog.
     #[arg(long, env = "GATEWAY_HEALTH_STATUS", default_value = "passing", value_name = "LIST")]
     pub health_status: HealthStatuses,
+    /// Keep the last good state in this file (README, "State file"): every followed service's
+    /// instances and tags, written atomically (temporary file, fsync, rename) with a SHA-256,
+    /// at most once a second and at shutdown, and only while the registry confirms it (the
+    /// gateway would be ready). A gateway that starts while the registry is unreachable serves
+    /// the file's services at once, marked stale (/readyz 503), until the watcher's snapshots
+    /// replace them. A corrupt or foreign file is ignored with a warning. Default: off.
+    #[arg(long, env = "GATEWAY_STATE_FILE", value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
     /// How long an instance may take to start answering (its response headers) before the
     /// client gets a 504; a response body that streams longer (a gRPC server stream) is not cut.
     /// A gRPC call's longer deadline (`grpc-timeout`) extends it for that call.
@@ -99,6 +107,24 @@ pub struct Args {
     /// Then the gateway closes it.
     #[arg(long, env = "GATEWAY_CLIENT_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub client_timeout: Duration,
+    /// The largest request head accepted, in bytes: the request line and the header fields
+    /// (HTTP/2: the header list). A larger one gets 431 Request Header Fields Too Large and the
+    /// connection is closed. The default is nginx's (`large_client_header_buffers 4 8k`: 32 KiB
+    /// in all).
+    #[arg(long, env = "GATEWAY_MAX_HEADER_BYTES", default_value_t = 32 * 1024, value_name = "BYTES")]
+    pub max_header_bytes: usize,
+    /// The longest request target accepted (path and query; scheme and authority too in absolute
+    /// form), in bytes; a longer one gets 414 URI Too Long. The default is nginx's (its request
+    /// line must fit one 8 KiB buffer). At most --max-header-bytes: a target in a head over that
+    /// gets 431 first.
+    #[arg(long, env = "GATEWAY_MAX_URI_BYTES", default_value_t = 8 * 1024, value_name = "BYTES")]
+    pub max_uri_bytes: usize,
+    /// Client connections open at once, over all workers; above it a new connection is closed
+    /// at once, unread (established ones keep working). Default: (the RLIMIT_NOFILE soft limit −
+    /// 256) / 2, at least 16: each client may hold a connection to an instance, and 256
+    /// descriptors stay for listeners, the watcher, the admin listener and logs.
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     #[arg(long, env = "GATEWAY_GRACE_PERIOD", default_value = "10s", value_parser = humantime::parse_duration)]
     pub grace_period: Duration,
@@ -199,6 +225,8 @@ pub struct Config {
     pub rules: TagRules,
     /// How instances are read from Consul, by the watcher and by direct reads alike.
     pub view: View,
+    /// The state file (`--state-file`); `None`: off.
+    pub state_file: Option<PathBuf>,
     /// The watcher executable.
     pub watcher_bin: PathBuf,
     /// Worker threads serving the public listener.
@@ -213,6 +241,12 @@ pub struct Config {
     pub client_timeout: Duration,
     /// How long in-flight requests may take at shutdown.
     pub grace_period: Duration,
+    /// The largest request head, in bytes (431 above).
+    pub max_header_bytes: usize,
+    /// The longest request target, in bytes (414 above).
+    pub max_uri_bytes: usize,
+    /// Client connections open at once (all workers).
+    pub max_connections: usize,
     /// How long a tunnel may carry nothing before it is closed.
     pub tunnel_idle_timeout: Duration,
     /// Request bodies up to this many bytes can be sent again.
@@ -259,6 +293,14 @@ pub enum ConfigError {
     /// A timeout of zero.
     #[error("timeouts must be greater than zero")]
     ZeroTimeout,
+    /// A size or count limit out of range.
+    #[error("{flag}: {why}")]
+    Limit {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        why: &'static str,
+    },
     /// A worker count out of range.
     #[error("--workers must be between 1 and {MAX_WORKERS}")]
     Workers,
@@ -336,6 +378,16 @@ impl Config {
         {
             return Err(ConfigError::ZeroTimeout);
         }
+        if args.max_header_bytes < 1024 {
+            return Err(ConfigError::Limit { flag: "--max-header-bytes", why: "at least 1024" });
+        }
+        if args.max_uri_bytes == 0 || args.max_uri_bytes > args.max_header_bytes {
+            return Err(ConfigError::Limit { flag: "--max-uri-bytes", why: "from 1 to --max-header-bytes" });
+        }
+        if args.max_connections == Some(0) {
+            return Err(ConfigError::Limit { flag: "--max-connections", why: "at least 1" });
+        }
+        let max_connections = args.max_connections.unwrap_or_else(crate::proxy::limit::default_max_connections);
         if args.workers.is_some_and(|w| w == 0 || w > MAX_WORKERS) {
             return Err(ConfigError::Workers);
         }
@@ -395,6 +447,7 @@ impl Config {
             services,
             rules,
             view,
+            state_file: args.state_file.filter(|p| !p.as_os_str().is_empty()),
             watcher_bin,
             workers,
             balance: args.balance,
@@ -402,6 +455,9 @@ impl Config {
             upstream_timeout: args.upstream_timeout,
             client_timeout: args.client_timeout,
             grace_period: args.grace_period,
+            max_header_bytes: args.max_header_bytes,
+            max_uri_bytes: args.max_uri_bytes,
+            max_connections,
             tunnel_idle_timeout: args.tunnel_idle_timeout,
             max_replay_body: args.max_replay_body,
             log_format: args.log_format,
@@ -438,6 +494,27 @@ mod tests {
         let c = parse(&["--watcher-bin", "/bin/true", "--tunnel-idle-timeout", "90s"]).unwrap();
         assert_eq!(c.tunnel_idle_timeout, Duration::from_secs(90));
         assert!(parse(&["--watcher-bin", "/bin/true", "--tunnel-idle-timeout", "0s"]).is_err());
+    }
+
+    #[test]
+    fn hostile_client_limits_have_sane_defaults_and_bounds() {
+        let c = parse(&["--watcher-bin", "w"]).unwrap();
+        assert_eq!((c.max_header_bytes, c.max_uri_bytes), (32 * 1024, 8 * 1024));
+        assert!(c.max_connections >= 16);
+        let c = parse(&["--watcher-bin", "w", "--max-header-bytes", "4096", "--max-uri-bytes", "100"]).unwrap();
+        assert_eq!((c.max_header_bytes, c.max_uri_bytes), (4096, 100));
+        assert_eq!(parse(&["--watcher-bin", "w", "--max-connections", "5"]).unwrap().max_connections, 5);
+        for bad in [
+            &["--max-header-bytes", "100"][..],
+            &["--max-uri-bytes", "0"],
+            &["--max-uri-bytes", "40000"],
+            &["--max-connections", "0"],
+        ] {
+            let mut args = bad.to_vec();
+            args.extend(["--watcher-bin", "w"]);
+            let e = parse(&args).unwrap_err();
+            assert!(e.contains(bad[0]), "{bad:?}: {e}");
+        }
     }
 
     #[test]

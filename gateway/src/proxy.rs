@@ -58,15 +58,20 @@ use crate::discovery::tag::{Protocol, Redirect};
 use crate::observe::access::AccessLog;
 use crate::observe::metrics::{Metrics, Open, RetryReason};
 use crate::observe::request_id::{self, X_REQUEST_ID};
+use ahead::Ahead;
 use balancer::Balance;
 use observed::{Counted, Observed, Pending, Trail, Unanswered};
 use upstream::{BoxError, Failed, PooledBody, RequestBody, Timeouts};
 
+pub mod ahead;
 pub mod balancer;
 pub mod drain;
 pub mod error;
+pub mod framing;
+pub mod guard;
 mod headers;
 pub mod idle;
+pub mod limit;
 pub mod listener;
 pub mod observed;
 pub mod rewrite;
@@ -105,6 +110,8 @@ pub struct Proxy {
     pub max_replay_body: u64,
     /// A tunnel (after a `101`) with no byte either way for this long is closed.
     pub tunnel_idle_timeout: Duration,
+    /// Request targets longer than this are refused with 414 ([`guard`]).
+    pub max_uri_bytes: usize,
     /// Request counts and durations, retries, ejections, open connections.
     pub metrics: Arc<Metrics>,
     /// Where finished requests are logged; `None`: the access log is off.
@@ -240,14 +247,15 @@ impl Proxy {
         trail: &mut Trail,
     ) -> Result<Response<ResponseBody>, GatewayError>
     where
-        B: Body<Data = Bytes> + Send + 'static,
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
+        // Hostile and malformed requests go no further ([`guard`]). An absolute-form request's
+        // authority wins over its Host header (RFC 9112 §3.2.2), for matching and for what is
+        // forwarded; it is rare, so its header value is made on demand.
+        let named = guard::check(parts, &parts.headers, &body, self.max_uri_bytes)?;
+        let client_host = named.as_ref().map(guard::HostValue::get);
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        // An absolute-form request's authority wins over its Host header (RFC 9112 §3.2.2), for
-        // matching and for what is forwarded; it is rare, so its header value is made on demand.
-        let absolute = parts.uri.authority().and_then(headers::authority_host);
-        let client_host = absolute.as_ref().or(parts.headers.get(header::HOST));
         let host = client_host.map(|h| h.as_bytes());
         if rewrite::has_dot_segment(parts.uri.path()) {
             return Err(GatewayError::DotSegment { path: parts.uri.path().to_string() });
@@ -479,9 +487,12 @@ impl Proxy {
     }
 
     /// The body, ready to be sent (again), and whether it was read (awaited) to get it there.
+    ///
+    /// A body of unknown length (chunked) is read ahead as far as it has arrived ([`ahead`]): a
+    /// malformed one is refused before any instance is chosen.
     async fn replayable<B>(&self, service: &str, body: B) -> Result<(Replay, bool), GatewayError>
     where
-        B: Body<Data = Bytes> + Send + 'static,
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
         if body.is_end_stream() {
@@ -495,7 +506,11 @@ impl Proxy {
                 })?;
                 Ok((Replay::Bytes(bytes.to_bytes()), true))
             }
-            _ => Ok((Replay::Stream(Some(UnsyncBoxBody::new(body.map_err(Into::into)))), false)),
+            Some(_) => Ok((Replay::Stream(Some(UnsyncBoxBody::new(body.map_err(Into::into)))), false)),
+            None => match ahead::read(body, self.timeout, self.max_replay_body).await? {
+                Ahead::Whole(bytes) => Ok((Replay::Bytes(bytes), true)),
+                Ahead::Started(body) => Ok((Replay::Stream(Some(UnsyncBoxBody::new(body.map_err(Into::into)))), true)),
+            },
         }
     }
 }
@@ -570,6 +585,7 @@ pub(crate) fn test_proxy(services: Arc<Services>, timeout: Duration) -> Proxy {
         timeout,
         max_replay_body: 1024,
         tunnel_idle_timeout: Duration::from_secs(60),
+        max_uri_bytes: 8192,
         metrics: Default::default(),
         access: None,
     }

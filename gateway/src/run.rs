@@ -5,7 +5,8 @@
 //! The access log, if on, starts before the listeners (a file that cannot be opened stops the
 //! start) and is reopened on SIGHUP.
 //!
-//! Shutdown: stop accepting, let in-flight requests finish within the grace period, stop the
+//! Shutdown: write the state file's last changes (within 2 s, while the watcher still confirms
+//! them), stop accepting, let in-flight requests finish within the grace period, stop the
 //! watcher, write the access log's queued lines (within 5 s), return.
 
 use std::sync::Arc;
@@ -21,9 +22,11 @@ use crate::config::Config;
 use crate::discovery::direct::{ConsulRead, DirectRead, NoDirectRead};
 use crate::discovery::services::Services;
 use crate::discovery::socket::Socket;
+use crate::discovery::state_file;
 use crate::discovery::supervisor::{supervise, WatcherCommand};
 use crate::observe::access::{self, AccessLog};
 use crate::observe::metrics::Metrics;
+use crate::proxy::limit::ConnectionLimit;
 use crate::proxy::listener::{self, Front};
 use crate::proxy::workers::{self, Workers};
 use crate::proxy::Proxy;
@@ -33,6 +36,8 @@ use watcher::source::SourceKind;
 
 /// At shutdown, how long the access log's writer gets to write what is queued.
 const ACCESS_LOG_CLOSE: Duration = Duration::from_secs(5);
+/// At shutdown, how long the state file's last write may take.
+const STATE_FILE_CLOSE: Duration = Duration::from_secs(2);
 
 /// Runs the gateway until a shutdown signal, then drains.
 ///
@@ -56,6 +61,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .with_balance(cfg.balance),
     );
     services.freshness().set_source(cfg.source);
+    // The last good state, served at once (marked stale) until the watcher delivers.
+    if let Some(path) = &cfg.state_file {
+        state_file::restore(path, &services).await;
+    }
     // The register/discover API (with a token): writes go to the registry of --source.
     let api = cfg.api_token.clone().map(|token| crate::api::Api {
         token,
@@ -83,6 +92,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tokio::spawn(socket.serve(services.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Stopped apart, before the rest: its last write happens while the watcher still confirms.
+    let state_writer = cfg.state_file.clone().map(|path| {
+        let (tx, rx) = watch::channel(false);
+        (tx, tokio::spawn(state_file::keep_written(path, services.clone(), rx)))
+    });
     let supervisor = tokio::spawn(supervise(
         watcher_command(&cfg, &socket_path.to_string_lossy()),
         stop_rx.clone(),
@@ -115,12 +129,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         timeout: cfg.upstream_timeout,
         max_replay_body: cfg.max_replay_body,
         tunnel_idle_timeout: cfg.tunnel_idle_timeout,
+        max_uri_bytes: cfg.max_uri_bytes,
         metrics: metrics.clone(),
         access,
     });
     info!(
         listen = %public_addr,
         workers,
+        max_connections = cfg.max_connections,
         balance = %cfg.balance,
         admin = %admin_listener.local_addr()?,
         consul = %cfg.consul,
@@ -133,7 +149,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "gateway listening"
     );
 
-    let front = Front { client_timeout: cfg.client_timeout, tls: tls.as_ref().map(|t| t.acceptor.clone()) };
+    let front = Front {
+        client_timeout: cfg.client_timeout,
+        tls: tls.as_ref().map(|t| t.acceptor.clone()),
+        max_header_bytes: cfg.max_header_bytes,
+        connections: ConnectionLimit::new(cfg.max_connections),
+    };
     if let (Some(t), Some(source)) = (tls, cfg.tls.clone()) {
         tokio::spawn(reload::follow(source, t.provider, t.certificates, t.seen, stop_rx.clone()));
     }
@@ -149,19 +170,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let w = Workers::spawn(public, proxy, front, stop_rx.clone()).context("cannot start the worker threads")?;
         tokio::spawn(w.finished())
     };
-    let mut stopping = stop_rx.clone();
-    let admin_task = tokio::spawn(async move {
-        // A client that stops reading (a stuck follower of /events) is dropped, not kept.
-        let admin_listener = admin::stall_limited(admin_listener, admin::WRITE_STALL);
-        axum::serve(admin_listener, admin::router(services, metrics).merge(crate::api::router(api)))
-            .with_graceful_shutdown(async move {
-                let _ = stopping.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    // A client that stops reading (a stuck follower of /events) is dropped, not kept; one that
+    // is slow to send its head too.
+    let admin_app = admin::router(services, metrics).merge(crate::api::router(api));
+    let admin_task =
+        tokio::spawn(admin::serve(admin_listener, admin_app, cfg.client_timeout, admin::WRITE_STALL, stop_rx.clone()));
 
     let sig = common::shutdown_signal().await;
     info!(grace = ?cfg.grace_period, "{sig} received; draining in-flight requests");
+    if let Some((stop_writer, writer)) = state_writer {
+        let _ = stop_writer.send(true);
+        // A disk that hangs does not hold the shutdown: the write goes on meanwhile, or is lost.
+        if tokio::time::timeout(STATE_FILE_CLOSE, writer).await.is_err() {
+            warn!(within = ?STATE_FILE_CLOSE, "the state file's last write did not finish");
+        }
+    }
     let _ = stop_tx.send(true);
     match tokio::time::timeout(cfg.grace_period, public_task).await {
         Ok(_) => info!("all requests finished"),

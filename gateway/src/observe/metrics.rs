@@ -21,6 +21,7 @@
 //! | `gateway_service_stale` | gauge | `service` | the same, per followed service |
 //! | `gateway_open_connections` | gauge | `side` = `client`, `upstream` | connections open now (an open tunnel's two included) |
 //! | `gateway_websocket_tunnels` | gauge | | upgraded tunnels (WebSocket and others) open now |
+//! | `gateway_connections_refused_total` | counter | | client connections closed unread because `--max-connections` were open |
 //! | `process_*` | | | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_start_time_seconds`, `process_threads` (from `/proc`) |
 //!
 //! Requests no route matched are counted with `route=""` and `service=""` (an empty label is no
@@ -39,7 +40,7 @@ pub mod shard;
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -136,6 +137,8 @@ pub struct Metrics {
     /// Requests and errors of routes whose entries were dropped, per service.
     retired: Mutex<HashMap<String, (u64, u64), FxBuildHasher>>,
     open: [Arc<AtomicI64>; 3],
+    /// Client connections refused at the cap (`--max-connections`).
+    refused: AtomicU64,
     /// The access log, when it is on (for its count of dropped lines).
     access_log: OnceLock<Arc<AccessLog>>,
 }
@@ -173,6 +176,7 @@ impl Metrics {
             rare: Mutex::default(),
             retired: Mutex::default(),
             open: Default::default(),
+            refused: AtomicU64::new(0),
             access_log: OnceLock::new(),
         }
     }
@@ -212,6 +216,16 @@ impl Metrics {
     /// An instance was ejected (taken out of the rotation for a while) after a failure.
     pub fn ejection(&self, service: &str) {
         self.rare(service, |r| r.ejections += 1);
+    }
+
+    /// A client connection closed unread at the cap.
+    pub fn connection_refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Client connections refused at the cap so far.
+    pub fn connections_refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Counts one open connection or tunnel until the guard is dropped; a tunnel also counts as

@@ -57,6 +57,16 @@ pub enum GatewayError {
         /// The service.
         service: String,
     },
+    /// The request is refused before any instance sees it: a hostile or malformed request that
+    /// hyper's parser let through ([`crate::proxy::guard`]). Its answer says why and closes the
+    /// connection (`Connection: close`), as nginx does after such an error.
+    #[error("{}", refusal_text(*.status))]
+    Refused {
+        /// 400, 405 (`CONNECT`, with `Allow`), 408 or 414.
+        status: StatusCode,
+        /// Why, for the client (never anything secret: the rule that was broken).
+        reason: String,
+    },
     /// The request could not be turned into an upstream request.
     #[error("bad request")]
     BadRequest {
@@ -77,13 +87,14 @@ impl GatewayError {
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Refused { status, .. } => *status,
         }
     }
 
     /// The service it concerns (empty when no route matched).
     pub fn service(&self) -> &str {
         match self {
-            Self::NoRoute { .. } | Self::DotSegment { .. } => "",
+            Self::NoRoute { .. } | Self::DotSegment { .. } | Self::Refused { .. } => "",
             Self::NoInstance { service }
             | Self::DiscoveryUnavailable { service, .. }
             | Self::Upstream { service, .. }
@@ -95,10 +106,13 @@ impl GatewayError {
 
 impl GatewayError {
     /// The gRPC status code: what gRPC clients derive from [`GatewayError::status`] (404:
-    /// `UNIMPLEMENTED` 12; 502, 503, 504: `UNAVAILABLE` 14; 400: `INTERNAL` 13).
+    /// `UNIMPLEMENTED` 12; 502, 503, 504: `UNAVAILABLE` 14; 400: `INTERNAL` 13; any other:
+    /// `UNKNOWN` 2).
     pub fn grpc_code(&self) -> &'static str {
         match self {
             Self::NoRoute { .. } => "12",
+            Self::Refused { status, .. } if *status != StatusCode::BAD_REQUEST => "2",
+            Self::Refused { .. } => "13",
             Self::DotSegment { .. } | Self::BadRequest { .. } => "13",
             Self::NoInstance { .. }
             | Self::DiscoveryUnavailable { .. }
@@ -113,6 +127,7 @@ impl GatewayError {
     pub fn into_grpc_response(self) -> Response {
         let what = match &self {
             Self::NoRoute { path } | Self::DotSegment { path } => path.as_str(),
+            Self::Refused { reason, .. } => reason.as_str(),
             _ => self.service(),
         };
         let message = percent_encode(&format!("{self}: {what}"));
@@ -125,6 +140,14 @@ impl GatewayError {
         }
         resp
     }
+}
+
+/// The methods a 405 lists: RFC 9110's, but `CONNECT`.
+pub const ALLOWED: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH";
+
+/// A refusal's `error`: its status's reason phrase, in lowercase (`bad request`).
+fn refusal_text(status: StatusCode) -> String {
+    status.canonical_reason().unwrap_or("refused").to_ascii_lowercase()
 }
 
 /// `grpc-message` encoding: bytes outside printable ASCII, and `%`, as `%XX`.
@@ -158,6 +181,7 @@ impl GatewayError {
             Self::NoRoute { path } | Self::DotSegment { path } => {
                 serde_json::json!({ "error": self.to_string(), "path": path })
             }
+            Self::Refused { reason, .. } => serde_json::json!({ "error": self.to_string(), "reason": reason }),
             _ => serde_json::json!({ "error": self.to_string(), "service": self.service() }),
         };
         // The gateway's own failures (5xx) are the ones to correlate with its log; a refusal
@@ -165,8 +189,19 @@ impl GatewayError {
         if let Some(id) = request_id.filter(|_| self.status().is_server_error()) {
             body["request_id"] = String::from_utf8_lossy(id.as_bytes()).into();
         }
-        let mut resp = (self.status(), body.to_string()).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let refused = matches!(self, Self::Refused { .. });
+        let status = self.status();
+        let mut resp = (status, body.to_string()).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if refused {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            // RFC 9110 §15.5.6: a 405 names the methods that are allowed; every method but
+            // CONNECT is forwarded, so these are the standard ones.
+            h.insert(header::ALLOW, HeaderValue::from_static(ALLOWED));
+        }
         resp
     }
 }

@@ -40,7 +40,9 @@ use tracing::{debug, error};
 
 use crate::observe::metrics::{Open, OpenGuard};
 use crate::proxy::drain::{Drain, Watcher};
+use crate::proxy::framing::{Scan, Tap};
 use crate::proxy::idle::Activity;
+use crate::proxy::limit::{ConnectionLimit, Permit};
 use crate::proxy::sniff::{self, Version};
 use crate::proxy::Proxy;
 
@@ -55,6 +57,11 @@ pub struct Front {
     /// timeout) and its ALPN protocol says HTTP/2 or HTTP/1.1. `None`: cleartext, where the
     /// first bytes say it.
     pub tls: Option<TlsAcceptor>,
+    /// The largest request head (request line and header fields; HTTP/2: the header list), in
+    /// bytes; hyper answers a larger one with 431.
+    pub max_header_bytes: usize,
+    /// The open client connections and their cap, shared by every worker.
+    pub connections: ConnectionLimit,
 }
 
 /// hyper's servers, configured once per listener and shared by its connections.
@@ -72,8 +79,10 @@ impl Servers {
         h1.writev(false);
         h1.timer(TokioTimer::new());
         h1.header_read_timeout(front.client_timeout);
+        h1.max_header_size(front.max_header_bytes);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new());
+        h2.max_header_list_size(u32::try_from(front.max_header_bytes).unwrap_or(u32::MAX));
         Self { h1, h2, idle_limit: front.client_timeout }
     }
 }
@@ -100,6 +109,14 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, front: Front, stop:
             },
             () = &mut stopped => break,
         };
+        // Above the cap, closed unread at once (RST if it sent something): refused in one round
+        // trip, where not accepting would leave it waiting in the backlog.
+        let Some(permit) = front.connections.try_acquire() else {
+            debug!(%peer, max = front.connections.max(), "connection refused: --max-connections reached");
+            proxy.metrics.connection_refused();
+            drop(stream);
+            continue;
+        };
         // Responses are written whole; Nagle would only hold them back.
         let _ = stream.set_nodelay(true);
         let watcher = connections.watcher();
@@ -111,6 +128,7 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, front: Front, stop:
             peer,
             tls: front.tls.is_some(),
             _open: open,
+            _permit: permit,
         };
         match &front.tls {
             None => tokio::spawn(conn.plain(stream, front.client_timeout, stop.clone())),
@@ -131,6 +149,8 @@ struct Conn {
     tls: bool,
     /// Counts it as open until it closes.
     _open: OpenGuard,
+    /// Its place under `--max-connections`.
+    _permit: Permit,
 }
 
 impl Conn {
@@ -176,17 +196,26 @@ impl Conn {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Conn { proxy, servers, watcher, peer, tls, _open } = self;
-        let service = service_fn(move |req| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, Some(peer), tls).await) }
-        });
+        let Conn { proxy, servers, watcher, peer, tls, _open, _permit } = self;
         let result = match version {
             Version::Http1 => {
+                // Smuggling signs hyper hides are read off the bytes ([`framing`]), and each
+                // request learns its head's verdict.
+                let scan = Arc::new(Scan::default());
+                let stream = Tap::new(stream, scan.clone());
+                let service = service_fn(move |mut req| {
+                    crate::proxy::guard::mark(&mut req, &scan);
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(req, Some(peer), tls).await) }
+                });
                 let conn = servers.h1.serve_connection(TokioIo::new(stream), service).with_upgrades();
                 watcher.watch(conn, |c| c.graceful_shutdown()).await
             }
             Version::H2 => {
+                let service = service_fn(move |req| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(req, Some(peer), tls).await) }
+                });
                 let (stream, idle) = Activity::new(stream);
                 let conn = servers.h2.serve_connection(TokioIo::new(stream), service);
                 watcher.watch_idle(conn, |c| c.graceful_shutdown(), idle, servers.idle_limit).await
@@ -235,7 +264,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, proxy, Front { client_timeout, tls }, stop_rx));
+        let front = Front { client_timeout, tls, max_header_bytes: 32 * 1024, connections: ConnectionLimit::new(64) };
+        let task = tokio::spawn(serve(listener, proxy, front, stop_rx));
         (addr, stop_tx, task)
     }
 

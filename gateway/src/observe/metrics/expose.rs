@@ -255,6 +255,13 @@ impl Collector for Gather {
         )?;
         family(
             &mut enc,
+            "gateway_connections_refused",
+            "Client connections closed unread because --max-connections were open.",
+            MetricType::Counter,
+            |m| counter(m, &[], self.metrics.connections_refused()),
+        )?;
+        family(
+            &mut enc,
             "gateway_access_log_dropped",
             "Access log lines dropped because the writer's queue was full (0 with the access log off).",
             MetricType::Counter,

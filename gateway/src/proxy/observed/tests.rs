@@ -29,6 +29,7 @@ async fn proxy(authority: &str, log: &Path) -> Arc<Proxy> {
         timeout: Duration::from_secs(5),
         max_replay_body: 1024,
         tunnel_idle_timeout: Duration::from_secs(60),
+        max_uri_bytes: 8192,
         metrics: Default::default(),
         access: Some(Arc::new(access)),
     })
