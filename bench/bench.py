@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from benchlib import phases, report  # noqa: E402
+from benchlib import phases, report, setups  # noqa: E402
 from benchlib.procs import HarnessError, Procs, machine_busy_percent  # noqa: E402
 from benchlib.services import Consul  # noqa: E402
 
@@ -34,6 +34,12 @@ def parse_args(argv):
     p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32; wrk uses 1 thread)")
     p.add_argument("--backends", type=int, default=3, help="nginx backends (default 3)")
     p.add_argument("--workers", default="1,2", help="gateway --workers values to measure (default 1,2)")
+    p.add_argument("--setups", default=None, metavar="PRESET|SPEC[;SPEC...]",
+                   help="the throughput phase under other setups instead of the pinned comparison: `defaults` "
+                        "(defaults against defaults), `matrix` (one factor at a time), or specs "
+                        "`[label:]key=value,...` with keys pin, gw, ngx, backends, upstream, wrk "
+                        "(see benchlib/setups.py and bench/README.md)")
+    p.add_argument("--defaults", action="store_true", help="the same as --setups defaults")
     p.add_argument("--prop-reps", type=int, help="propagation repetitions (default 20; smoke 3)")
     p.add_argument("--prop-timeout", type=float, help="give up on one propagation after this many s (default 10; smoke 5)")
     p.add_argument("--quiet", type=float, help="s without a response from a removed instance that mean it is gone "
@@ -93,11 +99,19 @@ def parse_args(argv):
         o.scale_tagged = [int(x) for x in o.scale_tagged.split(",") if x and x != "none"]
     except (KeyError, ValueError):
         p.error("--scale-checks takes yes,no,none; --scale-tagged a comma list of service counts or none")
+    if o.defaults:
+        if o.setups not in (None, "defaults"):
+            p.error("--defaults is --setups defaults; give one of them")
+        o.setups = "defaults"
+    try:
+        o.setup_list = setups.parse(o.setups) if o.setups else []
+    except ValueError as e:
+        p.error(f"--setups: {e}")
     o.only = [x for x in o.only.split(",") if x]
     for x in o.only:
         if x not in PHASES:
             p.error(f"--only: unknown phase {x}")
-    if o.results is None and full and set(o.only) == set(PHASES):
+    if o.results is None and full and set(o.only) == set(PHASES) and not o.setup_list:
         o.results = os.path.join(BENCH_DIR, "RESULTS.md")
     return o
 
@@ -176,7 +190,10 @@ def main(argv):
         backends = phases.setup_backends(env)
         phases.log(f"consul :{consul.port}, backends {backends.ports}")
         ref = None
-        if "throughput" in o.only:
+        if "throughput" in o.only and o.setup_list:
+            results["setups"] = setups.run(env, backends, o.setup_list)
+            info["load_after_throughput"] = loadavg()
+        elif "throughput" in o.only:
             tp, ref = phases.throughput(env, backends)
             results["throughput"] = tp
             results["summary"] = phases.summarize(tp)
@@ -233,8 +250,10 @@ def render(o, info, results, argv):
         f"run: {info['busy_before']:.0f}%",
         f"- Tools: {info['nginx']}, {info['wrk']}, {info.get('consul', '?')} ({_consul_desc(o.consul_mode)}), "
         f"Python {info['python']}",
-        f"- Load: wrk -t1 -c{o.connections}, {o.rounds} round(s) × {o.duration} s per proxy (after {o.warmup} s warm-up), "
-        f"proxies alternating; {o.backends} nginx backends; pinning: {info['pin']}",
+        f"- Load: wrk {'per setup (below)' if o.setup_list else f'-t1 -c{o.connections}'}, {o.rounds} round(s) × "
+        f"{o.duration} s per proxy (after {o.warmup} s warm-up), "
+        f"proxies alternating; {o.backends} nginx backends; pinning: "
+        f"{'per setup in the throughput phase, otherwise ' if o.setup_list else ''}{info['pin']}",
         f"- Whole run: {info['elapsed']:.0f} s",
         "",
     ]
@@ -259,6 +278,11 @@ def render(o, info, results, argv):
                 where = f"`{os.path.relpath(v['txt'], REPO)}`" if v["txt"] else "no profile"
                 out.append(f"- {k}: {per}; flat profile {where}")
             out.append("")
+    if "setups" in results:
+        rows = setups.summarize(results["setups"])
+        out += ["## Throughput by setup (gateway against nginx; ratios = gateway / nginx within rounds)", "",
+                "\n".join(f"- {x['idx']}. {x['label']}: {setups.describe(x['factors'])}" for x in results["setups"]),
+                "", report.setups_section(rows, [(x["idx"], x["rounds"]) for x in results["setups"]]), ""]
     if "propagation" in results:
         out += ["## Change propagation (gateway with default flags)", "",
                 report.propagation_section(results["propagation"]), ""]

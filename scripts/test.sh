@@ -10,8 +10,9 @@
 #   5. the container end-to-end test on the local Docker engine, with Compose v2 (installed as a
 #      CLI plugin by scripts/install-compose-v2.sh) and with docker-compose 1.29 (skipped without
 #      an engine unless REQUIRE_DOCKER=1, which CI sets)
-#   6. the benchmark and the instruction counter in smoke mode (a few seconds each; they report,
-#      they assert no timing), then 30 s of the churn soak (bench/soak.sh, about 40 s in all)
+#   6. the benchmark (the pinned comparison, then --defaults) and the instruction counter in smoke
+#      mode (a few seconds each; they report, they assert no timing), then 30 s of the churn soak
+#      (bench/soak.sh, about 40 s in all)
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -84,6 +85,8 @@ fi
 if [ -x bench/run.sh ]; then
   step "benchmark smoke (bench/run.sh --smoke)"
   bash bench/run.sh --smoke
+  step "benchmark smoke of the default setups (bench/run.sh --smoke --defaults --only throughput)"
+  BENCH_NO_BUILD=1 bash bench/run.sh --smoke --defaults --only throughput
   step "instruction-count smoke (bench/callgrind.sh, 2 s per proxy)"
   BENCH_NO_BUILD=1 bash bench/callgrind.sh --duration 2 --warmup 1
   step "churn soak, 30 s (bench/soak.sh; the release binaries the benchmark smoke built)"

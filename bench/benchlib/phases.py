@@ -74,36 +74,8 @@ def throughput(env, backends):
             wait_quiet(max(0.0, quiet_deadline - time.monotonic()), log=log)
         seq = order if r % 2 == 0 else list(reversed(order))
         for name, proc in seq:
-            url = f"http://127.0.0.1:{proc.port}/service-web/"
-            if o.warmup:
-                load.wrk(url, o.warmup, o.connections, cpus=env.wrk_cpus)
-            before = tree_cpu_ticks(proc.pid)
-            s_before = tree_sched_ns(proc.pid)
-            b_before = _backend_ticks(backends)
-            w_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            m_before = machine_busy_seconds()
-            with RssSampler(proc.pid) as rss:
-                res = load.wrk(url, o.duration, o.connections, cpus=env.wrk_cpus)
-            w_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            m_after = machine_busy_seconds()
-            after = tree_cpu_ticks(proc.pid)
-            sched_s = sched_seconds_between(s_before, tree_sched_ns(proc.pid))
-            cpu_s = cpu_seconds_between(before, after)
-            res["sched_us_per_req"] = sched_s * 1e6 / res["requests"] if res["requests"] else float("nan")
-            wall = res["duration_us"] / 1e6
-            res["util"] = {  # share of one CPU each party used during the run: who was the bottleneck
-                "proxy": cpu_s / wall,
-                "wrk": (w_after.ru_utime + w_after.ru_stime - w_before.ru_utime - w_before.ru_stime) / wall,
-                "backends": cpu_seconds_between(b_before, _backend_ticks(backends)) / wall,
-            }
-            # Everything else that ran meanwhile (Consul, this harness, and other people's work on the machine).
-            res["util"]["other"] = max(0.0, (m_after - m_before) / wall - sum(res["util"].values()))
-            res.update(name=name, round=r + 1, cpu_s=cpu_s,
-                       cpu_us_per_req=cpu_s * 1e6 / res["requests"] if res["requests"] else float("nan"),
-                       rss_load_kb=rss.max_total_kb, rss_load_per=dict(rss.max_kb))
+            res = measure(env, name, proc, list(backends.by_port.values()), r + 1)
             rounds.append(res)
-            log(f"round {r + 1} {name}: {res['rps']:.0f} req/s, p99 {res['p99'] / 1000:.2f} ms, "
-                f"{res['cpu_us_per_req']:.1f} CPU-µs/req, errors {res['errors']:.0f}")
     hwm = {name: tree_memory(proc.pid, "VmHWM") for name, proc in order}
     profiles = {}
     if o.perf:  # after the measured rounds, so the sampling never costs a measured run anything
@@ -115,11 +87,68 @@ def throughput(env, backends):
     return {"order": [n for n, _ in order], "rounds": rounds, "idle": idle, "hwm": hwm, "profiles": profiles}, ref
 
 
-def profile(env, name, proc):
+def measure(env, name, proc, backend_procs, rnd, connections=None, threads=1):
+    """One measured wrk run against `proc` (after an unmeasured warm-up): wrk's figures plus the proxy
+    tree's CPU per request (ticks and schedstat; also without a `watcher` process), and how much CPU
+    the proxy, wrk, the backends (`backend_procs`) and everything else used meanwhile."""
+    o = env.opts
+    connections = connections or o.connections
+    url = f"http://127.0.0.1:{proc.port}/service-web/"
+    if o.warmup:
+        load.wrk(url, o.warmup, connections, threads=threads, cpus=env.wrk_cpus)
+    before = tree_cpu_ticks(proc.pid)
+    s_before = tree_sched_ns(proc.pid)
+    b_before = _backend_ticks(backend_procs)
+    w_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    m_before = machine_busy_seconds()
+    with RssSampler(proc.pid) as rss:
+        res = load.wrk(url, o.duration, connections, threads=threads, cpus=env.wrk_cpus)
+    w_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    m_after = machine_busy_seconds()
+    after = tree_cpu_ticks(proc.pid)
+    s_after = tree_sched_ns(proc.pid)
+    sched_s = sched_seconds_between(s_before, s_after)
+    watchers = {p for p in after if comm(p) == "watcher"}
+    sched_nw = sched_seconds_between({k: v for k, v in s_before.items() if k[0] not in watchers},
+                                     {k: v for k, v in s_after.items() if k[0] not in watchers})
+    cpu_s = cpu_seconds_between(before, after)
+    # How the proxy's CPU split over its threads and processes (e.g. two workers: 50/50, or one
+    # doing most of the work): the top shares, with each task's name.
+    per = {k: v - s_before.get(k, 0) for k, v in s_after.items()}
+    total = sum(per.values()) or 1
+    res["task_shares"] = [(_task_comm(*k), d / total) for k, d in sorted(per.items(), key=lambda kv: -kv[1])[:3]]
+    n = res["requests"]
+    res["sched_us_per_req"] = sched_s * 1e6 / n if n else float("nan")
+    res["sched_us_per_req_nowatcher"] = sched_nw * 1e6 / n if n else float("nan")
+    wall = res["duration_us"] / 1e6
+    res["util"] = {  # share of one CPU each party used during the run: who was the bottleneck
+        "proxy": cpu_s / wall,
+        "wrk": (w_after.ru_utime + w_after.ru_stime - w_before.ru_utime - w_before.ru_stime) / wall,
+        "backends": cpu_seconds_between(b_before, _backend_ticks(backend_procs)) / wall,
+    }
+    # Everything else that ran meanwhile (Consul, this harness, and other people's work on the machine).
+    res["util"]["other"] = max(0.0, (m_after - m_before) / wall - sum(res["util"].values()))
+    res.update(name=name, round=rnd, cpu_s=cpu_s, cpu_us_per_req=cpu_s * 1e6 / n if n else float("nan"),
+               rss_load_kb=rss.max_total_kb, rss_load_per=dict(rss.max_kb))
+    log(f"round {rnd} {name}: {res['rps']:.0f} req/s, p99 {res['p99'] / 1000:.2f} ms, "
+        f"{res['cpu_us_per_req']:.1f} CPU-µs/req, errors {res['errors']:.0f}")
+    return res
+
+
+def _task_comm(pid, tid):
+    try:
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def profile(env, name, proc, connections=None, threads=1):
     """Under one more wrk run: a flat CPU profile (perf record, cpu-clock software event) and the
     syscalls and context switches per request (perf stat) of the proxy's process tree. Returns
     {"txt": report path, "syscalls": per request, "switches": per request}, or None if perf is unusable."""
     o = env.opts
+    connections = connections or o.connections
     slug = name.replace(" ", "").replace("--", "-")
     data = os.path.join(env.run_dir, f"perf-{slug}.data")
     txt = os.path.join(env.run_dir, f"perf-{slug}.txt")
@@ -139,7 +168,8 @@ def profile(env, name, proc):
         return None
     time.sleep(0.5)  # let perf attach before the load starts
     try:
-        w = load.wrk(f"http://127.0.0.1:{proc.port}/service-web/", o.duration, o.connections, cpus=env.wrk_cpus)
+        w = load.wrk(f"http://127.0.0.1:{proc.port}/service-web/", o.duration, connections, threads=threads,
+                     cpus=env.wrk_cpus)
     finally:
         for p in perfs:
             p.send_signal(signal.SIGINT)
@@ -171,9 +201,9 @@ def profile(env, name, proc):
     return out
 
 
-def _backend_ticks(backends):
+def _backend_ticks(backend_procs):
     out = {}
-    for proc in backends.by_port.values():
+    for proc in backend_procs:
         out.update(tree_cpu_ticks(proc.pid))
     return out
 

@@ -344,3 +344,49 @@ def _tagged_targets(v):
     rows.append((f"{tag}: ≤ 16 connections to Consul", f"{conns} max seen while loading, "
                  f"{sum(v['conns_now'].values())} after (whole gateway tree)", conns <= 16))
     return rows
+
+
+def setups_section(rows, rounds_by_setup):
+    """--setups: one row per setup (medians over rounds; ratios gateway / nginx within rounds), then
+    every run."""
+    lines = ["| # | setup | factors | gateway workers | gateway req/s | nginx req/s | req/s ratio "
+             "| gateway CPU µs/req (without watcher) | nginx CPU µs/req | CPU/req ratio (without watcher) "
+             "| p99 ratio | cores used: gateway / nginx / backends | busiest task's share: gateway / nginx "
+             "| max other load | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        noisy = " ⚠" if r["other"] > NOISY else ""
+        lines.append(
+            f"| {r['idx']} | {r['label']} | {_factors(r['factors'])} | {r['gw_workers']} | {r['gw_rps']:.0f} "
+            f"| {r['ngx_rps']:.0f} | **{r['rps_ratio']:.2f}×** | {r['gw_cpu']:.1f} ({r['gw_cpu_nw']:.1f}) "
+            f"| {r['ngx_cpu']:.1f} | **{r['cpu_ratio']:.2f}×** ({r['cpu_ratio_nw']:.2f}×) | {r['p99_ratio']:.2f}× "
+            f"| {r['gw_util']:.2f} / {r['ngx_util']:.2f} / {r['backends_util']:.2f} "
+            f"| {r['gw_top']:.0%} / {r['ngx_top']:.0%} | {r['other']:.2f}{noisy} "
+            f"| {r['errors']:.0f} |")
+    lines += ["", "Ratios are gateway / nginx within each round, median over rounds (each round's: "
+              + "; ".join(f"{r['idx']}: req/s {', '.join(f'{x:.2f}' for x in r['rps_ratios'])}, CPU "
+                          f"{', '.join(f'{x:.2f}' for x in r['cpu_ratios'])}" for r in rows) + "). "
+              "CPU µs/req from schedstat (exact run time) of the proxy's process tree (gateway + watcher; nginx "
+              "master + workers); in parentheses the gateway without its watcher process. Cores used: median "
+              "share of one CPU during the runs (tick-sampled). Busiest task's share: how much of the proxy's CPU "
+              "its busiest thread (gateway) or process (nginx) took (100%: one worker did everything). Runs with more than "
+              f"{NOISY} of a core of other load are marked ⚠."]
+    prof = [r for r in rows if any(r["profiles"].values())]
+    if prof:
+        lines += ["", "Per request under one more wrk run each (perf stat, the proxy's process tree; `--perf`): "
+                  + "; ".join(f"{r['idx']}: " + ", ".join(
+                      f"{k} {v['syscalls']:.2f} syscalls / {v['switches']:.3f} context switches"
+                      for k, v in r["profiles"].items() if v and v["syscalls"] is not None) for r in prof) + "."]
+    allr = []
+    for idx, rs in rounds_by_setup:
+        for x in rs:
+            allr.append(dict(x, name=f"{idx} {x['name']}"))
+    lines += ["", "### Per run", "", rounds_table(allr)]
+    return "\n".join(lines)
+
+
+def _factors(f):
+    t, c = f["wrk"].split("x")
+    ka = f" (keepalive {f['ka']})" if f["upstream"] == "tuned" else ""
+    return (f"pin {f['pin']}, gw {f['gw']}, ngx {f['ngx']}, upstream {f['upstream']}{ka}, backends {f['backends']}, "
+            f"wrk -t{t} -c{c}")

@@ -177,16 +177,17 @@ def _start_nginx(procs, name, conf_text, run_dir, cpus=None):
     return procs.start(name, ["nginx", "-p", prefix, "-c", conf, "-e", os.path.join(prefix, "error.log")], cpus=cpus)
 
 
-def backend_conf(prefix, ports):
+def backend_conf(prefix, ports, workers=None):
     """One process (no master) answering {"ip":"127.0.0.1","port":P} on each port, so that
-    killing that one pid kills the backend."""
+    killing that one pid kills the backend. workers (e.g. "auto", "2"): a master process and that
+    many worker processes instead, all serving every port."""
     servers = "".join(
         f"    server {{ listen 127.0.0.1:{p}; location / {{ return 200 '{{\"ip\":\"127.0.0.1\",\"port\":{p}}}'; }} }}\n"
         for p in ports
     )
+    procs = "master_process off;\nworker_processes 1;" if workers is None else f"worker_processes {workers};"
     return f"""daemon off;
-master_process off;
-worker_processes 1;
+{procs}
 pid {prefix}/nginx.pid;
 events {{ worker_connections 4096; }}
 http {{
@@ -220,19 +221,45 @@ class Backends:
         proc = self.by_port.pop(port)
         self.procs.stop(proc, sig=9)
 
+    def stop_all(self):
+        """Stops every backend (SIGTERM), e.g. to serve the same ports from one process for a while."""
+        for port in list(self.by_port):
+            self.procs.stop(self.by_port.pop(port))
 
-def start_multi_backend(procs, run_dir, name, ports, cpus=None):
+    def start_all(self):
+        """Starts every backend not running (after stop_all)."""
+        for port in self.ports:
+            if port not in self.by_port:
+                self.start(port)
+
+
+def start_multi_backend(procs, run_dir, name, ports, cpus=None, workers=None):
+    """One nginx serving every port: one process, or with workers (e.g. "auto") a master and workers."""
     prefix = os.path.join(run_dir, name)
-    proc = _start_nginx(procs, name, backend_conf(prefix, ports), run_dir, cpus)
+    proc = _start_nginx(procs, name, backend_conf(prefix, ports, workers), run_dir, cpus)
     for p in ports:
         wait_http_ok(f"http://127.0.0.1:{p}/", 10, proc, f"{name} port {p}")
     return proc
 
 
-def reference_conf(prefix, listen, backend_ports):
+def reference_conf(prefix, listen, backend_ports, workers="1", upstream="tuned", keepalive=32):
+    """nginx as the reference proxy. upstream "tuned" (the comparison's default): pooled HTTP/1.1
+    connections to the instances (`keepalive 32`), `random` like the gateway's default balancing.
+    upstream "default": what nginx does without tuning (an upstream block with the servers and a
+    plain `proxy_pass`: round-robin, HTTP/1.0, a new connection to the instance per request).
+    workers: `worker_processes` ("1", "auto", ...). keepalive: the tuned pool's size per worker (idle
+    connections kept, over all instances). The client side is the same in both."""
     servers = "".join(f"        server 127.0.0.1:{p};\n" for p in backend_ports)
+    if upstream == "tuned":
+        pool = "        random;\n", f"        keepalive {keepalive};\n        keepalive_requests 1000000;\n"
+        location = ("            proxy_http_version 1.1;\n"
+                    "            proxy_set_header Connection \"\";\n")
+    elif upstream == "default":
+        pool, location = ("", ""), ""
+    else:
+        raise ValueError(f"upstream: tuned or default, not {upstream!r}")
     return f"""daemon off;
-worker_processes 1;
+worker_processes {workers};
 pid {prefix}/nginx.pid;
 events {{ worker_connections 4096; }}
 http {{
@@ -240,26 +267,23 @@ http {{
     keepalive_requests 1000000;
     keepalive_timeout 300s;
 {_nginx_common(prefix)}    upstream backends {{
-        random;
-{servers}        keepalive 32;
-        keepalive_requests 1000000;
-    }}
+{pool[0]}{servers}{pool[1]}    }}
     server {{
         listen 127.0.0.1:{listen};
         location /service-web/ {{
             proxy_pass http://backends/;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }}
+{location}        }}
     }}
 }}
 """
 
 
-def start_reference(procs, run_dir, backend_ports, cpus=None):
+def start_reference(procs, run_dir, backend_ports, cpus=None, workers="1", upstream="tuned", name="nginx-ref",
+                    keepalive=32):
     port = free_port()
-    prefix = os.path.join(run_dir, "nginx-ref")
-    proc = _start_nginx(procs, "nginx-ref", reference_conf(prefix, port, backend_ports), run_dir, cpus)
+    prefix = os.path.join(run_dir, name)
+    proc = _start_nginx(procs, name, reference_conf(prefix, port, backend_ports, workers, upstream, keepalive),
+                        run_dir, cpus)
     wait_http_ok(f"http://127.0.0.1:{port}/service-web/", 10, proc, "nginx reference proxy")
     proc.port = port
     return proc
