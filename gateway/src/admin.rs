@@ -98,6 +98,7 @@ async fn readyz(State(services): State<Arc<Services>>) -> Response {
         }
     }
     reasons.extend(services.unlisted_reasons());
+    reasons.extend(crate::discovery::state_file::ready_reason(&services));
     if reasons.is_empty() {
         (StatusCode::OK, Json(json!({"ready": true}))).into_response()
     } else {
@@ -109,8 +110,14 @@ async fn list_services(State(services): State<Arc<Services>>) -> Json<Value> {
     let mut out = Vec::new();
     for slot in services.slots() {
         let service = slot.service.as_str();
-        let stale = services.freshness().stale_reason(service);
-        let entry = match slot.set() {
+        let set = slot.set();
+        // A set from the state file is stale until the watcher replaces it, connected or not.
+        let from_file = set.as_ref().is_some_and(|s| s.origin == crate::discovery::set::Origin::StateFile);
+        let stale = services
+            .freshness()
+            .stale_reason(service)
+            .or_else(|| from_file.then(|| "from the state file, not yet confirmed by the registry".to_string()));
+        let entry = match set {
             Some(set) => json!({
                 "service": service,
                 "static": slot.is_static,

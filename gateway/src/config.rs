@@ -74,6 +74,14 @@ pub struct Args {
     /// ignored with --catalog.
     #[arg(long, env = "GATEWAY_HEALTH_STATUS", default_value = "passing", value_name = "LIST")]
     pub health_status: HealthStatuses,
+    /// Keep the last good state in this file (README, "State file"): every followed service's
+    /// instances and tags, written atomically (temporary file, fsync, rename) with a SHA-256,
+    /// at most once a second and at shutdown, and only while the registry confirms it (the
+    /// gateway would be ready). A gateway that starts while the registry is unreachable serves
+    /// the file's services at once, marked stale (/readyz 503), until the watcher's snapshots
+    /// replace them. A corrupt or foreign file is ignored with a warning. Default: off.
+    #[arg(long, env = "GATEWAY_STATE_FILE", value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
     /// How long an instance may take to start answering (its response headers) before the
     /// client gets a 504; a response body that streams longer (a gRPC server stream) is not cut.
     /// A gRPC call's longer deadline (`grpc-timeout`) extends it for that call.
@@ -199,6 +207,8 @@ pub struct Config {
     pub rules: TagRules,
     /// How instances are read from Consul, by the watcher and by direct reads alike.
     pub view: View,
+    /// The state file (`--state-file`); `None`: off.
+    pub state_file: Option<PathBuf>,
     /// The watcher executable.
     pub watcher_bin: PathBuf,
     /// Worker threads serving the public listener.
@@ -395,6 +405,7 @@ impl Config {
             services,
             rules,
             view,
+            state_file: args.state_file.filter(|p| !p.as_os_str().is_empty()),
             watcher_bin,
             workers,
             balance: args.balance,

@@ -5,6 +5,8 @@
 //!   followed services ([`set`]) and rebuild the [`routes`] table from their [`tag`]s.
 //! - [`direct`] reads a service from Consul before the watcher has delivered it.
 //! - [`freshness`] knows whether that knowledge is fresh (watcher connected, Consul readable).
+//! - [`state_file`] keeps the last good state on disk (`--state-file`) and serves it at a start
+//!   without the registry.
 
 pub mod direct;
 pub mod freshness;
@@ -12,5 +14,6 @@ pub mod routes;
 pub mod services;
 pub mod set;
 pub mod socket;
+pub mod state_file;
 pub mod supervisor;
 pub mod tag;

@@ -6,7 +6,8 @@
 //! start) and is reopened on SIGHUP.
 //!
 //! Shutdown: stop accepting, let in-flight requests finish within the grace period, stop the
-//! watcher, write the access log's queued lines (within 5 s), return.
+//! watcher, write the state file's last changes and the access log's queued lines (within 5 s
+//! each), return.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use crate::config::Config;
 use crate::discovery::direct::{ConsulRead, DirectRead, NoDirectRead};
 use crate::discovery::services::Services;
 use crate::discovery::socket::Socket;
+use crate::discovery::state_file;
 use crate::discovery::supervisor::{supervise, WatcherCommand};
 use crate::observe::access::{self, AccessLog};
 use crate::observe::metrics::Metrics;
@@ -33,6 +35,8 @@ use watcher::source::SourceKind;
 
 /// At shutdown, how long the access log's writer gets to write what is queued.
 const ACCESS_LOG_CLOSE: Duration = Duration::from_secs(5);
+/// At shutdown, how long the state file's last write may take.
+const STATE_FILE_CLOSE: Duration = Duration::from_secs(5);
 
 /// Runs the gateway until a shutdown signal, then drains.
 ///
@@ -56,6 +60,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .with_balance(cfg.balance),
     );
     services.freshness().set_source(cfg.source);
+    // The last good state, served at once (marked stale) until the watcher delivers.
+    if let Some(path) = &cfg.state_file {
+        state_file::restore(path, &services).await;
+    }
     // The register/discover API (with a token): writes go to the registry of --source.
     let api = cfg.api_token.clone().map(|token| crate::api::Api {
         token,
@@ -83,6 +91,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tokio::spawn(socket.serve(services.clone()));
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let state_writer = cfg
+        .state_file
+        .clone()
+        .map(|path| tokio::spawn(state_file::keep_written(path, services.clone(), stop_rx.clone())));
     let supervisor = tokio::spawn(supervise(
         watcher_command(&cfg, &socket_path.to_string_lossy()),
         stop_rx.clone(),
@@ -169,6 +181,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     admin_task.abort();
     let _ = supervisor.await;
+    if let Some(writer) = state_writer {
+        // It wrote the last changes when the stop came; a disk that hangs does not hold the exit.
+        if tokio::time::timeout(STATE_FILE_CLOSE, writer).await.is_err() {
+            warn!(within = ?STATE_FILE_CLOSE, "the state file's last write did not finish");
+        }
+    }
     if let Some(log) = access_log {
         // The queue may hold the last requests' lines (a slow stdout): written before exiting.
         let closed = tokio::task::spawn_blocking(move || log.close(ACCESS_LOG_CLOSE)).await;

@@ -35,6 +35,8 @@ pub struct Freshness {
     watcher_restarts: AtomicU64,
     /// The registry the watcher follows, for messages (set once at start; default Consul).
     source: OnceLock<SourceKind>,
+    /// The state file served from at start, as `<path> written at <time>` (`--state-file`).
+    state_file: OnceLock<String>,
 }
 
 impl Default for Freshness {
@@ -47,6 +49,7 @@ impl Default for Freshness {
             fresh: Mutex::new((false, Instant::now())),
             watcher_restarts: AtomicU64::new(0),
             source: OnceLock::new(),
+            state_file: OnceLock::new(),
         }
     }
 }
@@ -93,6 +96,16 @@ impl Freshness {
     /// The registry the watcher follows (Consul unless [`Freshness::set_source`] said otherwise).
     pub fn source(&self) -> SourceKind {
         self.source.get().copied().unwrap_or_default()
+    }
+
+    /// Says which state file the gateway served from at start (once), for `/readyz`.
+    pub fn set_state_file(&self, described: String) {
+        let _ = self.state_file.set(described);
+    }
+
+    /// The state file served from at start, as `<path> written at <time>`, if any.
+    pub fn state_file(&self) -> Option<String> {
+        self.state_file.get().cloned()
     }
 
     /// What the watcher reads, in words: "Consul's catalog", "etcd", "the DNS server".

@@ -235,7 +235,22 @@ impl Services {
     }
 
     /// Applies a watcher snapshot: the service's instances and catalog tags.
-    pub fn apply_snapshot(&self, service: &str, index: u64, instances: Vec<Instance>, mut tags: Vec<String>) {
+    pub fn apply_snapshot(&self, service: &str, index: u64, instances: Vec<Instance>, tags: Vec<String>) {
+        self.apply_read(service, index, instances, tags, Origin::Watcher);
+    }
+
+    /// Installs the services read from the state file at start ([`super::state_file`]), as one
+    /// batch, each as a snapshot would (origin [`Origin::StateFile`]): served at once, and
+    /// replaced by the watcher's snapshots.
+    pub fn apply_stored(&self, stored: Vec<super::state_file::StoredService>) {
+        self.begin_batch();
+        for s in stored {
+            self.apply_read(&s.service, s.index, s.instances, s.tags, Origin::StateFile);
+        }
+        self.end_batch();
+    }
+
+    fn apply_read(&self, service: &str, index: u64, instances: Vec<Instance>, mut tags: Vec<String>, origin: Origin) {
         tags.sort();
         tags.dedup();
         let mut w = lock(&self.writer);
@@ -255,12 +270,14 @@ impl Services {
         // and then sends a request sees the change (a test, an operator, the status page).
         let mut changed = None;
         let new = match &old {
-            Some(old) if old.same_instances(&instances) && old.tags == tags => old.refreshed(index),
+            Some(old) if origin == Origin::Watcher && old.same_instances(&instances) && old.tags == tags => {
+                old.refreshed(index)
+            }
             _ => {
                 let moved = old.as_ref().is_none_or(|o| !o.same_instances(&instances));
                 let new = ServiceSet::new(
                     service,
-                    Read { instances, tags, index, origin: Origin::Watcher },
+                    Read { instances, tags, index, origin },
                     old.as_deref(),
                     &self.rules,
                     self.workers,

@@ -20,6 +20,8 @@ pub enum Origin {
     Watcher,
     /// A direct Consul read before the watcher delivered.
     Direct,
+    /// The state file read at start (`--state-file`), not yet replaced by a watcher snapshot.
+    StateFile,
 }
 
 /// Where one route sends: its candidates, and the canary side if it splits traffic.
