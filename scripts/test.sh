@@ -8,7 +8,8 @@
 #   4. the demo script in smoke mode
 #   5. the container end-to-end test on the local Docker engine, with Compose v2 (installed as a
 #      CLI plugin by scripts/install-compose-v2.sh) and with docker-compose 1.29 (skipped without
-#      an engine unless REQUIRE_DOCKER=1, which CI sets)
+#      an engine unless REQUIRE_DOCKER=1, which CI sets), then the fault scenarios on the same
+#      stack (scripts/e2e-faults.sh: partition, quorum loss, registrator, whole-cluster restart)
 #   6. the benchmark and the instruction counter in smoke mode (a few seconds each; they report,
 #      they assert no timing)
 set -euo pipefail
@@ -66,6 +67,10 @@ if [ -x scripts/e2e-docker.sh ]; then
     COMPOSE="docker compose" bash scripts/e2e-docker.sh 2>&1 | tee -a "$results"
     step "container end-to-end test (Docker, docker-compose 1.29)"
     COMPOSE=docker-compose bash scripts/e2e-docker.sh 2>&1 | tee -a "$results"
+    step "container fault scenarios (Docker, docker compose v2; scripts/e2e-faults.sh)"
+    # The images the two steps above built (cached: seconds), named by build-images.sh's exports.
+    eval "$(SKIP_CARGO=1 bash scripts/build-images.sh all 2>/dev/null)"
+    E2E_SKIP_BUILD=1 COMPOSE="docker compose" bash scripts/e2e-faults.sh 2>&1 | tee -a "$results"
   elif [ -n "${REQUIRE_DOCKER:-}" ]; then
     echo "REQUIRE_DOCKER is set but no Docker engine answers" >&2
     exit 1
