@@ -74,6 +74,16 @@ if [ -x scripts/e2e-docker.sh ]; then
     COMPOSE="docker compose" bash scripts/e2e-docker.sh 2>&1 | tee -a "$results"
     step "container end-to-end test (Docker, docker-compose 1.29)"
     COMPOSE=docker-compose bash scripts/e2e-docker.sh 2>&1 | tee -a "$results"
+    # The fault scenarios (scripts/e2e-faults.sh) are opt-in (E2E_FAULTS=1) until the gateway
+    # passes them: two of their checks fail on every run today (after a partition heals the
+    # gateway drops the agent's instances for 1.5-30 s; /readyz turns stale only ~30 s into a
+    # partition). Issue 14 stays open for it; its note has the numbers.
+    if [ -n "${E2E_FAULTS:-}" ]; then
+      step "container fault scenarios (Docker, docker compose v2; scripts/e2e-faults.sh)"
+      # The images the two steps above built (cached: seconds), named by build-images.sh's exports.
+      eval "$(SKIP_CARGO=1 bash scripts/build-images.sh all 2>/dev/null)"
+      E2E_SKIP_BUILD=1 COMPOSE="docker compose" bash scripts/e2e-faults.sh 2>&1 | tee -a "$results"
+    fi
   elif [ -n "${REQUIRE_DOCKER:-}" ]; then
     echo "REQUIRE_DOCKER is set but no Docker engine answers" >&2
     exit 1
