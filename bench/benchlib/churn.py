@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 
+from .load import Workers
 from .procs import HarnessError
 
 
@@ -239,26 +240,17 @@ class ChangeFeed:
                     self.fleet.seen(what, int(port), t)
 
 
-class Probe:
+class Probe(Workers):
     """`threads` keep-alive clients sending GET /<service>/ in turn over `services`, `rate` requests/s
     in all; each request is kept as (service, sent, received, status or error name, port that answered)."""
+
+    join_timeout = 10
 
     def __init__(self, port, services, rate, threads=4):
         self.port, self.services, self.threads = port, services, threads
         self.interval = threads / rate
         self.records = []
-        self._stop = threading.Event()
-        self._ts = [threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(threads)]
-
-    def __enter__(self):
-        for t in self._ts:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for t in self._ts:
-            t.join(timeout=10)
+        self._workers(threads)
 
     def _run(self, k):
         conn, i = None, k

@@ -39,18 +39,15 @@ def wrk(url, duration_s, connections, threads=1, cpus=None, timeout_s="5s", scri
     raise HarnessError(f"wrk gave no result ({out.returncode}): {out.stdout[-500:]} {out.stderr[-500:]}")
 
 
-class Prober:
-    """`threads` keep-alive clients sending GET path continuously; each response is recorded as
-    (sent, received, port-that-answered or None, status or error text)."""
+class Workers:
+    """Background threads, each running `self._run(k)` (k = 0..threads-1) until the `with` block
+    ends: `_stop` is then set and each thread joined for at most `join_timeout` seconds."""
 
-    def __init__(self, port, path, threads=4, interval=0.0):
-        """interval: seconds each thread waits after a response (0: back to back)."""
-        self.port, self.path, self.n, self.interval = port, path, threads, interval
-        self.events = deque()  # appended by the client threads, drained by take()
-        self.errors = 0
-        self.responses = 0
+    join_timeout = 5
+
+    def _workers(self, threads):
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        self._threads = [threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(threads)]
 
     def __enter__(self):
         for t in self._threads:
@@ -60,7 +57,20 @@ class Prober:
     def __exit__(self, *exc):
         self._stop.set()
         for t in self._threads:
-            t.join(timeout=5)
+            t.join(timeout=self.join_timeout)
+
+
+class Prober(Workers):
+    """`threads` keep-alive clients sending GET path continuously; each response is recorded as
+    (sent, received, port-that-answered or None, status or error text)."""
+
+    def __init__(self, port, path, threads=4, interval=0.0):
+        """interval: seconds each thread waits after a response (0: back to back)."""
+        self.port, self.path, self.n, self.interval = port, path, threads, interval
+        self.events = deque()  # appended by the client threads, drained by take()
+        self.errors = 0
+        self.responses = 0
+        self._workers(threads)
 
     def take(self):
         """The events recorded since the last take()."""
@@ -71,7 +81,7 @@ class Prober:
             except IndexError:
                 return out
 
-    def _run(self):
+    def _run(self, _k):
         conn = None
         while not self._stop.is_set():
             if conn is None:
